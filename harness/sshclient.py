@@ -1,0 +1,124 @@
+"""SSH into the guest with paramiko: key-only, host key pinned, loopback only."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from .deadline import Deadline
+from .sshkeys import GuestKeys
+
+# paramiko logs every refused connection while sshd is still starting as a traceback; the
+# retry loop below reports the last error itself if the deadline passes.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class CommandTimeout(Exception):
+    """The guest command did not finish before its deadline."""
+
+
+def _host_key(public: str) -> paramiko.PKey:
+    kind, blob = public.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+
+
+class GuestSSH:
+    def __init__(self, port: int, keys: GuestKeys, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.keys = keys
+        self.client: paramiko.SSHClient | None = None
+
+    def connect(self, deadline: Deadline) -> None:
+        """Connect, retrying while the guest's sshd is not up yet, until the deadline."""
+        pkey = paramiko.ECDSAKey.from_private_key_file(str(self.keys.client_key))
+        last: Exception | None = None
+        delay = 0.05
+        while not deadline.expired():
+            client = paramiko.SSHClient()
+            client.get_host_keys().add(f"[{self.host}]:{self.port}",
+                                       self.keys.host_public.split()[0],
+                                       _host_key(self.keys.host_public))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            try:
+                timeout = max(1.0, min(10.0, deadline.remaining()))
+                client.connect(self.host, self.port, username="root", pkey=pkey,
+                               look_for_keys=False, allow_agent=False, timeout=timeout,
+                               banner_timeout=timeout, auth_timeout=timeout)
+                transport = client.get_transport()
+                assert transport is not None
+                transport.set_keepalive(5)
+                self.client = client
+                return
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                last = exc
+                client.close()
+                time.sleep(min(delay, deadline.remaining()))
+                delay = min(delay * 2, 0.5)
+        raise TimeoutError(f"SSH to {self.host}:{self.port} did not come up: {last}")
+
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        if self.client is None:
+            raise RuntimeError("SSH is not connected")
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionError("the SSH connection to the guest is closed")
+        start = time.monotonic()
+        deadline = Deadline(timeout)
+        channel = transport.open_session(timeout=timeout)
+        try:
+            channel.settimeout(0.2)
+            channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                got = False
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                    got = True
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                    got = True
+                if channel.exit_status_ready() and not channel.recv_ready() \
+                        and not channel.recv_stderr_ready():
+                    break
+                if deadline.expired():
+                    raise CommandTimeout(f"{command!r} did not finish in {timeout:.0f} s")
+                if not got:
+                    try:
+                        chunk = channel.recv(65536)
+                        out += chunk
+                        if not chunk and channel.exit_status_ready():
+                            break
+                    except socket.timeout:
+                        pass
+            status = channel.recv_exit_status()
+        finally:
+            channel.close()
+        return CommandResult(command, status, out.decode(errors="replace"),
+                             err.decode(errors="replace"), time.monotonic() - start)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
