@@ -93,7 +93,8 @@ def choose_accel(requested: str, vmlinuz: Path) -> AccelChoice:
     ok, why = kvm_device_usable()
     if ok:
         qemu = qemu_binary()
-        stamp = cache.cache_root() / "accel" / f"{_boot_id()}-{cache.content_key([qemu, str(os.stat(qemu).st_mtime_ns)])}.json"
+        qemu_id = cache.content_key([qemu, str(os.stat(qemu).st_mtime_ns)])
+        stamp = cache.cache_root() / "accel" / f"{_boot_id()}-{qemu_id}.json"
         if stamp.is_file():
             ok, why = json.loads(stamp.read_text())
         else:

@@ -221,8 +221,8 @@ class PrivateApt:
         self._prepare()
         if not force and self.lists_fresh():
             return
-        print(f"harness: refreshing private apt lists ({', '.join(ARCHIVE_SUITES + SECURITY_SUITES)})",
-              file=sys.stderr, flush=True)
+        suites = ", ".join(ARCHIVE_SUITES + SECURITY_SUITES)
+        print(f"harness: refreshing private apt lists ({suites})", file=sys.stderr, flush=True)
         self._run(["apt-get", *self.options(), "update"], "apt-get update")
         for path in self.lists.glob("*_Packages*"):
             path.touch()

@@ -126,6 +126,14 @@ def userland_inputs(recipe: Recipe) -> tuple[list[Path], list[Path]]:
     return binaries, sorted(extra | set(stdlib_files))
 
 
+def busybox_applets() -> list[str]:
+    """Where busybox installs its applets, mapped into the merged-/usr tree."""
+    proc = subprocess.run(["/bin/busybox", "--list-full"], capture_output=True, text=True,
+                          check=False)
+    return sorted({_image_path(Path("/" + line.strip())) for line in proc.stdout.splitlines()
+                   if line.strip() and not line.strip().endswith("/busybox")})
+
+
 def _render(recipe: Recipe, template: str, context: dict[str, Any]) -> bytes:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(recipe.path.parent)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -157,9 +165,9 @@ def write_userland(recipe: Recipe, keys: GuestKeys, out: Path) -> None:
             cpio.file(dest, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644)
         for name, target in (recipe.get("links") or {}).items():
             cpio.symlink(name, target)
-        for applet in ("sh", "init", "ip", "hostname", "poweroff", "reboot", "dmesg", "cat",
-                       "sync", "sleep"):
-            cpio.symlink(f"usr/bin/{applet}", "busybox")
+        # Every busybox applet the image has no real binary for (claimed names are kept).
+        for applet in busybox_applets():
+            cpio.symlink(applet, "/usr/bin/busybox")
         etc = {
             "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
             "etc/group": "root:x:0:\ntty:x:5:\n",
@@ -261,12 +269,12 @@ def write_modules(kernel: Kernel, wanted: list[str], out: Path) -> None:
             raise HarnessError(f"depmod for {kernel.release} failed: {proc.stderr.strip()}")
         with out.open("wb") as fh:
             cpio = CpioWriter(fh)
-            for path in sorted(Path(tmp).rglob("*")):
-                rel = "usr/" + str(path.relative_to(tmp))
-                if path.is_dir():
-                    cpio.directory(rel)
+            for found in sorted(Path(tmp).rglob("*")):
+                entry = "usr/" + str(found.relative_to(tmp))
+                if found.is_dir():
+                    cpio.directory(entry)
                 else:
-                    cpio.file(rel, path.read_bytes())
+                    cpio.file(entry, found.read_bytes())
             cpio.trailer()
 
 

@@ -108,7 +108,9 @@ class QemuCommand:
 
     def argv(self) -> list[str]:
         out = [self.binary, "-nodefaults", "-no-user-config", "-display", "none",
-               "-no-reboot", *self.machine.args(), *self.boot.args(), *SerialOnStdio().args()]
+               "-no-reboot", *self.machine.args(), *self.boot.args(), *SerialOnStdio().args(),
+               # Entropy from the host: sshd waits for a seeded RNG before it answers.
+               "-device", "virtio-rng-pci"]
         if self.qmp:
             out += self.qmp.args()
         if self.network:

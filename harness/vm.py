@@ -26,13 +26,27 @@ from . import procs
 from .accel import AccelChoice, choose_accel
 from .console import Console
 from .deadline import Deadline, poll
-from .errors import (BootTimeout, GuestCommandError, GuestDied, HarnessError, StateError,
-                     ToolMissing, VMError)
+from .errors import (
+    BootTimeout,
+    GuestCommandError,
+    GuestDied,
+    HarnessError,
+    StateError,
+    ToolMissing,
+    VMError,
+)
 from .guestimage import READY_MARKER, SCRATCH_SERIAL, GuestImage
 from .kernels import Kernel
 from .kernlog import Splat, find_splats
-from .qemu_cmd import DirectKernelBoot, Disk, Machine, QemuCommand, QmpSocket, UserNetwork, \
-    qemu_binary
+from .qemu_cmd import (
+    DirectKernelBoot,
+    Disk,
+    Machine,
+    QemuCommand,
+    QmpSocket,
+    UserNetwork,
+    qemu_binary,
+)
 from .sshclient import CommandResult, CommandTimeout, GuestSSH
 from .sshkeys import guest_keys
 
@@ -152,7 +166,8 @@ class VM:
         try:
             self.qmp.accept(timeout=min(30.0, deadline.remaining()))
         except (QMPError, TimeoutError, OSError) as exc:
-            raise self._launch_failure(f"QEMU did not connect to its QMP socket ({exc!r})")
+            raise self._launch_failure(
+                f"QEMU did not connect to its QMP socket ({exc!r})") from exc
         self.state = VMState.RUNNING
         self.ssh_port = self._forwarded_port()
         self._wait_ready(deadline)
@@ -160,7 +175,7 @@ class VM:
         try:
             self.ssh.connect(deadline)
         except TimeoutError as exc:
-            raise BootTimeout(f"{self.name}: the guest printed its ready marker but SSH on "
+            raise BootTimeout(  # noqa: B904 - the cause is in the messagef"{self.name}: the guest printed its ready marker but SSH on "
                               f"127.0.0.1:{self.ssh_port} never answered: {exc}",
                               command=self.argv, console_tail=self._tail())
 

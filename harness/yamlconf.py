@@ -22,7 +22,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,
                        deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise SpecError(f"{key_node.start_mark.name}:{key_node.start_mark.line + 1}: "
                             f"duplicate key {key!r} (first at line {seen[key]})")
@@ -57,7 +57,7 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
                 return None
             data = loader.construct_document(root)
         finally:
-            loader.dispose()  # type: ignore[no-untyped-call]
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -77,7 +77,7 @@ def _locate(data: Any, node: yaml.Node, origin: str) -> Any:
                 out[key] = _locate(out[key], value_node, origin)
         return out
     if isinstance(data, list) and isinstance(node, yaml.SequenceNode):
-        return [_locate(item, child, origin) for item, child in zip(data, node.value)]
+        return [_locate(item, child, origin) for item, child in zip(data, node.value, strict=True)]
     return data
 
 

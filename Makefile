@@ -1,0 +1,90 @@
+# EROFS page cache sharing harness. The whole set-up is `make run` or `make test`:
+# every target installs what it needs (host packages with apt, a virtualenv with the
+# pinned Python dependencies) and then does its job.
+#
+# Variables: KERNEL=<kernel spec>  ACCEL=auto|kvm|tcg  PYTEST_ARGS=...  CMD=... (exec)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+KERNEL ?=
+ACCEL ?= auto
+PYTEST_ARGS ?=
+CMD ?=
+ARTIFACTS ?= artifacts
+
+# Host packages: QEMU, what the guest image is assembled from (vmimages/guest.yaml), and
+# what builds the Python environment.
+HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin python3-minimal \
+	util-linux kmod attr e2fsprogs xfsprogs apt dpkg python3-venv ca-certificates
+
+VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
+# pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
+PYTEST := scripts/pytest-nonempty $(PY) -m pytest
+
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel clean help
+
+all: help
+
+help:
+	@echo "make run      run the page cache sharing suite on KERNEL (default: pinned Debian kernel)"
+	@echo "make test     the harness's own tests: lint, types, unit tests, VM smoke, fast slice"
+	@echo "make shell    interactive shell in a guest booted on KERNEL"
+	@echo "make exec CMD='...'  boot, run CMD in the guest, exit with its status"
+	@echo "make bench    boot and round-trip benchmarks"
+	@echo "variables: KERNEL=debian:7.3|debian:7.2|debian:6.12|path:<vmlinuz>[,modules=<dir>]"
+	@echo "           ACCEL=auto|kvm|tcg  PYTEST_ARGS='...'"
+
+deps:
+	@missing=$$(for p in $(HOST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing host packages:" $$missing; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml | deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+lint: venv
+	$(PY) -m ruff check harness tests testcases
+	$(PY) -m mypy
+
+unit: venv
+	$(PYTEST) tests/unit -q $(PYTEST_ARGS)
+
+vmtest: venv
+	$(PYTEST) tests/vm testcases -m fast -q $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
+
+test: deps venv
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory vmtest
+
+run: deps venv
+	$(PYTEST) testcases -v $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
+
+shell: deps venv
+	$(PY) -m harness shell $(VM_OPTS)
+
+exec: deps venv
+	@test -n "$(CMD)" || { echo "make exec needs CMD='...'"; exit 2; }
+	@$(PY) -m harness exec $(VM_OPTS) -- $(CMD)
+
+bench: deps venv
+	$(PY) -m harness bench $(VM_OPTS)
+
+kernel: deps venv
+	$(PY) -m harness kernel $(if $(KERNEL),--kernel=$(KERNEL))
+
+clean:
+	rm -rf $(VENV) $(ARTIFACTS) .mypy_cache .ruff_cache .pytest_cache

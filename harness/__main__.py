@@ -1,0 +1,110 @@
+"""``python -m harness <subcommand>``: the command line the Make targets wrap.
+
+Errors meant for people (HarnessError) print as one paragraph and exit 2; Ctrl-C exits 130
+after the VM and everything it made are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import HarnessError
+
+
+def _vm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", default=None,
+                        help="kernel spec (debian:7.3, path:<vmlinuz>[,modules=<dir>]); "
+                             "default: the pinned default")
+    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--vm-memory", type=int, default=1024, metavar="MB")
+    parser.add_argument("--vm-cpus", type=int, default=2, metavar="N")
+    parser.add_argument("--vm-keep", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness",
+                                     description="EROFS page cache sharing harness")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_exec = sub.add_parser("exec", help="boot, run one command, print its output, exit "
+                                         "with its status")
+    _vm_options(p_exec)
+    p_exec.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (shell syntax)")
+    p_shell = sub.add_parser("shell", help="an interactive shell in a guest")
+    _vm_options(p_shell)
+    p_bench = sub.add_parser("bench", help="boot and round-trip benchmarks, printed")
+    _vm_options(p_bench)
+    p_bench.add_argument("--boots", type=int, default=5, help="cold boots to take the "
+                                                             "median of (default 5)")
+    p_bench.add_argument("--round-trips", type=int, default=50)
+    p_kernel = sub.add_parser("kernel", help="fetch or locate a kernel and describe it")
+    p_kernel.add_argument("--kernel", default=None)
+    return parser
+
+
+def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .session import BootRequest
+    return BootRequest(args.kernel, args.accel, args.vm_memory, args.vm_cpus, args.vm_keep)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .session import boot
+    parts = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    command = " ".join(parts).strip()
+    if not command:
+        raise HarnessError("exec needs a command: python -m harness exec -- uname -r "
+                           "(make exec CMD='uname -r')")
+    with boot(_request(args), name="exec") as vm:
+        result = vm.run(command)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.status
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from .interactive import interactive_shell
+    from .session import boot
+    with boot(_request(args), name="shell") as vm:
+        assert vm.ssh is not None and vm.ssh.client is not None
+        print(f"harness: guest {vm.kernel.release} ready in {vm.boot_seconds:.1f} s "
+              f"(accel {vm.accel.name if vm.accel else '?'}); exit the shell to stop it",
+              file=sys.stderr, flush=True)
+        return interactive_shell(vm.ssh.client)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_boot_bench
+    run_boot_bench(_request(args), boots=args.boots, round_trips=args.round_trips)
+    return 0
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from .kernels import resolve_kernel
+    kernel = resolve_kernel(args.kernel)
+    print(kernel.describe())
+    print(f"vmlinuz: {kernel.vmlinuz}")
+    print(f"modules: {kernel.modules_dir}")
+    return 0
+
+
+COMMANDS = {"exec": cmd_exec, "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="harness: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; the VM was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

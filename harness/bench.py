@@ -1,0 +1,118 @@
+"""``make bench``: boot and command round-trip numbers, printed as a table, never asserted.
+
+Compared: the harness's boot-to-ready (QEMU start until SSH answers a command) against a
+bare ``qemu-system-x86_64 -kernel <same vmlinuz> -initrd <busybox initramfs>`` boot until
+its /init prints, on the same accelerator, memory and CPUs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import cache, procs
+from .accel import choose_accel
+from .cpio import CpioWriter
+from .deadline import Deadline, poll
+from .errors import HarnessError
+from .guestimage import build_guest_image
+from .kernels import resolve_kernel
+from .qemu_cmd import DirectKernelBoot, Machine, QemuCommand, qemu_binary
+from .session import BootRequest
+from .vm import BASE_APPEND, VM, VMConfig
+
+BARE_MARKER = "BARE-INIT-REACHED"
+
+
+def bare_initramfs() -> Path:
+    def build(out: Path) -> dict[str, object]:
+        with (out / "bare.cpio").open("wb") as fh:
+            cpio = CpioWriter(fh)
+            for name in ("dev", "bin", "proc"):
+                cpio.directory(name)
+            cpio.chardev("dev/console", 5, 1)
+            cpio.file("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
+            cpio.symlink("bin/sh", "busybox")
+            cpio.file("init", f"#!/bin/sh\necho {BARE_MARKER}\n/bin/busybox poweroff -f\n"
+                      .encode(), 0o755)
+            cpio.trailer()
+        return {}
+    key = cache.content_key(["bare-v1", Path("/bin/busybox").read_bytes()])
+    return cache.get_or_build("bench-bare", key, build) / "bare.cpio"
+
+
+def bare_boot_seconds(vmlinuz: Path, accel: str, memory_mb: int, cpus: int) -> float:
+    argv = QemuCommand(qemu_binary(), Machine(accel, memory_mb, cpus),
+                       DirectKernelBoot(vmlinuz, bare_initramfs(), BASE_APPEND)).argv()
+    with tempfile.TemporaryFile() as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=procs.die_with_parent)
+        procs.register(proc.pid, "bench bare qemu")
+        try:
+            def reached() -> float | None:
+                out.seek(0)
+                return time.monotonic() - start if BARE_MARKER.encode() in out.read() else None
+            seconds = poll(reached, Deadline(120), first=0.005, most=0.02)
+        finally:
+            proc.kill()
+            proc.wait()
+            procs.unregister(proc.pid)
+    if seconds is None:
+        raise HarnessError(f"the bare busybox boot of {vmlinuz} did not reach /init in 120 s")
+    return seconds
+
+
+def _row(name: str, value: str, target: str = "") -> str:
+    return f"| {name:<44} | {value:>16} | {target:<10} |"
+
+
+def run_boot_bench(request: BootRequest, boots: int = 5, round_trips: int = 50) -> None:
+    warm_start = time.monotonic()
+    kernel = resolve_kernel(request.kernel)
+    image = build_guest_image(kernel)
+    accel = choose_accel(request.accel, kernel.vmlinuz)
+    config = VMConfig(memory_mb=request.memory_mb, cpus=request.cpus, accel=accel.name)
+    print(f"bench: kernel {kernel.release}, accel {accel.name} ({accel.reason}), "
+          f"{request.memory_mb} MiB, {request.cpus} CPUs, {boots} boots each", file=sys.stderr)
+    warm = None
+    harness_times, bare_times = [], []
+    rtts: list[float] = []
+    for number in range(boots):
+        print(f"bench: boot {number + 1}/{boots}", file=sys.stderr, flush=True)
+        bare_times.append(bare_boot_seconds(kernel.vmlinuz, accel.name, request.memory_mb,
+                                            request.cpus))
+        vm = VM(kernel, image, config, name=f"bench{number}")
+        started = time.monotonic()
+        with vm:
+            vm.run("true", check=True)
+            harness_times.append(time.monotonic() - started)
+            if warm is None:
+                warm = time.monotonic() - warm_start
+            if number == 0:
+                for _ in range(round_trips):
+                    t0 = time.monotonic()
+                    vm.run("true", check=True)
+                    rtts.append(time.monotonic() - t0)
+    h, b = statistics.median(harness_times), statistics.median(bare_times)
+    rows = [
+        _row("median harness boot-to-ready (SSH answers)", f"{h:.2f} s"),
+        _row("median bare boot-to-init (busybox initramfs)", f"{b:.2f} s"),
+        _row("ratio harness / bare", f"{h / b:.2f}x", "<= 1.3x"),
+        _row(f"guest command round trip (median of {round_trips})",
+             f"{statistics.median(rtts) * 1000:.1f} ms", "<= 30 ms"),
+        _row("warm start: spec -> cached kernel/image -> ready", f"{warm or 0:.2f} s"),
+        _row("guest image size", f"{image.initramfs.stat().st_size >> 20} MiB"),
+    ]
+    line = "+" + "-" * 46 + "+" + "-" * 18 + "+" + "-" * 12 + "+"
+    print(line)
+    print(_row("boot benchmark (" + accel.name + ")", "value", "target"))
+    print(line)
+    print("\n".join(rows))
+    print(line)
+    print("all harness boots: " + ", ".join(f"{t:.2f}" for t in harness_times) + " s; "
+          "bare: " + ", ".join(f"{t:.2f}" for t in bare_times) + " s")

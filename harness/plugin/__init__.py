@@ -1,0 +1,16 @@
+"""The pytest plugin, loaded through the ``pytest11`` entry point named ``harness.plugin``.
+
+Hooks and fixtures live in separate modules (as in labgrid's pytestplugin); this module
+only gathers them so that pytest registers one plugin.
+"""
+
+from .fixtures import guest, guest_image, kernel, vm, vm_pool  # noqa: F401
+from .hooks import (  # noqa: F401
+                    pytest_addoption,
+                    pytest_configure,
+                    pytest_report_header,
+                    pytest_runtest_call,
+                    pytest_runtest_makereport,
+                    pytest_runtest_setup,
+                    pytest_sessionfinish,
+)

@@ -1,0 +1,183 @@
+"""Hooks: options, markers, kernel-requirement skips, splat and liveness checks around each
+test that uses the VM, artifacts of failed tests."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator
+
+import pytest
+
+from ..errors import HarnessError
+from ..kernels import Kernel
+from ..vm import VM
+from .markers import (
+    MARKERS,
+    check_regression_mark,
+    missing_requirements,
+    release_tuple,
+    requirement_names,
+)
+from .state import Options, VMPool, env_default, options_key, pool_key, safe_name, worker_id
+
+VM_FIXTURES = {"vm", "guest"}
+_DMESG_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("erofs-harness", "EROFS page cache sharing harness")
+    group.addoption("--kernel", default=env_default("HARNESS_KERNEL", None),
+                    help="kernel spec: debian:<prefix>, path:<vmlinuz>[,modules=<dir>] "
+                         "(default: the pinned default kernel)")
+    group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                    help="accelerator: auto (KVM when a probe shows it works), kvm, tcg")
+    group.addoption("--vm-memory", type=int, default=1024, metavar="MB",
+                    help="guest memory in MiB (default 1024)")
+    group.addoption("--vm-cpus", type=int, default=2, metavar="N",
+                    help="guest CPUs (default 2)")
+    group.addoption("--vm-keep", action="store_true", default=False,
+                    help="keep each VM's work directory (disks, sockets) after it stops")
+    group.addoption("--vm-boot-timeout", type=float, default=180.0, metavar="S",
+                    help="seconds a boot may take before it fails (default 180)")
+    group.addoption("--artifacts", default="artifacts", metavar="DIR",
+                    help="where console logs and dmesg of failed tests go (default artifacts)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    options = Options.from_config(config)
+    if options.memory_mb < 256:
+        raise pytest.UsageError(f"--vm-memory={options.memory_mb}: at least 256 MiB")
+    if options.cpus < 1:
+        raise pytest.UsageError(f"--vm-cpus={options.cpus}: at least 1")
+    config.stash[options_key] = options
+    config.stash[pool_key] = VMPool(options, f"vm-{worker_id(config)}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    opts = config.stash[options_key]
+    return (f"erofs-harness: kernel={opts.kernel or 'default (pinned)'} accel={opts.accel} "
+            f"vm={opts.memory_mb}MiB/{opts.cpus}cpu artifacts={opts.artifacts}")
+
+
+def _kernel_or_exit(pool: VMPool) -> Kernel:
+    try:
+        return pool.kernel
+    except HarnessError as exc:
+        pytest.exit(f"harness: {exc}", returncode=4)
+        raise  # unreachable: pytest.exit raises
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marks = list(item.iter_markers("requires_kernel"))
+    regressions = list(item.iter_markers("regression"))
+    if not marks and not regressions:
+        return
+    where = item.nodeid
+    names = [n for mark in marks for n in requirement_names(mark, where)]
+    checked = [check_regression_mark(m, where) for m in regressions]
+    kernel = _kernel_or_exit(item.config.stash[pool_key])
+    missing = missing_requirements(kernel, names)
+    if missing:
+        reasons = [m.kwargs["reason"] for m in marks if m.kwargs.get("reason")]
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        pytest.skip(f"kernel {kernel.release} lacks {', '.join(missing)}{why}")
+    for report, fix, fixed_in in checked:
+        if fixed_in and release_tuple(kernel.release) < release_tuple(fixed_in):
+            pytest.skip(f"kernel {kernel.release} predates the fix {fix} (in {fixed_in}) for "
+                        f"{report}")
+
+
+def _vm_of(item: pytest.Item) -> VM | None:
+    funcargs = getattr(item, "funcargs", {})
+    vm = funcargs.get("vm")
+    if vm is None and "guest" in funcargs:
+        vm = funcargs["guest"].vm
+    return vm if isinstance(vm, VM) else None
+
+
+def _new_dmesg(vm: VM, after: float) -> tuple[str, float]:
+    """dmesg lines stamped after ``after`` (seconds since boot), and the newest stamp."""
+    result = vm.run("dmesg", timeout=30)
+    newest = after
+    lines = []
+    for line in result.stdout.splitlines():
+        match = _DMESG_TIME.match(line)
+        if match and float(match.group(1)) > after:
+            lines.append(line)
+            newest = max(newest, float(match.group(1)))
+    return "\n".join(lines), newest
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    vm = _vm_of(item) if VM_FIXTURES & set(getattr(item, "fixturenames", ())) else None
+    if vm is None:
+        return (yield)
+    start = vm.console_offset()
+    stamp = getattr(vm, "dmesg_seen", 0.0)
+    item.stash[_start_key] = (vm, start)
+    try:
+        outcome = yield
+    finally:
+        problem = _after_test(item, vm, start, stamp)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return outcome
+
+
+def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | None:
+    """A splat or a dead guest fails the test that caused it and retires the VM."""
+    splats = vm.splats_since(start)
+    if vm.console is not None and vm.console.ended:
+        vm.mark_broken()
+        return (f"the guest died during this test (QEMU exit status "
+                f"{vm.console.exitstatus()}); last console lines:\n{vm.console.tail(40)}")
+    if not vm.responsive():
+        vm.mark_broken()
+        return (f"the guest stopped answering during this test; last console lines:\n"
+                f"{vm.console.tail(40) if vm.console else ''}")
+    if not splats:
+        from ..kernlog import find_splats
+        text, newest = _new_dmesg(vm, stamp)
+        vm.dmesg_seen = newest  # type: ignore[attr-defined]
+        splats = find_splats(text)
+    if splats:
+        vm.mark_broken()
+        return "kernel reported a problem during this test:\n" + "\n\n".join(map(str, splats))
+    return None
+
+
+_start_key = pytest.StashKey[tuple[VM, int]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                        pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed and _start_key in item.stash:
+        vm, start = item.stash[_start_key]
+        _save_artifacts(item, vm, start, report)
+    return report
+
+
+def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestReport) -> None:
+    opts = item.config.stash[options_key]
+    folder = opts.artifacts / safe_name(item.nodeid)
+    folder.mkdir(parents=True, exist_ok=True)
+    console = vm.console.since(start) if vm.console else ""
+    (folder / "console.log").write_text(console)
+    report.sections.append(("console during the test", console[-8000:]))
+    if vm.responsive(5):
+        dmesg = vm.run("dmesg", timeout=30).stdout
+        (folder / "dmesg.txt").write_text(dmesg)
+        report.sections.append(("dmesg (tail)", "\n".join(dmesg.splitlines()[-60:])))
+    report.sections.append(("artifacts", str(folder)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    pool: VMPool | None = session.config.stash.get(pool_key, None)
+    if pool is not None:
+        pool.close()

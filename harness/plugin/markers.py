@@ -1,0 +1,60 @@
+"""Markers for kernel requirements and regressions; bad arguments are usage errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ..kernels import FEATURES, Kernel
+
+MARKERS = [
+    "requires_kernel(*needs, reason=None): skip, with the reason, unless the kernel under test "
+    "has every listed feature (" + ", ".join(FEATURES) + ") or config option (CONFIG_...)",
+    "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
+    "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
+    "fast: part of the fast slice that `make test` runs",
+]
+
+
+def requirement_names(mark: pytest.Mark, where: str) -> list[str]:
+    if not mark.args:
+        raise pytest.UsageError(f"{where}: @requires_kernel needs at least one feature or "
+                                f"CONFIG_ option")
+    names = []
+    for arg in mark.args:
+        if not isinstance(arg, str) or not (arg in FEATURES or arg.startswith("CONFIG_")):
+            raise pytest.UsageError(f"{where}: @requires_kernel({arg!r}): not a known feature "
+                                    f"({', '.join(FEATURES)}) nor a CONFIG_ option name")
+        names.append(arg)
+    unknown = set(mark.kwargs) - {"reason"}
+    if unknown:
+        raise pytest.UsageError(f"{where}: @requires_kernel got unknown arguments "
+                                f"{sorted(unknown)}")
+    return names
+
+
+def missing_requirements(kernel: Kernel, names: list[str]) -> list[str]:
+    missing = []
+    for name in names:
+        ok = kernel.features.get(name) if name in FEATURES else kernel.has(name)
+        if not ok:
+            detail = " / ".join(FEATURES[name]) if name in FEATURES else name
+            missing.append(f"{name} ({detail})" if name in FEATURES else detail)
+    return missing
+
+
+def check_regression_mark(mark: pytest.Mark, where: str) -> tuple[str, str, str | None]:
+    report = mark.kwargs.get("report", mark.args[0] if mark.args else None)
+    fix = mark.kwargs.get("fix", mark.args[1] if len(mark.args) > 1 else None)
+    if not report or not fix:
+        raise pytest.UsageError(f"{where}: @regression needs report=<URL> and fix=<commit>")
+    fixed_in = mark.kwargs.get("fixed_in")
+    if fixed_in is not None and not re.fullmatch(r"\d+(\.\d+)*", str(fixed_in)):
+        raise pytest.UsageError(f"{where}: @regression fixed_in={fixed_in!r} is not a version")
+    return str(report), str(fix), fixed_in
+
+
+def release_tuple(release: str) -> tuple[int, ...]:
+    match = re.match(r"(\d+(?:\.\d+)*)", release)
+    return tuple(int(x) for x in match.group(1).split(".")) if match else ()

@@ -1,0 +1,110 @@
+"""What the plugin keeps per session (in ``config.stash``): options, kernel, VM pool."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ..errors import HarnessError
+from ..guestimage import GuestImage, build_guest_image
+from ..kernels import Kernel, resolve_kernel
+from ..vm import VM, VMConfig, VMState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Options:
+    kernel: str | None
+    accel: str
+    memory_mb: int
+    cpus: int
+    keep: bool
+    artifacts: Path
+    boot_timeout: float
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Options:
+        return cls(kernel=config.getoption("kernel"), accel=config.getoption("accel"),
+                   memory_mb=config.getoption("vm_memory"), cpus=config.getoption("vm_cpus"),
+                   keep=config.getoption("vm_keep"),
+                   artifacts=Path(config.getoption("artifacts")).resolve(),
+                   boot_timeout=config.getoption("vm_boot_timeout"))
+
+
+def worker_id(config: pytest.Config) -> str:
+    """``gw0``.. under pytest-xdist, ``main`` otherwise: one VM per worker."""
+    return str(getattr(config, "workerinput", {}).get("workerid", "main"))
+
+
+@dataclass
+class VMPool:
+    """The one VM of this pytest worker, started on first use and replaced when broken."""
+
+    options: Options
+    name: str
+    _kernel: Kernel | None = None
+    _image: GuestImage | None = None
+    current: VM | None = None
+    boots: int = 0
+    replaced_because: list[str] = field(default_factory=list)
+    kernel_error: HarnessError | None = None
+
+    @property
+    def kernel(self) -> Kernel:
+        if self.kernel_error:
+            raise self.kernel_error
+        if self._kernel is None:
+            try:
+                self._kernel = resolve_kernel(self.options.kernel)
+            except HarnessError as exc:
+                self.kernel_error = exc
+                raise
+        return self._kernel
+
+    @property
+    def image(self) -> GuestImage:
+        if self._image is None:
+            self._image = build_guest_image(self.kernel)
+        return self._image
+
+    def get(self) -> VM:
+        if self.current is not None and self.current.state != VMState.RUNNING:
+            self.replaced_because.append(f"{self.current.name} was {self.current.state.value}")
+            self.current.stop()
+            self.current = None
+        if self.current is None:
+            self.boots += 1
+            config = VMConfig(memory_mb=self.options.memory_mb, cpus=self.options.cpus,
+                              accel=self.options.accel, keep=self.options.keep,
+                              boot_timeout=self.options.boot_timeout)
+            vm = VM(self.kernel, self.image, config, artifacts=self.options.artifacts / "vms",
+                    name=f"{self.name}-boot{self.boots}")
+            vm.start()
+            self.current = vm
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            with contextlib.suppress(Exception):
+                self.current.stop()
+            self.current = None
+
+
+def safe_name(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150] or "test"
+
+
+def env_default(name: str, fallback: str | None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else fallback
+
+
+options_key = pytest.StashKey[Options]()
+pool_key = pytest.StashKey[VMPool]()
