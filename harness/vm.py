@@ -196,7 +196,12 @@ class VM:
 
     def _forwarded_port(self) -> int:
         assert self.qmp is not None
-        text = str(self.qmp.cmd("human-monitor-command", **{"command-line": "info usernet"}))
+        try:
+            text = str(self.qmp.cmd("human-monitor-command",
+                                    **{"command-line": "info usernet"}))
+        except (QMPError, OSError) as exc:
+            raise self._launch_failure(f"{self.name}: QEMU went away during start-up ({exc!r})"
+                                       ) from exc
         match = re.search(r"HOST_FORWARD\]?\s+\d+\s+127\.0\.0\.1\s+(\d+)", text)
         if not match:
             raise self._launch_failure(f"cannot read the SSH forward port from QEMU's "
@@ -222,6 +227,12 @@ class VM:
 
     def _launch_failure(self, message: str) -> VMError:
         status = self.console.exitstatus() if self.console else None
+        if self.console is not None:
+            # A panic or a QEMU error on the console says more than the symptom we saw.
+            found = self.console.wait_for(BOOT_FAILURE, Deadline(0))
+            if found and found[1].group(0).strip() not in message:
+                message = (f"{self.name}: the guest failed to boot: "
+                           f"{found[1].group(0).strip()} (seen as: {message})")
         return VMError(message, command=self.argv, console_tail=self._tail(), exitcode=status)
 
     def _tail(self, lines: int = 30) -> str:

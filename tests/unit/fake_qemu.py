@@ -43,13 +43,16 @@ def requests():
             yield obj
 
 
+stream = requests()
+capabilities = next(stream)  # QMP is up before the guest runs, as in QEMU
+sock.sendall(json.dumps({"return": {}, "id": capabilities.get("id")}).encode() + b"\r\n")
 if mode == "panic":
     print("[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs", flush=True)
     time.sleep(0.2)
     sys.exit(0)
 if mode == "ready":
     print("HARNESS-GUEST: ready", flush=True)
-for request in requests():
+for request in stream:
     reply: dict[str, object] = {"return": {}}
     if request["execute"] == "human-monitor-command":
         reply = {"return": "Hub -1 (net0):\r\n  Protocol[State]    FD  Source Address  Port"

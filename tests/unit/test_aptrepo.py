@@ -2,8 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.aptrepo import (Mirrors, PrivateApt, find_mirrors, parse_deb822, parse_one_line,
-                             parse_packages)
+from harness.aptrepo import (
+    Mirrors,
+    PrivateApt,
+    find_mirrors,
+    parse_deb822,
+    parse_one_line,
+    parse_packages,
+)
 from harness.errors import HarnessError
 
 DEB822 = """\
@@ -42,7 +48,7 @@ def test_one_line_sources_are_read() -> None:
 
 def test_no_debian_source_is_a_clear_error() -> None:
     entries = parse_one_line("deb http://ppa.invalid/ jammy-custom universe\n", "/etc/apt/x.list")
-    with pytest.raises(HarnessError, match="no Debian archive mirror found.*x.list"):
+    with pytest.raises(HarnessError, match=r"no Debian archive mirror found.*x\.list"):
         find_mirrors(entries)
 
 

@@ -28,7 +28,7 @@ def test_corrupted_entry_is_detected_and_rebuilt(tmp_path: Path,
     calls: list[int] = []
     entry = cache.get_or_build("kind", "k1", _builder(calls), root=tmp_path)
     (entry / "data.bin").write_bytes(b"bit rot")
-    with pytest.raises(CacheCorrupt, match="data.bin is missing or does not match"):
+    with pytest.raises(CacheCorrupt, match=r"data\.bin is missing or does not match"):
         cache.verify(entry)
     with caplog.at_level(logging.WARNING):
         entry = cache.get_or_build("kind", "k1", _builder(calls), root=tmp_path)

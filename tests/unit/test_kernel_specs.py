@@ -3,8 +3,13 @@ from pathlib import Path
 import pytest
 
 from harness.errors import KernelNotFound, SpecError
-from harness.kernels import (bzimage_release, choose_debian_package, debian_candidates,
-                             parse_config, parse_kernel_spec)
+from harness.kernels import (
+    bzimage_release,
+    choose_debian_package,
+    debian_candidates,
+    parse_config,
+    parse_kernel_spec,
+)
 
 
 def test_debian_spec_parses_version_prefix() -> None:
@@ -61,7 +66,7 @@ def test_pin_gone_from_archive_names_the_newest_available() -> None:
 
 
 def test_version_not_in_archive_is_a_clear_error() -> None:
-    with pytest.raises(KernelNotFound, match="no Debian cloud-amd64 kernel matching debian:5.99"):
+    with pytest.raises(KernelNotFound, match=r"no Debian cloud-amd64 kernel matching debian:5\.99"):
         choose_debian_package(INDEX, "5.99", {"pins": {}})
 
 

@@ -6,7 +6,8 @@ BOOT = """\
 [    0.000000] Linux version 7.3.4+deb13-cloud-amd64
 [    0.770095] acpi PNP0A03:00: fail to add MMCONFIG information
 [    3.55] EXT4-fs (vda): mounted filesystem r/w with ordered data mode.
-[    9.1] erofs (device loop0): EXPERIMENTAL EROFS page cache share support in use. Use at your own risk!
+[    9.1] erofs (device loop0): EXPERIMENTAL EROFS page cache share support in use. \
+ Use at your own risk!
 [    9.2] erofs: domain_id is needed when inode_ishare is on
 """
 

@@ -3,8 +3,15 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ToolMissing
-from harness.qemu_cmd import (DirectKernelBoot, Disk, Machine, QemuCommand, QmpSocket,
-                              UserNetwork, qemu_binary)
+from harness.qemu_cmd import (
+    DirectKernelBoot,
+    Disk,
+    Machine,
+    QemuCommand,
+    QmpSocket,
+    UserNetwork,
+    qemu_binary,
+)
 
 
 def _argv(accel: str = "tcg") -> list[str]:
@@ -30,5 +37,5 @@ def test_kvm_uses_host_cpu_and_tcg_does_not() -> None:
 
 def test_missing_qemu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(ToolMissing, match="qemu-system-x86_64 is not installed.*qemu-system-x86"):
+    with pytest.raises(ToolMissing, match=r"qemu-system-x86_64 is not installed.*qemu-system-x86"):
         qemu_binary()
