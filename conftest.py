@@ -4,4 +4,4 @@ Installed (`make venv`), the plugin comes through its pytest11 entry point of th
 and this line changes nothing.
 """
 
-pytest_plugins = ["harness.plugin"]
+pytest_plugins = ["harness.plugin", "pytester"]

@@ -36,6 +36,10 @@ class CommandTimeout(Exception):
     """The guest command did not finish before its deadline."""
 
 
+class SSHRefused(Exception):
+    """The guest's sshd answered but rejected our key, or offered another host key."""
+
+
 def _host_key(public: str) -> paramiko.PKey:
     kind, blob = public.split()[:2]
     return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
@@ -125,6 +129,11 @@ class GuestSSH:
                 transport.set_keepalive(5)
                 self.client = client
                 return
+            except (paramiko.AuthenticationException, paramiko.BadHostKeyException) as exc:
+                # sshd answered and said no: waiting will not change its mind.
+                client.close()
+                raise SSHRefused(f"the guest's sshd on {self.host}:{self.port} refused the "
+                                 f"harness: {exc}") from exc
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 last = exc
                 client.close()

@@ -47,8 +47,8 @@ from .qemu_cmd import (
     UserNetwork,
     qemu_binary,
 )
-from .sshclient import CommandResult, CommandTimeout, GuestSSH
-from .sshkeys import guest_keys
+from .sshclient import CommandResult, CommandTimeout, GuestSSH, SSHRefused
+from .sshkeys import GuestKeys, guest_keys
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class VM:
     config: VMConfig = field(default_factory=VMConfig)
     artifacts: Path | None = None  # where the console log is kept
     name: str = "vm"
+    ssh_keys: GuestKeys | None = None  # None: the cache's keys, which the image trusts
 
     def __post_init__(self) -> None:
         self.state = VMState.NEW
@@ -171,13 +172,17 @@ class VM:
         self.state = VMState.RUNNING
         self.ssh_port = self._forwarded_port()
         self._wait_ready(deadline)
-        self.ssh = GuestSSH(self.ssh_port, guest_keys())
+        self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
         try:
             self.ssh.connect(deadline)
+        except SSHRefused as exc:
+            raise VMError(f"{self.name}: {exc}. The guest image trusts the keys in the cache "
+                          f"(ssh/keys-v1); if they were replaced, the image is rebuilt on the "
+                          f"next run.", command=self.argv, console_tail=self._tail()) from exc
         except TimeoutError as exc:
-            raise BootTimeout(  # noqa: B904 - the cause is in the messagef"{self.name}: the guest printed its ready marker but SSH on "
+            raise BootTimeout(f"{self.name}: the guest printed its ready marker but SSH on "
                               f"127.0.0.1:{self.ssh_port} never answered: {exc}",
-                              command=self.argv, console_tail=self._tail())
+                              command=self.argv, console_tail=self._tail()) from exc
 
     def _make_scratch(self) -> Disk:
         """A sparse ext4 image for files the guest mounts (made here, never mounted here)."""
@@ -218,11 +223,16 @@ class VM:
             time.sleep(0.5)
             raise self._launch_failure(f"{self.name}: the guest failed to boot: "
                                        f"{found[1].group(0).strip()}")
+        hint = ("" if self._tail().strip() else
+                "; the guest printed nothing on its console, so the kernel most likely never "
+                f"started: check that {self.kernel.vmlinuz} is a complete bootable x86-64 "
+                "bzImage")
         if self.console.ended:
-            raise self._launch_failure(f"{self.name}: QEMU ended before the guest was ready")
+            raise self._launch_failure(f"{self.name}: QEMU ended before the guest was "
+                                       f"ready{hint}")
         raise BootTimeout(f"{self.name}: the guest was not ready after "
                           f"{self.config.boot_timeout:.0f} s (kernel {self.kernel.release}, "
-                          f"accel {self.accel.name if self.accel else '?'})",
+                          f"accel {self.accel.name if self.accel else '?'}){hint}",
                           command=self.argv, console_tail=self._tail())
 
     def _launch_failure(self, message: str) -> VMError:

@@ -4,13 +4,19 @@ Hooks and fixtures live in separate modules (as in labgrid's pytestplugin); this
 only gathers them so that pytest registers one plugin.
 """
 
-from .fixtures import guest, guest_image, kernel, vm, vm_pool  # noqa: F401
-from .hooks import (  # noqa: F401
-                    pytest_addoption,
-                    pytest_configure,
-                    pytest_report_header,
-                    pytest_runtest_call,
-                    pytest_runtest_makereport,
-                    pytest_runtest_setup,
-                    pytest_sessionfinish,
+from .fixtures import guest, guest_image, kernel, vm, vm_pool
+from .hooks import (
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_report_header,
+    pytest_runtest_call,
+    pytest_runtest_makereport,
+    pytest_runtest_setup,
+    pytest_sessionfinish,
 )
+
+__all__ = ["guest", "guest_image", "kernel", "pytest_addoption", "pytest_collection_modifyitems",
+           "pytest_configure", "pytest_report_header", "pytest_runtest_call",
+           "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish", "vm",
+           "vm_pool"]

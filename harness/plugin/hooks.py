@@ -61,6 +61,15 @@ def pytest_report_header(config: pytest.Config) -> str:
             f"vm={opts.memory_mb}MiB/{opts.cpus}cpu artifacts={opts.artifacts}")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Bad marker arguments stop the run before any VM boots (a UsageError names the test)."""
+    for item in items:
+        for mark in item.iter_markers("requires_kernel"):
+            requirement_names(mark, item.nodeid)
+        for mark in item.iter_markers("regression"):
+            check_regression_mark(mark, item.nodeid)
+
+
 def _kernel_or_exit(pool: VMPool) -> Kernel:
     try:
         return pool.kernel

@@ -100,3 +100,11 @@ def test_calls_in_the_wrong_state_raise_a_readable_error(fake_qemu: Path) -> Non
     vm = _vm(fake_qemu)
     with pytest.raises(StateError, match="needs the VM running, but it is new"):
         vm.run("true")
+
+
+def test_sshd_that_never_answers_is_a_boot_timeout(fake_qemu: Path) -> None:
+    # The fake prints the ready marker but nothing listens on the forwarded port.
+    vm = _vm(fake_qemu, boot_timeout=3.0)
+    with pytest.raises(BootTimeout, match=r"SSH on 127\.0\.0\.1:1 never answered"):
+        vm.start()
+    assert vm.pid is not None and _gone(vm.pid) and not procs.owned()

@@ -1,0 +1,123 @@
+"""The VM against faults, with real QEMU and the kernel under test.
+
+Each fault gives a clear error and leaves no QEMU process or temporary directory behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from harness.accel import choose_accel, kvm_device_usable, probe_kvm
+from harness.errors import GuestDied, HarnessError, VMError
+from harness.guestimage import GuestImage
+from harness.kernels import Kernel
+from harness.sshkeys import GuestKeys
+from harness.vm import VM, VMConfig, VMState
+
+from vmhelpers import qemu_processes
+
+TCG = VMConfig(accel="tcg", scratch_mb=0, boot_timeout=60)
+
+
+def _no_leftovers(tmp: Path) -> None:
+    assert qemu_processes(str(tmp)) == [], "a QEMU process outlived its VM"
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("harness-")] == []
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_hotplugged_disk_appears_with_its_bytes_and_goes_away(vm: VM, tmp_path: Path) -> None:
+    image = tmp_path / "disk.raw"
+    payload = b"harness-hotplug-check".ljust(4096, b"\0") * 256
+    image.write_bytes(payload)
+    disk = vm.attach_disk(image)
+    digest = vm.run(f"sha256sum {disk.device}", check=True).stdout.split()[0]
+    import hashlib
+    assert digest == hashlib.sha256(payload).hexdigest()
+    vm.detach_disk(disk)
+    assert not vm.run(f"test -e {disk.device}").ok, f"{disk.device} still exists after unplug"
+
+
+def test_kernel_that_panics_at_boot_reports_the_panic_and_console(kernel: Kernel,
+                                                                  guest_image: GuestImage,
+                                                                  private_tmp: Path) -> None:
+    vm = VM(kernel, guest_image, replace(TCG, append="rdinit=/does-not-exist"), name="panic")
+    with pytest.raises(VMError) as info:
+        vm.start()
+    message = str(info.value)
+    assert "the guest failed to boot: Kernel panic - not syncing" in message
+    assert "Last console lines:" in message
+    _no_leftovers(private_tmp)
+
+
+def test_vmlinuz_that_does_not_boot_says_so(kernel: Kernel, guest_image: GuestImage,
+                                            private_tmp: Path) -> None:
+    broken = private_tmp / "truncated-vmlinuz"
+    broken.write_bytes(kernel.vmlinuz.read_bytes()[: 3 << 20])
+    vm = VM(replace(kernel, vmlinuz=broken), guest_image, replace(TCG, boot_timeout=15),
+            name="truncated")
+    with pytest.raises(VMError) as info:
+        vm.start()
+    message = str(info.value)
+    assert "QEMU ended before the guest was ready" in message or "not ready after 15 s" in message
+    assert "printed nothing" in message or "Last console lines" in message
+    _no_leftovers(private_tmp)
+
+
+def test_ssh_that_refuses_our_key_fails_at_once(kernel: Kernel, guest_image: GuestImage,
+                                                private_tmp: Path) -> None:
+    stranger = paramiko.ECDSAKey.generate(bits=256)
+    key_file = private_tmp / "stranger"
+    stranger.write_private_key_file(str(key_file))
+    from harness.sshkeys import guest_keys
+    real = guest_keys()
+    keys = GuestKeys(key_file, "", real.host_key, real.host_public)
+    vm = VM(kernel, guest_image, replace(TCG, boot_timeout=40), name="nossh", ssh_keys=keys)
+    with pytest.raises(VMError, match=r"sshd on 127\.0\.0\.1:[0-9]+ refused the harness"):
+        vm.start()
+    assert vm.state == VMState.STOPPED
+    _no_leftovers(private_tmp)
+
+
+def test_kvm_requested_where_unusable_is_a_clear_error(kernel: Kernel) -> None:
+    usable, _ = kvm_device_usable()
+    if usable:
+        usable, _ = probe_kvm(kernel.vmlinuz)
+    if usable:
+        assert choose_accel("kvm", kernel.vmlinuz).name == "kvm"
+    else:
+        with pytest.raises(HarnessError, match="KVM was requested .* but is unusable"):
+            choose_accel("kvm", kernel.vmlinuz)
+        assert choose_accel("auto", kernel.vmlinuz).name == "tcg"
+
+
+def test_dead_guest_is_detected_and_marked_broken(kernel: Kernel, guest_image: GuestImage,
+                                                  private_tmp: Path) -> None:
+    with VM(kernel, guest_image, TCG, name="dies") as vm:
+        with pytest.raises(GuestDied):
+            vm.run("echo c > /proc/sysrq-trigger", timeout=30)  # the guest panics
+        assert not vm.responsive(timeout=10)
+        with pytest.raises(HarnessError):
+            vm.run("true", timeout=10)
+        assert vm.state == VMState.BROKEN
+    _no_leftovers(private_tmp)
+
+
+def test_nothing_of_a_stopped_vm_remains(kernel: Kernel, guest_image: GuestImage,
+                                         private_tmp: Path) -> None:
+    with VM(kernel, guest_image, TCG, name="clean") as vm:
+        assert vm.run("uname -r", check=True).stdout.strip() == kernel.release
+        workdir = vm.workdir
+    assert workdir is not None and not workdir.exists()
+    _no_leftovers(private_tmp)
+    assert shutil.which("qemu-system-x86_64")

@@ -1,0 +1,39 @@
+"""Helpers for the VM-level tests of the harness (real QEMU, real kernel)."""
+# Imported by the tests as `vmhelpers` (pytest puts this folder on sys.path).
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+def qemu_processes(marker: str) -> list[int]:
+    """Pids of live QEMU processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def isolated_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A TMPDIR of its own, so that QEMU processes of an inner run can be found by path."""
+    tmp = tmp_path / "inner-tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    return tmp
+
+
+def inner_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TMPDIR"] = str(tmp)
+    return env
