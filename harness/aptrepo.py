@@ -9,11 +9,14 @@ apt with ``-o Dir::...`` options.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +212,14 @@ class PrivateApt:
             self.sources.write_text(text)
             for old in self.lists.glob("*_Packages*"):
                 old.unlink()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise apt runs on this root: pytest-xdist workers resolve kernels at once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "harness.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def lists_fresh(self) -> bool:
         stamps = list(self.lists.glob("*_Packages*"))

@@ -248,13 +248,14 @@ def _build_debian_entry(apt: PrivateApt, pkg: DebianPackage, names: list[str],
 def fetch_debian(spec: KernelSpec, apt_root: Path | None = None) -> Kernel:
     root = cache.cache_root()
     apt = PrivateApt(apt_root or root / "apt")
-    apt.update()
-    index = apt.packages_index()
-    pkg = choose_debian_package(index, spec.value, load_pins())
-    names = _companion_packages(pkg, index)
-    key = cache.content_key(["debian-kernel", *names])
-    entry = cache.get_or_build("kernels", key,
-                               lambda out: _build_debian_entry(apt, pkg, names, out))
+    with apt.locked():
+        apt.update()
+        index = apt.packages_index()
+        pkg = choose_debian_package(index, spec.value, load_pins())
+        names = _companion_packages(pkg, index)
+        key = cache.content_key(["debian-kernel", *names])
+        entry = cache.get_or_build("kernels", key,
+                                   lambda out: _build_debian_entry(apt, pkg, names, out))
     meta = cache.read_meta(entry)
     return Kernel(spec=str(spec), release=str(meta["release"]), vmlinuz=entry / "vmlinuz",
                   modules_dir=entry / "modules",

@@ -152,6 +152,11 @@ class VM:
             self.artifacts.mkdir(parents=True, exist_ok=True)
         disks = [self._make_scratch()] if self.config.scratch_mb else []
         qmp_path = self.workdir / "qmp.sock"
+        if len(str(qmp_path)) > 100:
+            # AF_UNIX paths end at 108 bytes; a deep TMPDIR gets a short socket dir of its own.
+            short = Path(tempfile.mkdtemp(prefix="hq.", dir="/tmp"))
+            self._stack.callback(shutil.rmtree, short, True)
+            qmp_path = short / "qmp.sock"
         self.qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
         append = f"{BASE_APPEND} {self.config.append}".strip()
         command = QemuCommand(qemu, Machine(self.accel.name, self.config.memory_mb,
@@ -278,9 +283,15 @@ class VM:
     # ---- commands -----------------------------------------------------------------------
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = False,
-            stdin: bytes | None = None) -> CommandResult:
-        """Run a shell command in the guest; a hung or dead guest marks the VM broken."""
-        self._require(VMState.RUNNING)
+            stdin: bytes | None = None, forensic: bool = False) -> CommandResult:
+        """Run a shell command in the guest; a hung or dead guest marks the VM broken.
+
+        ``forensic`` allows it on a VM already marked broken, to collect evidence (dmesg).
+        """
+        if forensic:
+            self._require(VMState.RUNNING, VMState.BROKEN)
+        else:
+            self._require(VMState.RUNNING)
         assert self.ssh is not None
         limit = timeout or self.config.command_timeout
         try:

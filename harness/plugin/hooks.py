@@ -180,7 +180,10 @@ def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestRe
     (folder / "console.log").write_text(console)
     report.sections.append(("console during the test", console[-8000:]))
     if vm.responsive(5):
-        dmesg = vm.run("dmesg", timeout=30).stdout
+        try:
+            dmesg = vm.run("dmesg", timeout=30, forensic=True).stdout
+        except HarnessError as exc:  # evidence is best effort; the failure is reported anyway
+            dmesg = f"(dmesg could not be read: {exc})"
         (folder / "dmesg.txt").write_text(dmesg)
         report.sections.append(("dmesg (tail)", "\n".join(dmesg.splitlines()[-60:])))
     report.sections.append(("artifacts", str(folder)))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.cache import cache_root
+
 def qemu_processes(marker: str) -> list[int]:
     """Pids of live QEMU processes whose command line contains ``marker``."""
     found = []
@@ -30,6 +32,8 @@ def isolated_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     tmp = tmp_path / "inner-tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
+    # pytester gives inner runs a HOME of their own: keep them on this run's cache.
+    monkeypatch.setenv("HARNESS_CACHE", str(cache_root()))
     return tmp
 
 
