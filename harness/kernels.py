@@ -8,7 +8,9 @@ Specs (DESIGN.md), the same for ``make KERNEL=`` and ``pytest --kernel=``:
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import json
 import re
 import shutil
 import subprocess
@@ -245,14 +247,30 @@ def _build_debian_entry(apt: PrivateApt, pkg: DebianPackage, names: list[str],
         return {"release": modules.name, "origin": " ".join(names)}
 
 
+def _resolve_cached(apt: PrivateApt, prefix: str) -> tuple[DebianPackage, list[str]]:
+    """Which packages a prefix means; parsing sid's index takes seconds, so the answer is
+    kept until the lists or the pins change."""
+    stamp = cache.content_key([PINS_FILE.read_bytes(), prefix,
+                               *(f"{p.name}:{p.stat().st_mtime_ns}"
+                                 for p in sorted(apt.lists.glob("*_Packages*")))])
+    memo = apt.root / "resolved" / f"{stamp}.json"
+    if memo.is_file():
+        data = json.loads(memo.read_text())
+        return DebianPackage(**data["package"]), list(data["names"])
+    index = apt.packages_index()
+    pkg = choose_debian_package(index, prefix, load_pins())
+    names = _companion_packages(pkg, index)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"package": dataclasses.asdict(pkg), "names": names}))
+    return pkg, names
+
+
 def fetch_debian(spec: KernelSpec, apt_root: Path | None = None) -> Kernel:
     root = cache.cache_root()
     apt = PrivateApt(apt_root or root / "apt")
     with apt.locked():
         apt.update()
-        index = apt.packages_index()
-        pkg = choose_debian_package(index, spec.value, load_pins())
-        names = _companion_packages(pkg, index)
+        pkg, names = _resolve_cached(apt, spec.value)
         key = cache.content_key(["debian-kernel", *names])
         entry = cache.get_or_build("kernels", key,
                                    lambda out: _build_debian_entry(apt, pkg, names, out))

@@ -55,6 +55,7 @@ class VMPool:
     boots: int = 0
     replaced_because: list[str] = field(default_factory=list)
     kernel_error: HarnessError | None = None
+    boot_error: HarnessError | None = None
 
     @property
     def kernel(self) -> Kernel:
@@ -79,16 +80,36 @@ class VMPool:
             self.replaced_because.append(f"{self.current.name} was {self.current.state.value}")
             self.current.stop()
             self.current = None
+        if self.boot_error is not None:
+            # After a boot failed twice, every later test fails at once with the first cause
+            # instead of timing out one by one.
+            raise HarnessError(f"not booting again: an earlier boot of this worker failed "
+                               f"twice: {self.boot_error}")
         if self.current is None:
-            self.boots += 1
-            config = VMConfig(memory_mb=self.options.memory_mb, cpus=self.options.cpus,
-                              accel=self.options.accel, keep=self.options.keep,
-                              boot_timeout=self.options.boot_timeout)
-            vm = VM(self.kernel, self.image, config, artifacts=self.options.artifacts / "vms",
-                    name=f"{self.name}-boot{self.boots}")
-            vm.start()
-            self.current = vm
+            first: HarnessError | None = None
+            for _ in range(2):  # one retry: a boot can die of a host hiccup, twice is real
+                try:
+                    self.current = self._boot()
+                    break
+                except HarnessError as exc:
+                    log.warning("boot failed: %s", str(exc).splitlines()[0])
+                    first = first or exc
+            else:
+                assert first is not None
+                self.boot_error = first
+                raise first
+        assert self.current is not None
         return self.current
+
+    def _boot(self) -> VM:
+        self.boots += 1
+        config = VMConfig(memory_mb=self.options.memory_mb, cpus=self.options.cpus,
+                          accel=self.options.accel, keep=self.options.keep,
+                          boot_timeout=self.options.boot_timeout)
+        vm = VM(self.kernel, self.image, config, artifacts=self.options.artifacts / "vms",
+                name=f"{self.name}-boot{self.boots}")
+        vm.start()
+        return vm
 
     def close(self) -> None:
         if self.current is not None:

@@ -3,7 +3,6 @@
 import pytest
 
 
-
 def test_options_live_in_one_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*EROFS page cache sharing harness*", "*--kernel=KERNEL*",

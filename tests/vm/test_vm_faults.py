@@ -12,6 +12,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from vmhelpers import qemu_processes
 
 from harness.accel import choose_accel, kvm_device_usable, probe_kvm
 from harness.errors import GuestDied, HarnessError, VMError
@@ -19,8 +20,6 @@ from harness.guestimage import GuestImage
 from harness.kernels import Kernel
 from harness.sshkeys import GuestKeys
 from harness.vm import VM, VMConfig, VMState
-
-from vmhelpers import qemu_processes
 
 TCG = VMConfig(accel="tcg", scratch_mb=0, boot_timeout=60)
 
@@ -96,7 +95,7 @@ def test_kvm_requested_where_unusable_is_a_clear_error(kernel: Kernel) -> None:
     if usable:
         assert choose_accel("kvm", kernel.vmlinuz).name == "kvm"
     else:
-        with pytest.raises(HarnessError, match="KVM was requested .* but is unusable"):
+        with pytest.raises(HarnessError, match=r"KVM was requested .* but is unusable"):
             choose_accel("kvm", kernel.vmlinuz)
         assert choose_accel("auto", kernel.vmlinuz).name == "tcg"
 

@@ -10,6 +10,7 @@ import pytest
 
 from harness.cache import cache_root
 
+
 def qemu_processes(marker: str) -> list[int]:
     """Pids of live QEMU processes whose command line contains ``marker``."""
     found = []
