@@ -62,8 +62,10 @@ lint: venv
 unit: venv
 	$(PYTEST) tests/unit -q $(PYTEST_ARGS)
 
+# All of tests/vm, then the fast slice of the suite (two runs: -m fast selects in both).
 vmtest: venv
-	$(PYTEST) tests/vm testcases -m fast -q $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
+	$(PYTEST) tests/vm -q $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
+	$(PYTEST) testcases -m fast -q $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
 
 test: deps venv
 	$(MAKE) --no-print-directory lint

@@ -36,7 +36,7 @@ from .errors import (
     VMError,
 )
 from .guestimage import READY_MARKER, SCRATCH_SERIAL, GuestImage
-from .kernels import Kernel
+from .kernels import Kernel, parse_config
 from .kernlog import Splat, find_splats
 from .qemu_cmd import (
     DirectKernelBoot,
@@ -188,6 +188,20 @@ class VM:
             raise BootTimeout(f"{self.name}: the guest printed its ready marker but SSH on "
                               f"127.0.0.1:{self.ssh_port} never answered: {exc}",
                               command=self.argv, console_tail=self._tail()) from exc
+        if not self.kernel.config:
+            self._read_back_config()
+
+    def _read_back_config(self) -> None:
+        """A kernel given without its .config: take it from /proc/config.gz if it has one."""
+        assert self.ssh is not None
+        result = self.ssh.run("zcat /proc/config.gz 2>/dev/null || "
+                              "{ modprobe configs 2>/dev/null && zcat /proc/config.gz; }", 30)
+        if result.ok:
+            self.kernel.config.update(parse_config(result.stdout))
+        else:
+            log.warning("%s: kernel %s came without a config and has no /proc/config.gz; "
+                        "feature checks will treat every option as unset", self.name,
+                        self.kernel.release)
 
     def _make_scratch(self) -> Disk:
         """A sparse ext4 image for files the guest mounts (made here, never mounted here)."""
