@@ -194,8 +194,13 @@ class VM:
     def _read_back_config(self) -> None:
         """A kernel given without its .config: take it from /proc/config.gz if it has one."""
         assert self.ssh is not None
-        result = self.ssh.run("zcat /proc/config.gz 2>/dev/null || "
-                              "{ modprobe configs 2>/dev/null && zcat /proc/config.gz; }", 30)
+        try:
+            result = self.ssh.run("zcat /proc/config.gz 2>/dev/null || "
+                                  "{ modprobe configs 2>/dev/null && zcat /proc/config.gz; }",
+                                  30)
+        except (OSError, ConnectionError, CommandTimeout) as exc:
+            log.warning("%s: could not read the kernel config back: %s", self.name, exc)
+            return
         if result.ok:
             self.kernel.config.update(parse_config(result.stdout))
         else:

@@ -27,7 +27,8 @@ def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _vm(tmp_path: Path, boot_timeout: float = 5.0) -> VM:
-    kernel = Kernel("path:fake", "0.0-fake", tmp_path / "vmlinuz", None)
+    kernel = Kernel("path:fake", "0.0-fake", tmp_path / "vmlinuz", None,
+                    config={"CONFIG_EROFS_FS": "m"})
     image = GuestImage(tmp_path / "initrd", "k", "0.0-fake")
     return VM(kernel, image, VMConfig(accel="tcg", scratch_mb=0, boot_timeout=boot_timeout),
               artifacts=tmp_path / "art", name="fake")
