@@ -78,9 +78,13 @@ run: deps venv
 shell: deps venv
 	$(PY) -m harness shell $(VM_OPTS)
 
+# CMD goes to the guest as one word, exactly as typed: $(value) keeps make from expanding
+# $(...) in it, and the single quotes keep the host shell from parsing it (unquoted,
+# `CMD='a; b'` would run b on the host).
+CMD_QUOTED = '$(subst ','\'',$(value CMD))'
 exec: deps venv
-	@test -n "$(CMD)" || { echo "make exec needs CMD='...'"; exit 2; }
-	@$(PY) -m harness exec $(VM_OPTS) -- $(CMD)
+	@test -n $(CMD_QUOTED) || { echo "make exec needs CMD='...'"; exit 2; }
+	@$(PY) -m harness exec $(VM_OPTS) -- $(CMD_QUOTED)
 
 bench: deps venv
 	$(PY) -m harness bench $(VM_OPTS)
