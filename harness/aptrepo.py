@@ -264,11 +264,6 @@ class PrivateApt:
                   cwd=dest)
         return sorted(dest.glob("*.deb"))
 
-    def source(self, package: str, dest: Path) -> None:
-        dest.mkdir(parents=True, exist_ok=True)
-        self._run(["apt-get", *self.options(), "source", "--download-only", package],
-                  "apt-get source", cwd=dest)
-
     def _run(self, argv: list[str], what: str, cwd: Path | None = None) -> None:
         try:
             proc = subprocess.run(argv, cwd=cwd, stdout=sys.stderr, stderr=subprocess.PIPE,

@@ -148,8 +148,8 @@ def _template_context(recipe: Recipe) -> dict[str, Any]:
             "scratch_serial": SCRATCH_SERIAL}
 
 
-def write_userland(recipe: Recipe, keys: GuestKeys, out: Path) -> None:
-    binaries, others = userland_inputs(recipe)
+def write_userland(recipe: Recipe, keys: GuestKeys, files: list[Path], out: Path) -> None:
+    """The userland cpio; ``files`` is what ``userland_inputs`` found (binaries and others)."""
     with out.open("wb") as fh:
         cpio = CpioWriter(fh)
         for name in DIRS:
@@ -158,7 +158,7 @@ def write_userland(recipe: Recipe, keys: GuestKeys, out: Path) -> None:
             cpio.symlink(top, usr)
         cpio.chardev("dev/console", 5, 1)
         cpio.chardev("dev/null", 1, 3, 0o666)
-        for path in sorted(set(binaries) | set(others)):
+        for path in files:
             dest = _image_path(path)
             for parent in reversed(Path(dest).parents[:-1]):
                 cpio.directory(str(parent))
@@ -185,13 +185,12 @@ def write_userland(recipe: Recipe, keys: GuestKeys, out: Path) -> None:
         cpio.trailer()
 
 
-def userland_key(recipe: Recipe, keys: GuestKeys) -> str:
-    binaries, others = userland_inputs(recipe)
+def userland_key(recipe: Recipe, keys: GuestKeys, files: list[Path]) -> str:
     parts: list[str | bytes] = ["userland-v1", recipe.path.read_bytes(), keys.client_public,
                                 keys.host_public]
     for template in sorted(recipe.get("templates").values()):
         parts.append((recipe.path.parent / template).read_bytes())
-    for path in sorted(set(binaries) | set(others)):
+    for path in files:
         st = path.stat()
         parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
     parts.append(Path(__file__).read_bytes())
@@ -283,12 +282,14 @@ def write_modules(kernel: Kernel, wanted: list[str], out: Path) -> None:
 def build_guest_image(kernel: Kernel, recipe: Recipe | None = None) -> GuestImage:
     recipe = recipe or load_recipe()
     keys = guest_keys()
-    ukey = userland_key(recipe, keys)
+    binaries, others = userland_inputs(recipe)  # runs ldd over ~100 files: once per build
+    files = sorted(set(binaries) | set(others))
+    ukey = userland_key(recipe, keys, files)
 
     def build_userland(out: Path) -> dict[str, object]:
         print("harness: building the guest userland (host binaries, Python, sshd)",
               file=sys.stderr, flush=True)
-        write_userland(recipe, keys, out / "userland.cpio")
+        write_userland(recipe, keys, files, out / "userland.cpio")
         return {}
 
     userland = cache.get_or_build("guest-userland", ukey, build_userland)

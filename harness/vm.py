@@ -22,7 +22,6 @@ from types import TracebackType
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from . import procs
 from .accel import AccelChoice, choose_accel
 from .console import Console
 from .deadline import Deadline, poll
@@ -401,11 +400,3 @@ class VM:
         self.qmp.cmd("blockdev-del", **{"node-name": node})
         self._disks.pop(node, None)
 
-    def hotplugged(self) -> list[HotplugDisk]:
-        return list(self._disks.values())
-
-    def kill_qemu_for_test(self) -> None:
-        """Kill QEMU abruptly (used by fault tests); only our own pid is signalled."""
-        if self.console:
-            procs.unregister(self.console.pid)
-            self.console.child.kill(9)

@@ -10,6 +10,7 @@ import pytest
 
 from ..errors import HarnessError
 from ..kernels import Kernel
+from ..kernlog import find_splats
 from ..vm import VM
 from .markers import (
     MARKERS,
@@ -148,7 +149,6 @@ def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | No
         return (f"the guest stopped answering during this test; last console lines:\n"
                 f"{vm.console.tail(40) if vm.console else ''}")
     if not splats:
-        from ..kernlog import find_splats
         text, newest = _new_dmesg(vm, stamp)
         vm.dmesg_seen = newest  # type: ignore[attr-defined]
         splats = find_splats(text)

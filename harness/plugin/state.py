@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,6 @@ class VMPool:
     _image: GuestImage | None = None
     current: VM | None = None
     boots: int = 0
-    replaced_because: list[str] = field(default_factory=list)
     kernel_error: HarnessError | None = None
     boot_error: HarnessError | None = None
 
@@ -77,7 +76,7 @@ class VMPool:
 
     def get(self) -> VM:
         if self.current is not None and self.current.state != VMState.RUNNING:
-            self.replaced_because.append(f"{self.current.name} was {self.current.state.value}")
+            log.info("replacing %s: it is %s", self.current.name, self.current.state.value)
             self.current.stop()
             self.current = None
         if self.boot_error is not None:

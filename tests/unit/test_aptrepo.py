@@ -15,18 +15,18 @@ from harness.errors import HarnessError
 DEB822 = """\
 Types: deb
 # a comment line
-URIs: http://mirror.invalid/debian
+URIs: file:///srv/mirror/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://security.invalid/debian-security
+URIs: file:///srv/mirror/debian-security
 Suites: bookworm-security
 Components: main
 
 Types: deb
-URIs: http://disabled.invalid/
+URIs: file:///srv/disabled/
 Suites: sid
 Components: main
 Enabled: no
@@ -35,27 +35,27 @@ Enabled: no
 
 def test_mirrors_come_from_the_system_sources() -> None:
     mirrors = find_mirrors(parse_deb822(DEB822, "/etc/apt/sources.list.d/debian.sources"))
-    assert mirrors.archive == "http://mirror.invalid/debian"
-    assert mirrors.security == "http://security.invalid/debian-security"
+    assert mirrors.archive == "file:///srv/mirror/debian"
+    assert mirrors.security == "file:///srv/mirror/debian-security"
 
 
 def test_one_line_sources_are_read() -> None:
-    entries = parse_one_line("deb [signed-by=/k.gpg] http://m.invalid/debian bookworm main\n"
-                             "# deb http://x.invalid/ sid main\n", "/etc/apt/sources.list")
+    entries = parse_one_line("deb [signed-by=/k.gpg] file:///srv/m/debian bookworm main\n"
+                             "# deb file:///srv/x/ sid main\n", "/etc/apt/sources.list")
     assert len(entries) == 1 and entries[0].signed_by == "/k.gpg"
     assert entries[0].origin == "/etc/apt/sources.list:1"
 
 
 def test_no_debian_source_is_a_clear_error() -> None:
-    entries = parse_one_line("deb http://ppa.invalid/ jammy-custom universe\n", "/etc/apt/x.list")
+    entries = parse_one_line("deb file:///srv/ppa/ jammy-custom universe\n", "/etc/apt/x.list")
     with pytest.raises(HarnessError, match=r"no Debian archive mirror found.*x\.list"):
         find_mirrors(entries)
 
 
 def test_private_sources_use_the_discovered_mirror(tmp_path: Path) -> None:
-    apt = PrivateApt(tmp_path, Mirrors("http://m.invalid/debian", None, "/k.gpg"))
+    apt = PrivateApt(tmp_path, Mirrors("file:///srv/m/debian", None, "/k.gpg"))
     text = apt.sources_text()
-    assert "deb [signed-by=/k.gpg] http://m.invalid/debian sid main" in text
+    assert "deb [signed-by=/k.gpg] file:///srv/m/debian sid main" in text
     assert "trixie-backports" in text
     assert "security" not in text  # no security mirror configured, none invented
     assert any(opt.startswith("Dir::State::Lists=" + str(tmp_path)) for opt in apt.options())
