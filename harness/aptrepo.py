@@ -264,6 +264,25 @@ class PrivateApt:
                   cwd=dest)
         return sorted(dest.glob("*.deb"))
 
+    def source(self, package: str, dest: Path) -> list[Path]:
+        """Download a source package (sid's deb-src line) into dest; returns its .dsc."""
+        dest.mkdir(parents=True, exist_ok=True)
+        print(f"harness: downloading the source of {package}", file=sys.stderr, flush=True)
+        self._run(["apt-get", *self.options(), "source", "--download-only", package],
+                  "apt-get source", cwd=dest)
+        return sorted(dest.glob("*.dsc"))
+
+    def source_version(self, package: str) -> str:
+        """The version `apt-get source` would fetch (from the Sources lists)."""
+        proc = subprocess.run(["apt-cache", *self.options(), "showsrc", package],
+                              capture_output=True, text=True, check=False)
+        versions = [ln.split(":", 1)[1].strip() for ln in proc.stdout.splitlines()
+                    if ln.startswith("Version:")]
+        if not versions:
+            raise HarnessError(f"no source package {package!r} in the private apt lists "
+                               f"({self.root}): {proc.stderr.strip()}")
+        return versions[0]
+
     def _run(self, argv: list[str], what: str, cwd: Path | None = None) -> None:
         try:
             proc = subprocess.run(argv, cwd=cwd, stdout=sys.stderr, stderr=subprocess.PIPE,

@@ -4,19 +4,31 @@ Hooks and fixtures live in separate modules (as in labgrid's pytestplugin); this
 only gathers them so that pytest registers one plugin.
 """
 
-from .fixtures import guest, guest_image, kernel, vm, vm_pool
+from .fixtures import (
+                       erofs_image,
+                       erofs_tools,
+                       guest,
+                       guest_image,
+                       image_catalog,
+                       kernel,
+                       mount,
+                       pagecache,
+                       vm,
+                       vm_pool,
+)
 from .hooks import (
-    pytest_addoption,
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_report_header,
-    pytest_runtest_call,
-    pytest_runtest_makereport,
-    pytest_runtest_setup,
-    pytest_sessionfinish,
+                       pytest_addoption,
+                       pytest_collection_modifyitems,
+                       pytest_configure,
+                       pytest_report_header,
+                       pytest_runtest_call,
+                       pytest_runtest_makereport,
+                       pytest_runtest_setup,
+                       pytest_sessionfinish,
 )
 
-__all__ = ["guest", "guest_image", "kernel", "pytest_addoption", "pytest_collection_modifyitems",
+__all__ = ["erofs_image", "erofs_tools", "guest", "guest_image", "image_catalog", "kernel",
+           "mount", "pagecache", "pytest_addoption", "pytest_collection_modifyitems",
            "pytest_configure", "pytest_report_header", "pytest_runtest_call",
            "pytest_runtest_makereport", "pytest_runtest_setup", "pytest_sessionfinish", "vm",
            "vm_pool"]

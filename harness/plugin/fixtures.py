@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from ..erofs_utils import ErofsUtils, provide
 from ..guest import Guest
 from ..guestimage import GuestImage
+from ..imagespec import BuiltImage, Catalog, build_image, load_catalog
 from ..kernels import Kernel
+from ..mounts import Mounter
+from ..pagecache import Probe
 from ..vm import VM
 from .state import VMPool, pool_key, safe_name
+
+CATALOG = Path(__file__).resolve().parents[2] / "testcases" / "images.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +52,40 @@ def guest(vm: VM, request: pytest.FixtureRequest) -> Iterator[Guest]:
     yield handle
     if vm.responsive():
         handle.cleanup()
+
+
+@pytest.fixture(scope="session")
+def erofs_tools() -> ErofsUtils:
+    """mkfs.erofs >= 1.9 (built from Debian's source once, or $MKFS_EROFS)."""
+    return provide()
+
+
+@pytest.fixture(scope="session")
+def image_catalog() -> Catalog:
+    return load_catalog(CATALOG)
+
+
+@pytest.fixture(scope="session")
+def erofs_image(erofs_tools: ErofsUtils, image_catalog: Catalog) -> Callable[[str], BuiltImage]:
+    """``erofs_image(name)``: the built image of that name from testcases/images.yaml."""
+    built: dict[str, BuiltImage] = {}
+
+    def get(name: str) -> BuiltImage:
+        if name not in built:
+            built[name] = build_image(image_catalog.image(name), erofs_tools)
+        return built[name]
+    return get
+
+
+@pytest.fixture
+def pagecache(guest: Guest) -> Probe:
+    """The page cache probe in the guest, caches dropped so that every test starts cold."""
+    probe = Probe(guest.vm)
+    probe.drop_caches()
+    return probe
+
+
+@pytest.fixture
+def mount(guest: Guest, pagecache: Probe) -> Mounter:
+    """``mount(image, options, source)`` in the guest; undone by the guest's cleanup."""
+    return Mounter(guest, pagecache)

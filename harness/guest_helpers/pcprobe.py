@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Guest-side page cache probe (runs inside the VM, standard library only).
+
+Usage: pcprobe.py '<json list of operations>'; prints a JSON list of results, one per
+operation. An operation that fails gives {"error": text, "errno": n} instead of stopping
+the batch, so that the host sees exactly which step failed and how.
+"""
+
+import ctypes
+import errno
+import hashlib
+import json
+import mmap
+import os
+import struct
+import sys
+import time
+
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+libc.readahead.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_size_t]
+MS_RDONLY = 1
+MNT_DETACH = 2
+
+
+def _oserror(what):
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+# ---- reading through every access path ------------------------------------------------
+
+def _read_all(fd, size):
+    chunks, offset = [], 0
+    while True:
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+        offset += len(data)
+
+
+def _via_pipe(fd, size, mover):
+    r, w = os.pipe()
+    out, moved = [], 0
+    try:
+        while moved < size:
+            n = mover(fd, w, moved, min(65536, size - moved))
+            if n == 0:
+                break
+            moved += n
+            out.append(os.read(r, n))
+    finally:
+        os.close(r)
+        os.close(w)
+    return b"".join(out)
+
+
+def read_file(path, method):
+    size = os.stat(path).st_size
+    flags = os.O_RDONLY | (os.O_DIRECT if method == "odirect" else 0)
+    fd = os.open(path, flags)
+    try:
+        if method == "read":
+            data = _read_all(fd, size)
+        elif method == "pread":
+            data = b"".join(os.pread(fd, min(1 << 20, size - o), o)
+                            for o in range(0, size, 1 << 20))
+        elif method == "readv":
+            bufs = [bytearray(PAGE) for _ in range((size + PAGE - 1) // PAGE)]
+            n = os.readv(fd, bufs) if bufs else 0
+            data = b"".join(bufs)[:n]
+        elif method in ("mmap_shared", "mmap_private"):
+            if size == 0:
+                data = b""
+            else:
+                kind = mmap.MAP_SHARED if method == "mmap_shared" else mmap.MAP_PRIVATE
+                with mmap.mmap(fd, size, flags=kind, prot=mmap.PROT_READ) as m:
+                    data = bytes(m)
+        elif method == "sendfile":
+            data = _via_pipe(fd, size, lambda i, o, off, n: os.sendfile(o, i, off, n))
+        elif method == "splice":
+            data = _via_pipe(fd, size, lambda i, o, off, n: os.splice(i, o, n, offset_src=off))
+        elif method == "copy_file_range":
+            dest = f"/scratch/.cfr-{os.getpid()}"
+            out = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                copied = 0
+                while copied < size:
+                    n = os.copy_file_range(fd, out, size - copied, copied, copied)
+                    if n == 0:
+                        break
+                    copied += n
+                data = os.pread(out, size, 0) if size else b""
+            finally:
+                os.close(out)
+                os.unlink(dest)
+        elif method == "fadvise_willneed":
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            data = _read_all(fd, size)
+        elif method == "readahead":
+            if libc.readahead(fd, 0, size) != 0:
+                _oserror("readahead")
+            data = _read_all(fd, size)
+        elif method == "odirect":
+            # O_DIRECT needs aligned buffers: an anonymous mapping is page aligned.
+            out_chunks, offset = [], 0
+            with mmap.mmap(-1, 1 << 20) as buf:
+                while True:
+                    n = os.preadv(fd, [buf], offset)
+                    if n <= 0:
+                        break
+                    out_chunks.append(bytes(buf[:n]))
+                    offset += n
+            data = b"".join(out_chunks)[:size]
+        elif method == "seek_data":
+            data = bytearray(size)
+            offset = 0
+            while offset < size:
+                try:
+                    start = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:
+                        break
+                    raise
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+                data[start:end] = os.pread(fd, end - start, start)
+                offset = end
+            data = bytes(data)
+        else:
+            raise ValueError(f"unknown read method {method!r}")
+    finally:
+        os.close(fd)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# ---- residency and page frames --------------------------------------------------------
+
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class Mapping:
+    """A read-only shared mapping of a whole file made with libc mmap (we need its address,
+    which Python's mmap object does not give for read-only maps)."""
+
+    def __init__(self, path, private=False):
+        self.size = os.stat(path).st_size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED
+            self.address = libc.mmap(None, max(self.size, 1), mmap.PROT_READ, flags, fd, 0)
+        finally:
+            os.close(fd)
+        if self.address in (None, MAP_FAILED):
+            _oserror(f"mmap {path}")
+
+    def touch(self):
+        for offset in range(0, self.size, PAGE):
+            ctypes.string_at(self.address + offset, 1)
+
+    def close(self):
+        libc.munmap(self.address, max(self.size, 1))
+
+
+def mincore(path):
+    """Pages of ``path`` resident in the page cache its mapping uses, without faulting."""
+    size = os.stat(path).st_size
+    pages = (size + PAGE - 1) // PAGE
+    if pages == 0:
+        return {"pages": 0, "resident": 0}
+    mapping = Mapping(path)
+    try:
+        vec = ctypes.create_string_buffer(pages)
+        if libc.mincore(mapping.address, size, vec) != 0:
+            _oserror("mincore")
+        resident = sum(b & 1 for b in vec.raw)
+    finally:
+        mapping.close()
+    return {"pages": pages, "resident": resident}
+
+
+def pfns(paths):
+    """Page frame numbers of each file's pages, mapped and touched in this process."""
+    out = {}
+    mappings = []
+    try:
+        with open("/proc/self/pagemap", "rb") as pagemap:
+            for path in paths:
+                mapping = Mapping(path)
+                mappings.append(mapping)
+                mapping.touch()
+                frames = []
+                for offset in range(0, mapping.size, PAGE):
+                    pagemap.seek(((mapping.address + offset) // PAGE) * 8)
+                    entry = struct.unpack("<Q", pagemap.read(8))[0]
+                    present = entry >> 63 & 1
+                    frames.append(entry & ((1 << 55) - 1) if present else 0)
+                out[path] = {"pfns": frames, "counts": _kpagecount(frames)}
+    finally:
+        for mapping in mappings:
+            mapping.close()
+    return out
+
+
+def _kpagecount(frames):
+    counts = []
+    with open("/proc/kpagecount", "rb") as kpc:
+        for pfn in frames:
+            if pfn == 0:
+                counts.append(0)
+                continue
+            kpc.seek(pfn * 8)
+            counts.append(struct.unpack("<Q", kpc.read(8))[0])
+    return counts
+
+
+def meminfo():
+    out = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            name, value = line.split(":", 1)
+            out[name] = int(value.split()[0])
+    return out
+
+
+# ---- cgroups ---------------------------------------------------------------------------
+
+def cgroup_read(cgroup, path, method):
+    """Read ``path`` in a child process that lives in cgroup ``cgroup``; report its charge."""
+    base = f"/sys/fs/cgroup/{cgroup}"
+    os.makedirs(base, exist_ok=True)
+    with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as ctl:
+        ctl.write("+memory")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            with open(f"{base}/cgroup.procs", "w") as procs:
+                procs.write(str(os.getpid()))
+            result = read_file(path, method)
+        except Exception as exc:  # report, do not raise, in the child
+            result = {"error": str(exc)}
+        os.write(w, json.dumps(result).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    stat = {}
+    with open(f"{base}/memory.stat") as fh:
+        for line in fh:
+            name, value = line.split()
+            stat[name] = int(value)
+    with open(f"{base}/memory.current") as fh:
+        current = int(fh.read())
+    return {"read": json.loads(data), "file": stat.get("file", 0),
+            "file_mapped": stat.get("file_mapped", 0), "current": current}
+
+
+# ---- mounts ----------------------------------------------------------------------------
+
+def _kmsg_open():
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
+
+
+def _kmsg_drain(fd):
+    lines = []
+    if fd is None:
+        return lines
+    time.sleep(0.05)  # let printk from the syscall reach the ring buffer
+    while True:
+        try:
+            record = os.read(fd, 8192).decode(errors="replace")
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # overwritten records: skip on
+                continue
+            break
+        lines.append(record.split(";", 1)[-1].rstrip("\n"))
+    os.close(fd)
+    return lines
+
+
+def do_mount(source, target, options, fstype="erofs", readonly=True):
+    os.makedirs(target, exist_ok=True)
+    fd = _kmsg_open()
+    rc = libc.mount(source.encode(), target.encode(), fstype.encode(),
+                    MS_RDONLY if readonly else 0, options.encode() if options else None)
+    err = ctypes.get_errno() if rc != 0 else 0
+    return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
+            "kmsg": _kmsg_drain(fd)}
+
+
+def do_umount(target, lazy=False):
+    fd = _kmsg_open()
+    rc = libc.umount2(target.encode(), MNT_DETACH if lazy else 0)
+    err = ctypes.get_errno() if rc != 0 else 0
+    return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
+            "kmsg": _kmsg_drain(fd)}
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("3")
+    return {}
+
+
+def fadvise_dontneed(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return {}
+
+
+OPS = {
+    "read": lambda op: read_file(op["path"], op.get("method", "read")),
+    "mincore": lambda op: mincore(op["path"]),
+    "pfns": lambda op: pfns(op["paths"]),
+    "meminfo": lambda op: meminfo(),
+    "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read")),
+    "mount": lambda op: do_mount(op["source"], op["target"], op.get("options", ""),
+                                 op.get("fstype", "erofs"), op.get("readonly", True)),
+    "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
+    "drop_caches": lambda op: drop_caches(),
+    "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
+}
+
+
+def main():
+    results = []
+    for op in json.loads(sys.argv[1]):
+        try:
+            results.append(OPS[op["op"]](op))
+        except OSError as exc:
+            results.append({"error": str(exc), "errno": exc.errno or 0})
+        except Exception as exc:
+            results.append({"error": f"{type(exc).__name__}: {exc}", "errno": 0})
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The host side of the guest page cache probe (harness/guest_helpers/pcprobe.py).
+
+One Python start in the guest per batch of operations: under TCG a start costs a few
+hundred milliseconds, so callers group what they measure.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import HarnessError
+from .vm import VM
+
+PROBE_SOURCE = Path(__file__).parent / "guest_helpers" / "pcprobe.py"
+GUEST_PROBE = "/run/harness-pcprobe.py"
+READ_METHODS = ("read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
+                "copy_file_range", "fadvise_willneed", "readahead", "odirect", "seek_data")
+
+
+class ProbeError(HarnessError):
+    """An operation of the probe failed; carries errno."""
+
+    def __init__(self, op: dict[str, Any], result: dict[str, Any]) -> None:
+        self.op = op
+        self.errno = int(result.get("errno", 0))
+        super().__init__(f"guest probe {op['op']} failed: {result.get('error')} (op: {op})")
+
+
+@dataclass(frozen=True)
+class Residency:
+    pages: int
+    resident: int
+
+    def __str__(self) -> str:
+        return f"{self.resident}/{self.pages} pages resident"
+
+
+class Probe:
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+        if not getattr(vm, "probe_installed", False):
+            vm.run(f"cat > {GUEST_PROBE}", stdin=PROBE_SOURCE.read_bytes(), check=True)
+            vm.probe_installed = True  # type: ignore[attr-defined]
+
+    def batch(self, ops: list[dict[str, Any]], *, strict: bool = True) -> list[dict[str, Any]]:
+        result = self.vm.run(f"python3 {GUEST_PROBE} {shlex.quote(json.dumps(ops))}",
+                             timeout=300)
+        if not result.ok:
+            raise HarnessError(f"guest probe crashed (status {result.status}): "
+                               f"{result.stderr.strip()[-2000:]}")
+        answers: list[dict[str, Any]] = json.loads(result.stdout)
+        if strict:
+            for op, answer in zip(ops, answers, strict=True):
+                if "error" in answer:
+                    raise ProbeError(op, answer)
+        return answers
+
+    def one(self, op: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
+        return self.batch([op], strict=strict)[0]
+
+    # Conveniences over single operations.
+    def read(self, path: str, method: str = "read") -> dict[str, Any]:
+        return self.one({"op": "read", "path": path, "method": method})
+
+    def residency(self, path: str) -> Residency:
+        answer = self.one({"op": "mincore", "path": path})
+        return Residency(answer["pages"], answer["resident"])
+
+    def pfns(self, *paths: str) -> dict[str, dict[str, list[int]]]:
+        return self.one({"op": "pfns", "paths": list(paths)})
+
+    def meminfo(self) -> dict[str, int]:
+        return self.one({"op": "meminfo"})
+
+    def drop_caches(self) -> None:
+        self.one({"op": "drop_caches"})
+
+    def cgroup_read(self, cgroup: str, path: str, method: str = "read") -> dict[str, Any]:
+        return self.one({"op": "cgroup_read", "cgroup": cgroup, "path": path,
+                         "method": method})
