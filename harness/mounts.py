@@ -55,6 +55,9 @@ class Mounter:
         self.probe = probe
         self.count = 0
         self.mounted: list[Mount] = []
+        if not getattr(guest.vm, "erofs_loaded", False):
+            guest.check("modprobe erofs && modprobe loop")
+            guest.vm.erofs_loaded = True  # type: ignore[attr-defined]
 
     def _upload(self, local: Any, name: str) -> str:
         vm = self.guest.vm

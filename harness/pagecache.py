@@ -7,7 +7,6 @@ hundred milliseconds, so callers group what they measure.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +38,49 @@ class Residency:
         return f"{self.resident}/{self.pages} pages resident"
 
 
+class _Server:
+    """The probe running as a server in the guest, one per VM (kept on the VM object)."""
+
+    def __init__(self, vm: VM) -> None:
+        assert vm.ssh is not None
+        vm.run(f"cat > {GUEST_PROBE}", stdin=PROBE_SOURCE.read_bytes(), check=True)
+        self.channel = vm.ssh.open_stream(f"exec python3 {GUEST_PROBE} --serve", TIMEOUT)
+        self.reader = self.channel.makefile("rb")
+
+    def ask(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.channel.sendall(json.dumps(ops).encode() + b"\n")
+        line = self.reader.readline()
+        if not line:
+            err = b""
+            while self.channel.recv_stderr_ready():
+                err += self.channel.recv_stderr(65536)
+            raise HarnessError(f"the guest probe ended: {err.decode(errors='replace')[-2000:]}")
+        answers: list[dict[str, Any]] = json.loads(line)
+        return answers
+
+
+TIMEOUT = 300.0
+
+
 class Probe:
     def __init__(self, vm: VM) -> None:
         self.vm = vm
-        if not getattr(vm, "probe_installed", False):
-            vm.run(f"cat > {GUEST_PROBE}", stdin=PROBE_SOURCE.read_bytes(), check=True)
-            vm.probe_installed = True  # type: ignore[attr-defined]
+
+    def _server(self) -> _Server:
+        server = getattr(self.vm, "probe_server", None)
+        if server is None or server.channel.closed:
+            server = _Server(self.vm)
+            self.vm.probe_server = server  # type: ignore[attr-defined]
+        return server
 
     def batch(self, ops: list[dict[str, Any]], *, strict: bool = True) -> list[dict[str, Any]]:
-        result = self.vm.run(f"python3 {GUEST_PROBE} {shlex.quote(json.dumps(ops))}",
-                             timeout=300)
-        if not result.ok:
-            raise HarnessError(f"guest probe crashed (status {result.status}): "
-                               f"{result.stderr.strip()[-2000:]}")
-        answers: list[dict[str, Any]] = json.loads(result.stdout)
+        try:
+            answers = self._server().ask(ops)
+        except (OSError, EOFError, TimeoutError) as exc:
+            self.vm.probe_server = None  # type: ignore[attr-defined]
+            self.vm.mark_broken()
+            raise HarnessError(f"lost the guest probe during {[o['op'] for o in ops]}: "
+                               f"{exc!r}") from exc
         if strict:
             for op, answer in zip(ops, answers, strict=True):
                 if "error" in answer:

@@ -208,6 +208,13 @@ class GuestSSH:
         return CommandResult(command, status, out.decode(errors="replace"),
                              err.decode(errors="replace"), time.monotonic() - start)
 
+    def open_stream(self, command: str, timeout: float) -> paramiko.Channel:
+        """A channel running ``command`` for a line-based conversation (the caller owns it)."""
+        channel = self._transport().open_session(timeout=timeout)
+        channel.exec_command(command)
+        channel.settimeout(timeout)
+        return channel
+
     def close(self) -> None:
         if self._shell is not None:
             self._shell.close()

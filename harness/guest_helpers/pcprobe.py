@@ -2,8 +2,9 @@
 """Guest-side page cache probe (runs inside the VM, standard library only).
 
 Usage: pcprobe.py '<json list of operations>'; prints a JSON list of results, one per
-operation. An operation that fails gives {"error": text, "errno": n} instead of stopping
-the batch, so that the host sees exactly which step failed and how.
+operation. ``pcprobe.py --serve`` reads one such list per line and answers one line each.
+An operation that fails gives {"error": text, "errno": n} instead of stopping the batch,
+so that the host sees exactly which step failed and how.
 """
 
 import ctypes
@@ -345,16 +346,26 @@ OPS = {
 }
 
 
-def main():
+def run(ops):
     results = []
-    for op in json.loads(sys.argv[1]):
+    for op in ops:
         try:
             results.append(OPS[op["op"]](op))
         except OSError as exc:
             results.append({"error": str(exc), "errno": exc.errno or 0})
         except Exception as exc:
             results.append({"error": f"{type(exc).__name__}: {exc}", "errno": 0})
-    json.dump(results, sys.stdout)
+    return results
+
+
+def main():
+    if sys.argv[1] == "--serve":
+        # One batch per line in, one line of results out: Python starts once per VM.
+        for line in sys.stdin:
+            sys.stdout.write(json.dumps(run(json.loads(line))) + "\n")
+            sys.stdout.flush()
+        return
+    json.dump(run(json.loads(sys.argv[1])), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""Where page cache is shared and where it must not be.
+
+Reading a file through one mount brings its pages into the page cache; a second mount of
+an image with the same content then sees those pages resident through its own mapping
+(mincore) only when both mounts use inode_share with the same domain_id.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, twin_of
+
+from harness.imagespec import BuiltImage
+from harness.mounts import Mounter
+from harness.pagecache import Probe
+
+pytestmark = pytest.mark.requires_kernel("page_cache_share")
+
+
+@pytest.mark.parametrize("path", SIZES_FILES)
+@pytest.mark.parametrize("direction", ["a-then-b", "b-then-a"])
+def test_same_domain_shares_page_cache(pair: tuple[BuiltImage, BuiltImage], source: str,
+                                       path: str, direction: str, mount: Mounter,
+                                       pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    pa, pb = ma.path(path), mb.path(twin_of(a, b, path))
+    first, second = (pa, pb) if direction == "a-then-b" else (pb, pa)
+    read, before, after = pagecache.batch([
+        {"op": "read", "path": first}, {"op": "mincore", "path": first},
+        {"op": "mincore", "path": second}])
+    assert read["sha256"] == a.file(path)["sha256"], f"wrong bytes read from {first}"
+    assert before["resident"] > 0 or before["pages"] == 0
+    assert after["resident"] == before["resident"], (
+        f"{second} shows {after['resident']}/{after['pages']} pages resident after reading "
+        f"{first} ({before['resident']}/{before['pages']} resident there): not shared")
+
+
+@pytest.mark.parametrize("path", ["page", "dir/deeper/one-mib", BIG])
+def test_different_domains_do_not_share(pair: tuple[BuiltImage, BuiltImage], source: str,
+                                        path: str, mount: Mounter, pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, OTHER_DOMAIN, source)
+    _, first, other = pagecache.batch([
+        {"op": "read", "path": ma.path(path)}, {"op": "mincore", "path": ma.path(path)},
+        {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
+    assert first["resident"] == first["pages"] > 0
+    assert other["resident"] == 0, (
+        f"domain d2 sees {other['resident']}/{other['pages']} pages read in domain d1")
+
+
+@pytest.mark.parametrize("path", ["page", BIG])
+@pytest.mark.parametrize("options_b", ["", "domain_id=d1"], ids=["no-options", "domain-only"])
+@pytest.mark.parametrize("options_a", [SHARE, ""], ids=["a-shares", "a-plain"])
+def test_no_sharing_unless_both_mounts_share(pair: tuple[BuiltImage, BuiltImage], source: str,
+                                             path: str, options_a: str, options_b: str,
+                                             mount: Mounter, pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, options_a, source), mount(b, options_b, source)
+    _, other = pagecache.batch([{"op": "read", "path": ma.path(path)},
+                                {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
+    assert other["resident"] == 0, (
+        f"-o '{options_b}' sees {other['resident']}/{other['pages']} pages read through "
+        f"-o '{options_a}'")
+
+
+@pytest.mark.parametrize("path", ["page-plus-1", BIG])
+def test_shared_pages_are_the_same_page_frames(pair: tuple[BuiltImage, BuiltImage], source: str,
+                                               path: str, mount: Mounter,
+                                               pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    pa, pb = ma.path(path), mb.path(twin_of(a, b, path))
+    frames = pagecache.pfns(pa, pb)
+    fa, fb = frames[pa]["pfns"], frames[pb]["pfns"]
+    assert all(fa), f"pagemap gave no frame for some pages of {pa} (need root and pagemap)"
+    same = sum(x == y for x, y in zip(fa, fb, strict=True))
+    assert same == len(fa), f"only {same}/{len(fa)} pages of {pa} and {pb} share a frame"
+    counts = frames[pb]["counts"]
+    assert min(counts) >= 2, f"kpagecount shows frames mapped fewer than twice: {counts[:8]}"
+
+
+@pytest.mark.parametrize("options", ["", OTHER_DOMAIN], ids=["plain", "other-domain"])
+def test_unshared_pages_are_distinct_page_frames(pair: tuple[BuiltImage, BuiltImage],
+                                                 source: str, options: str, mount: Mounter,
+                                                 pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, options, source)
+    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    frames = pagecache.pfns(pa, pb)
+    common = set(frames[pa]["pfns"]) & set(frames[pb]["pfns"]) - {0}
+    assert not common, f"{len(common)} frames are mapped through both unshared mounts"
+
+
+def test_two_files_with_the_same_content_in_one_image_share(erofs_image, source: str,
+                                                            mount: Mounter,
+                                                            pagecache: Probe) -> None:
+    twins = erofs_image("twins")
+    mt = mount(twins, SHARE, source)
+    _, second, other = pagecache.batch([
+        {"op": "read", "path": mt.path("first")}, {"op": "mincore", "path": mt.path("second")},
+        {"op": "mincore", "path": mt.path("other")}])
+    assert second["resident"] == second["pages"], f"second copy: {second}"
+    assert other["resident"] == 0, f"a file with other content became resident: {other}"
+
+
+def test_files_with_other_content_do_not_share(erofs_image, source: str, mount: Mounter,
+                                               pagecache: Probe) -> None:
+    a, s = erofs_image("sizes"), erofs_image("strangers")
+    ma, ms = mount(a, SHARE, source), mount(s, SHARE, source)
+    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
+                                {"op": "mincore", "path": ms.path(BIG)}])
+    assert other["resident"] == 0, f"same name and size, other bytes, yet resident: {other}"
+
+
+@pytest.mark.parametrize("kinds", [("loop", "file"), ("file", "loop"), ("block", "file")],
+                         ids=["loop-file", "file-loop", "block-file"])
+def test_block_backed_and_file_backed_mounts_do_not_share(pair: tuple[BuiltImage, BuiltImage],
+                                                          kinds: tuple[str, str],
+                                                          mount: Mounter,
+                                                          pagecache: Probe) -> None:
+    """Measured on Debian 7.2.13 and 7.3.4: the same content mounted block-backed (loop,
+    virtio) and file-backed, both with inode_share and one domain, is cached twice. This
+    test records that behaviour; if a kernel starts sharing here it goes red on purpose."""
+    a, b = pair
+    ma, mb = mount(a, SHARE, kinds[0]), mount(b, SHARE, kinds[1])
+    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
+                                {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])
+    assert other["resident"] == 0, (
+        f"{kinds[1]}-backed mount sees {other['resident']} pages read {kinds[0]}-backed")
+
+
+@pytest.mark.parametrize("kinds", [("loop", "block"), ("block", "loop")],
+                         ids=["loop-block", "block-loop"])
+def test_loop_and_virtio_block_mounts_share(pair: tuple[BuiltImage, BuiltImage],
+                                            kinds: tuple[str, str], mount: Mounter,
+                                            pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, kinds[0]), mount(b, SHARE, kinds[1])
+    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
+                                {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])
+    assert other["resident"] == other["pages"], f"{kinds}: {other}"
+
+
+def test_second_reader_adds_nothing_to_cached(pair: tuple[BuiltImage, BuiltImage], source: str,
+                                              mount: Mounter, pagecache: Probe) -> None:
+    """/proc/meminfo Cached is global: other activity moves it, so a tolerance of 256 KiB
+    (64 pages) against a 4 MiB file."""
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    m0, _, m1, _, m2 = pagecache.batch([
+        {"op": "meminfo"}, {"op": "read", "path": ma.path(BIG)}, {"op": "meminfo"},
+        {"op": "read", "path": mb.path(twin_of(a, b, BIG))}, {"op": "meminfo"}])
+    first, second = m1["Cached"] - m0["Cached"], m2["Cached"] - m1["Cached"]
+    assert first >= 4096 - 256, f"the first read grew Cached by only {first} KiB"
+    assert second <= 256, f"the second, shared read grew Cached by {second} KiB (first {first})"
+
+
+def test_second_cgroup_is_not_charged_for_shared_pages(pair: tuple[BuiltImage, BuiltImage],
+                                                       source: str, mount: Mounter,
+                                                       pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    first = pagecache.cgroup_read(f"first-{source}", ma.path(BIG))
+    second = pagecache.cgroup_read(f"second-{source}", mb.path(twin_of(a, b, BIG)))
+    pagecache.vm.run(f"rmdir /sys/fs/cgroup/first-{source} /sys/fs/cgroup/second-{source}")
+    assert first["file"] >= 4 << 20, f"the first reader's cgroup was charged {first['file']} B"
+    assert second["file"] <= 256 << 10, (
+        f"the second cgroup was charged {second['file']} B for pages already cached by the "
+        f"first ({first['file']} B)")
