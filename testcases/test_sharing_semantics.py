@@ -8,8 +8,8 @@ an image with the same content then sees those pages resident through its own ma
 from __future__ import annotations
 
 import pytest
-from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, twin_of
 
+from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, twin_of
 from harness.imagespec import BuiltImage
 from harness.mounts import Mounter
 from harness.pagecache import Probe

@@ -1,0 +1,112 @@
+"""Mount options around inode_share: what is refused, what turns sharing off, what is shown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from conftest import BIG, OTHER_DOMAIN, SHARE, twin_of
+from harness.imagespec import BuiltImage
+from harness.mounts import Mounter
+from harness.pagecache import Probe
+
+pytestmark = pytest.mark.requires_kernel("page_cache_share")
+Images = Callable[[str], BuiltImage]
+
+
+def _shared_pages(pagecache: Probe, first: str, second: str) -> dict[str, int]:
+    return pagecache.batch([{"op": "read", "path": first},
+                            {"op": "mincore", "path": second}])[1]
+
+
+def test_inode_share_without_domain_id_fails_with_einval(erofs_image: Images, source: str,
+                                                         mount: Mounter) -> None:
+    attempt = mount.attempt(erofs_image("sizes"), "inode_share", source)
+    assert not attempt.result.ok and attempt.result.errname == "EINVAL", attempt.result
+    assert attempt.result.says("domain_id is needed when inode_share is on"), (
+        attempt.result.kmsg)
+
+
+def test_image_without_fingerprints_mounts_with_sharing_off(erofs_image: Images, source: str,
+                                                            mount: Mounter,
+                                                            pagecache: Probe) -> None:
+    a, b = erofs_image("sizes-nofp"), erofs_image("renamed-nofp")
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    assert ma.result.says("on-disk ishare xattrs not found. Turning off inode_share"), (
+        ma.result.kmsg)
+    assert not ma.result.says("EXPERIMENTAL EROFS page cache share support in use")
+    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other["resident"] == 0, f"images without fingerprints shared pages: {other}"
+    line = pagecache.vm.run(f"grep ' {ma.target} ' /proc/mounts", check=True).stdout
+    assert "inode_share" not in line, f"sharing was turned off, yet /proc/mounts says {line}"
+
+
+def test_fingerprinted_and_plain_images_do_not_share(erofs_image: Images, source: str,
+                                                     mount: Mounter, pagecache: Probe) -> None:
+    a, b = erofs_image("sizes"), erofs_image("renamed-nofp")
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    assert _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))["resident"] == 0
+
+
+def test_sharing_mount_shows_the_experimental_warning(erofs_image: Images, source: str,
+                                                      mount: Mounter) -> None:
+    m = mount(erofs_image("sizes"), SHARE, source)
+    assert m.result.says("EXPERIMENTAL EROFS page cache share support in use"), m.result.kmsg
+
+
+@pytest.mark.parametrize("table", ["/proc/mounts", "/proc/self/mountinfo"])
+def test_domain_id_is_never_visible(erofs_image: Images, source: str, table: str,
+                                    mount: Mounter, pagecache: Probe) -> None:
+    m = mount(erofs_image("sizes"), "inode_share,domain_id=secret-domain-42", source)
+    line = pagecache.vm.run(f"grep ' {m.target} ' {table}", check=True).stdout
+    fields = line.split()
+    # /proc/mounts: the 4th field; mountinfo: the 6th and the super options after " - ".
+    options = [fields[3]] if table == "/proc/mounts" else [fields[5], fields[-1]]
+    assert any("inode_share" in o for o in options), f"{table} lacks inode_share: {line}"
+    assert not any("secret-domain-42" in o or "domain_id" in o for o in options), (
+        f"{table} shows the domain: {line}")
+
+
+@pytest.mark.parametrize("name", ["sizes-customfp", "sizes"], ids=["both-custom", "mixed-names"])
+def test_custom_fingerprint_names_share_by_digest(erofs_image: Images, source: str, name: str,
+                                                  mount: Mounter, pagecache: Probe) -> None:
+    """Measured: the digest decides, not the xattr name mkfs stored it under (images made
+    with --xattr-inode-digest=trusted.harness.fp share with default-name images)."""
+    a, b = erofs_image(name), erofs_image("renamed-customfp")
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other["resident"] == other["pages"], other
+
+
+@pytest.mark.parametrize("strategy", ["disabled", "readahead", "readaround"])
+def test_cache_strategy_keeps_compressed_sharing(erofs_image: Images, source: str,
+                                                 strategy: str, mount: Mounter,
+                                                 pagecache: Probe) -> None:
+    a, b = erofs_image("sizes-lz4"), erofs_image("renamed-lz4")
+    options = f"{SHARE},cache_strategy={strategy}"
+    ma, mb = mount(a, options, source), mount(b, options, source)
+    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other["resident"] == other["pages"], f"cache_strategy={strategy}: {other}"
+
+
+def test_remount_with_another_domain_is_ignored(erofs_image: Images, mount: Mounter,
+                                               pagecache: Probe) -> None:
+    a, b = erofs_image("sizes"), erofs_image("renamed")
+    ma = mount(a, SHARE, "loop")
+    result = pagecache.vm.run(f"mount -o remount,{OTHER_DOMAIN} {ma.target}")
+    assert result.ok, result.stderr
+    log = pagecache.vm.run("dmesg | tail -5", check=True).stdout
+    assert "ignoring reconfiguration for domain_id" in log, log
+    mb = mount(b, SHARE, "loop")  # domain d1, where a still is
+    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other["resident"] == other["pages"], f"a left domain d1 after the remount: {other}"
+
+
+@pytest.mark.parametrize("dax", ["dax", "dax=always"])
+def test_dax_with_inode_share_is_refused(erofs_image: Images, source: str, dax: str,
+                                         mount: Mounter) -> None:
+    attempt = mount.attempt(erofs_image("sizes"), f"{SHARE},{dax}", source)
+    assert not attempt.result.ok and attempt.result.errname == "EINVAL", attempt.result
+    assert attempt.result.says("FSDAX is not allowed when inode_share is on"), (
+        attempt.result.kmsg)
