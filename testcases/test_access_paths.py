@@ -1,0 +1,88 @@
+"""Every way of reading a file, on every mount source: the bytes are right, and with sharing
+on, what one mount read is resident through the other."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import BIG, SHARE, twin_of
+from harness.imagespec import BuiltImage
+from harness.mounts import Mounter
+from harness.pagecache import Probe
+
+METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
+           "fadvise_willneed", "readahead", "seek_data"]
+PATHS = [BIG, "sparse", "page-plus-1"]
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("method", METHODS)
+def test_access_path_reads_right_bytes_into_the_shared_cache(
+        pair: tuple[BuiltImage, BuiltImage], source: str, method: str, path: str,
+        mount: Mounter, pagecache: Probe) -> None:
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    read, mine, other = pagecache.batch([
+        {"op": "read", "path": ma.path(path), "method": method},
+        {"op": "mincore", "path": ma.path(path)},
+        {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
+    assert read["sha256"] == a.file(path)["sha256"], f"{method} read wrong bytes of {path}"
+    assert mine["resident"] > 0, f"{method} left nothing resident: {mine}"
+    assert other["resident"] == mine["resident"], (
+        f"after {method}: {mine['resident']}/{mine['pages']} resident through the reader's "
+        f"mount, {other['resident']} through the other")
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("method", METHODS)
+def test_access_path_reads_right_bytes_without_sharing(
+        pair: tuple[BuiltImage, BuiltImage], source: str, method: str, path: str,
+        mount: Mounter, pagecache: Probe) -> None:
+    a, _ = pair
+    ma = mount(a, "", source)
+    read = pagecache.read(ma.path(path), method)
+    assert read == {"bytes": a.file(path)["size"], "sha256": a.file(path)["sha256"]}, (
+        f"{method} through a plain {source} mount")
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+def test_o_direct_open_is_refused_on_sharing_mounts(pair: tuple[BuiltImage, BuiltImage],
+                                                    source: str, mount: Mounter,
+                                                    pagecache: Probe) -> None:
+    """Measured on 7.3: O_DIRECT is EINVAL on every inode_share mount."""
+    ma = mount(pair[0], SHARE, source)
+    answer = pagecache.one({"op": "read", "path": ma.path(BIG), "method": "odirect"},
+                           strict=False)
+    assert answer.get("errno") == 22, f"O_DIRECT on an inode_share mount gave {answer}"
+
+
+@pytest.mark.requires_kernel("erofs")
+def test_o_direct_without_sharing(pair: tuple[BuiltImage, BuiltImage], source: str,
+                                  mount: Mounter, pagecache: Probe) -> None:
+    """Block-backed mounts read O_DIRECT; file-backed ones refuse it (EINVAL)."""
+    a = pair[0]
+    ma = mount(a, "", source)
+    answer = pagecache.one({"op": "read", "path": ma.path(BIG), "method": "odirect"},
+                           strict=False)
+    if source == "file":
+        assert answer.get("errno") == 22, f"O_DIRECT on a file-backed mount gave {answer}"
+    else:
+        assert answer.get("sha256") == a.file(BIG)["sha256"], answer
+        resident = pagecache.residency(ma.path(BIG))
+        assert resident.resident == 0, f"O_DIRECT went through the page cache: {resident}"
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_copy_file_range_to_another_filesystem_is_exdev(pair: tuple[BuiltImage, BuiltImage],
+                                                        source: str, options: str,
+                                                        mount: Mounter,
+                                                        pagecache: Probe) -> None:
+    if options and not pagecache.vm.kernel.features["page_cache_share"]:
+        pytest.skip(f"kernel {pagecache.vm.kernel.release} lacks page_cache_share")
+    ma = mount(pair[0], options, source)
+    answer = pagecache.one({"op": "read", "path": ma.path(BIG), "method": "copy_file_range"},
+                           strict=False)
+    assert answer.get("errno") == 18, f"copy_file_range EROFS -> ext4 gave {answer}"
