@@ -16,8 +16,6 @@ from .vm import VM
 
 PROBE_SOURCE = Path(__file__).parent / "guest_helpers" / "pcprobe.py"
 GUEST_PROBE = "/run/harness-pcprobe.py"
-READ_METHODS = ("read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
-                "copy_file_range", "fadvise_willneed", "readahead", "odirect", "seek_data")
 
 
 class ProbeError(HarnessError):

@@ -65,6 +65,13 @@ def read_file(path, method):
     flags = os.O_RDONLY | (os.O_DIRECT if method == "odirect" else 0)
     fd = os.open(path, flags)
     try:
+        if method == "stream":
+            # Hash as it reads: a reader under a tight memory.max must not hold the file.
+            digest, count = hashlib.sha256(), 0
+            while chunk := os.read(fd, 65536):
+                digest.update(chunk)
+                count += len(chunk)
+            return {"bytes": count, "sha256": digest.hexdigest()}
         if method == "read":
             data = _read_all(fd, size)
         elif method == "pread":
@@ -233,12 +240,16 @@ def meminfo():
 
 # ---- cgroups ---------------------------------------------------------------------------
 
-def cgroup_read(cgroup, path, method):
-    """Read ``path`` in a child process that lives in cgroup ``cgroup``; report its charge."""
+def cgroup_read(cgroup, path, method, limit=None):
+    """Read ``path`` in a child process that lives in cgroup ``cgroup`` (with memory.max
+    ``limit`` bytes if given); report what the cgroup was charged."""
     base = f"/sys/fs/cgroup/{cgroup}"
     os.makedirs(base, exist_ok=True)
     with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as ctl:
         ctl.write("+memory")
+    if limit is not None:
+        with open(f"{base}/memory.max", "w") as fh:
+            fh.write(str(limit))
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -266,6 +277,51 @@ def cgroup_read(cgroup, path, method):
         current = int(fh.read())
     return {"read": json.loads(data), "file": stat.get("file", 0),
             "file_mapped": stat.get("file_mapped", 0), "current": current}
+
+
+# ---- a mapping held by another process ------------------------------------------------
+
+HOLDERS = {}
+
+
+def hold(path, tag, timeout=120.0):
+    """A child maps ``path`` (the file is closed right after mmap), touches every page and
+    waits; ``release`` makes it hash the mapping and exit. For lazy unmount tests."""
+    ready, go, out = (f"/run/hold-{tag}.{s}" for s in ("ready", "go", "out"))
+    for name in (ready, go, out):
+        if os.path.exists(name):
+            os.unlink(name)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mapping = Mapping(path)
+            mapping.touch()
+            open(ready, "w").close()
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            data = ctypes.string_at(mapping.address, mapping.size)
+            result = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        except Exception as exc:
+            result = {"error": str(exc)}
+        with open(out, "w") as fh:
+            json.dump(result, fh)
+        os._exit(0)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(ready):
+        if os.waitpid(pid, os.WNOHANG)[0] or time.monotonic() > deadline:
+            raise OSError(errno.ECHILD, f"the holder of {path} did not map it")
+        time.sleep(0.01)
+    HOLDERS[tag] = pid
+    return {"pid": pid}
+
+
+def release(tag, timeout=120.0):
+    pid = HOLDERS.pop(tag)
+    open(f"/run/hold-{tag}.go", "w").close()
+    os.waitpid(pid, 0)
+    with open(f"/run/hold-{tag}.out") as fh:
+        return json.load(fh)
 
 
 # ---- mounts ----------------------------------------------------------------------------
@@ -337,7 +393,10 @@ OPS = {
     "mincore": lambda op: mincore(op["path"]),
     "pfns": lambda op: pfns(op["paths"]),
     "meminfo": lambda op: meminfo(),
-    "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read")),
+    "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
+                                          op.get("limit")),
+    "hold": lambda op: hold(op["path"], op["tag"]),
+    "release": lambda op: release(op["tag"]),
     "mount": lambda op: do_mount(op["source"], op["target"], op.get("options", ""),
                                  op.get("fstype", "erofs"), op.get("readonly", True)),
     "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
