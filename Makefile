@@ -14,10 +14,13 @@ PYTEST_ARGS ?=
 CMD ?=
 ARTIFACTS ?= artifacts
 
-# Host packages: QEMU, what the guest image is assembled from (vmimages/guest.yaml), and
-# what builds the Python environment.
+# Host packages: QEMU, what the guest image is assembled from (vmimages/guest.yaml), what
+# builds the Python environment, and what builds erofs-utils >= 1.9 from Debian's source
+# (harness/erofs_utils.py: Debian 12's erofs-utils 1.5 has no fingerprints).
 HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin python3-minimal \
-	util-linux kmod attr e2fsprogs xfsprogs apt dpkg python3-venv ca-certificates
+	util-linux kmod attr e2fsprogs xfsprogs apt dpkg python3-venv ca-certificates \
+	autoconf automake libtool pkg-config liblz4-dev uuid-dev zlib1g-dev libzstd-dev \
+	liblzma-dev libssl-dev dpkg-dev make gcc
 
 VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
@@ -72,8 +75,10 @@ test: deps venv
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory vmtest
 
+# Two workers, one VM each (a TCG guest with thread=single keeps one host core busy).
+RUN_JOBS ?= 2
 run: deps venv
-	$(PYTEST) testcases -v $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
+	$(PYTEST) testcases -n $(RUN_JOBS) $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
 
 shell: deps venv
 	$(PY) -m harness shell $(VM_OPTS)

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--boots", type=int, default=5, help="cold boots to take the "
                                                              "median of (default 5)")
     p_bench.add_argument("--round-trips", type=int, default=50)
+    p_bench.add_argument("--parts", default="boot,sharing,suite",
+                         type=lambda s: set(s.split(",")),
+                         help="which benchmarks: boot,sharing,suite (default all)")
     p_kernel = sub.add_parser("kernel", help="fetch or locate a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     return parser
@@ -75,8 +78,14 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_boot_bench
-    run_boot_bench(_request(args), boots=args.boots, round_trips=args.round_trips)
+    from .bench import run_boot_bench, run_sharing_bench, run_suite_throughput
+    request = _request(args)
+    if "boot" in args.parts:
+        run_boot_bench(request, boots=args.boots, round_trips=args.round_trips)
+    if "sharing" in args.parts:
+        run_sharing_bench(request)
+    if "suite" in args.parts:
+        run_suite_throughput(request)
     return 0
 
 

@@ -119,3 +119,67 @@ def run_boot_bench(request: BootRequest, boots: int = 5, round_trips: int = 50) 
     print(line)
     print("all harness boots: " + ", ".join(f"{t:.2f}" for t in harness_times) + " s; "
           "bare: " + ", ".join(f"{t:.2f}" for t in bare_times) + " s")
+
+
+def run_sharing_bench(request: BootRequest, counts: tuple[int, ...] = (2, 4, 8, 16)) -> None:
+    """Memory for N mounts of images with the same content, each file read through every
+    mount: Cached growth with and without inode_share, against the ideal of one copy."""
+    from pathlib import Path
+
+    from .erofs_utils import provide
+    from .guest import Guest
+    from .imagespec import build_image, load_catalog
+    from .mounts import Mounter
+    from .pagecache import Probe
+
+    tools = provide()
+    catalog = load_catalog(Path(__file__).resolve().parent.parent / "testcases" / "images.yaml")
+    a, b = build_image(catalog.image("sizes"), tools), build_image(catalog.image("renamed"),
+                                                                   tools)
+    kernel = resolve_kernel(request.kernel)
+    config = VMConfig(memory_mb=request.memory_mb, cpus=request.cpus,
+                      accel=choose_accel(request.accel, kernel.vmlinuz).name)
+    rows = []
+    with VM(kernel, build_guest_image(kernel), config, name="bench-share") as vm:
+        if not kernel.features["page_cache_share"]:
+            raise HarnessError(f"kernel {kernel.release} has no page cache sharing to measure")
+        probe = Probe(vm)
+        for n in counts:
+            result = {}
+            for label, options in (("plain", ""), ("shared", "inode_share,domain_id=bench")):
+                print(f"bench: {n} mounts, {label}", file=sys.stderr, flush=True)
+                guest = Guest(vm, f"bench-{n}-{label}")
+                mounter = Mounter(guest, probe)
+                mounts = [mounter(a if i % 2 == 0 else b, options, "loop") for i in range(n)]
+                paths = [m.path("four-mib" if m.image is a else "h") for m in mounts]
+                probe.drop_caches()
+                answers = probe.batch([{"op": "meminfo"}]
+                                      + [{"op": "read", "path": p} for p in paths]
+                                      + [{"op": "meminfo"}])
+                result[label] = answers[-1]["Cached"] - answers[0]["Cached"]
+                guest.cleanup()
+            rows.append((n, result["plain"], result["shared"], result["plain"] / n))
+    print(f"| {'N mounts':>8} | {'no sharing KiB':>14} | {'sharing KiB':>11} | "
+          f"{'ideal KiB':>9} | {'saving':>6} |")
+    for n, plain, shared, ideal in rows:
+        print(f"| {n:>8} | {plain:>14} | {shared:>11} | {ideal:>9.0f} | "
+              f"{1 - shared / plain:>6.0%} |")
+    print("(4 MiB file read through every loop mount; Cached growth includes the loop "
+          "devices' backing-file pages on the guest's ext4)")
+
+
+def run_suite_throughput(request: BootRequest, selection: str = "testcases/test_access_paths.py"
+                         ) -> None:
+    """Cases per minute of a slice of the suite, one worker, as `make run` would run it."""
+    argv = [sys.executable, "-m", "pytest", selection, "-q", "-p", "no:cacheprovider",
+            f"--accel={request.accel}"] + ([f"--kernel={request.kernel}"] if request.kernel
+                                           else [])
+    print(f"bench: suite throughput on {selection}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    import re
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped)", proc.stdout)}
+    cases = sum(counts.values())
+    print(f"| suite throughput ({selection}) | {cases} cases in {seconds:.0f} s | "
+          f"{60 * cases / seconds:.0f} cases/min | {counts} |")

@@ -20,6 +20,7 @@ def _shared_pages(pagecache: Probe, first: str, second: str) -> dict[str, int]:
                             {"op": "mincore", "path": second}])[1]
 
 
+@pytest.mark.fast
 def test_inode_share_without_domain_id_fails_with_einval(erofs_image: Images, source: str,
                                                          mount: Mounter) -> None:
     attempt = mount.attempt(erofs_image("sizes"), "inode_share", source)
@@ -28,6 +29,7 @@ def test_inode_share_without_domain_id_fails_with_einval(erofs_image: Images, so
         attempt.result.kmsg)
 
 
+@pytest.mark.fast
 def test_image_without_fingerprints_mounts_with_sharing_off(erofs_image: Images, source: str,
                                                             mount: Mounter,
                                                             pagecache: Probe) -> None:

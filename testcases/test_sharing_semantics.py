@@ -7,12 +7,16 @@ an image with the same content then sees those pages resident through its own ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, twin_of
 from harness.imagespec import BuiltImage
 from harness.mounts import Mounter
 from harness.pagecache import Probe
+
+Measure = Callable[..., None]
 
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 
@@ -21,7 +25,7 @@ pytestmark = pytest.mark.requires_kernel("page_cache_share")
 @pytest.mark.parametrize("direction", ["a-then-b", "b-then-a"])
 def test_same_domain_shares_page_cache(pair: tuple[BuiltImage, BuiltImage], source: str,
                                        path: str, direction: str, mount: Mounter,
-                                       pagecache: Probe) -> None:
+                                       pagecache: Probe, measure: Measure) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     pa, pb = ma.path(path), mb.path(twin_of(a, b, path))
@@ -29,6 +33,8 @@ def test_same_domain_shares_page_cache(pair: tuple[BuiltImage, BuiltImage], sour
     read, before, after = pagecache.batch([
         {"op": "read", "path": first}, {"op": "mincore", "path": first},
         {"op": "mincore", "path": second}])
+    measure(pages=before["pages"], resident_reader=before["resident"],
+            resident_other=after["resident"])
     assert read["sha256"] == a.file(path)["sha256"], f"wrong bytes read from {first}"
     assert before["resident"] > 0 or before["pages"] == 0
     assert after["resident"] == before["resident"], (
@@ -38,12 +44,15 @@ def test_same_domain_shares_page_cache(pair: tuple[BuiltImage, BuiltImage], sour
 
 @pytest.mark.parametrize("path", ["page", "dir/deeper/one-mib", BIG])
 def test_different_domains_do_not_share(pair: tuple[BuiltImage, BuiltImage], source: str,
-                                        path: str, mount: Mounter, pagecache: Probe) -> None:
+                                        path: str, mount: Mounter, pagecache: Probe,
+                                        measure: Measure) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, OTHER_DOMAIN, source)
     _, first, other = pagecache.batch([
         {"op": "read", "path": ma.path(path)}, {"op": "mincore", "path": ma.path(path)},
         {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
+    measure(pages=first["pages"], resident_reader=first["resident"],
+            resident_other=other["resident"])
     assert first["resident"] == first["pages"] > 0
     assert other["resident"] == 0, (
         f"domain d2 sees {other['resident']}/{other['pages']} pages read in domain d1")
@@ -64,6 +73,7 @@ def test_no_sharing_unless_both_mounts_share(pair: tuple[BuiltImage, BuiltImage]
         f"-o '{options_a}'")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("path", ["page-plus-1", BIG])
 def test_shared_pages_are_the_same_page_frames(pair: tuple[BuiltImage, BuiltImage], source: str,
                                                path: str, mount: Mounter,
@@ -142,8 +152,10 @@ def test_loop_and_virtio_block_mounts_share(pair: tuple[BuiltImage, BuiltImage],
     assert other["resident"] == other["pages"], f"{kinds}: {other}"
 
 
+@pytest.mark.fast
 def test_second_reader_adds_nothing_to_cached(pair: tuple[BuiltImage, BuiltImage], source: str,
-                                              mount: Mounter, pagecache: Probe) -> None:
+                                              mount: Mounter, pagecache: Probe,
+                                              measure: Measure) -> None:
     """/proc/meminfo Cached is global: other activity moves it, so a tolerance of 256 KiB
     (64 pages) against a 4 MiB file."""
     a, b = pair
@@ -152,18 +164,21 @@ def test_second_reader_adds_nothing_to_cached(pair: tuple[BuiltImage, BuiltImage
         {"op": "meminfo"}, {"op": "read", "path": ma.path(BIG)}, {"op": "meminfo"},
         {"op": "read", "path": mb.path(twin_of(a, b, BIG))}, {"op": "meminfo"}])
     first, second = m1["Cached"] - m0["Cached"], m2["Cached"] - m1["Cached"]
+    measure(cached_first_kib=first, cached_second_kib=second)
     assert first >= 4096 - 256, f"the first read grew Cached by only {first} KiB"
     assert second <= 256, f"the second, shared read grew Cached by {second} KiB (first {first})"
 
 
 def test_second_cgroup_is_not_charged_for_shared_pages(pair: tuple[BuiltImage, BuiltImage],
                                                        source: str, mount: Mounter,
-                                                       pagecache: Probe) -> None:
+                                                       pagecache: Probe,
+                                                       measure: Measure) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     first = pagecache.cgroup_read(f"first-{source}", ma.path(BIG))
     second = pagecache.cgroup_read(f"second-{source}", mb.path(twin_of(a, b, BIG)))
     pagecache.vm.run(f"rmdir /sys/fs/cgroup/first-{source} /sys/fs/cgroup/second-{source}")
+    measure(memcg_first_kib=first["file"] // 1024, memcg_second_kib=second["file"] // 1024)
     assert first["file"] >= 4 << 20, f"the first reader's cgroup was charged {first['file']} B"
     assert second["file"] <= 256 << 10, (
         f"the second cgroup was charged {second['file']} B for pages already cached by the "

@@ -89,3 +89,12 @@ def pagecache(guest: Guest) -> Probe:
 def mount(guest: Guest, pagecache: Probe) -> Mounter:
     """``mount(image, options, source)`` in the guest; undone by the guest's cleanup."""
     return Mounter(guest, pagecache)
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``measure(name=value, ...)``: numbers for the suite report (and JUnit properties)."""
+    def record(**values: float | int | str) -> None:
+        for name, value in values.items():
+            request.node.user_properties.append((f"measure:{name}", value))
+    return record

@@ -4,13 +4,16 @@ test that uses the VM, artifacts of failed tests."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Generator
+from typing import Any
 
 import pytest
 
 from ..errors import HarnessError
 from ..kernels import Kernel
 from ..kernlog import find_splats
+from ..report import CaseResult, Report
 from ..vm import VM
 from .markers import (
     MARKERS,
@@ -80,6 +83,8 @@ def _kernel_or_exit(pool: VMPool) -> Kernel:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if VM_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.user_properties.append(("harness_vm", 1))  # counted in the suite report
     marks = list(item.iter_markers("requires_kernel"))
     regressions = list(item.iter_markers("regression"))
     if not marks and not regressions:
@@ -127,6 +132,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
     start = vm.console_offset()
     stamp = getattr(vm, "dmesg_seen", 0.0)
+    if vm.accel is not None:
+        item.user_properties.append(("harness_accel", vm.accel.name))
     item.stash[_start_key] = (vm, start)
     try:
         outcome = yield
@@ -159,6 +166,8 @@ def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | No
 
 
 _start_key = pytest.StashKey[tuple[VM, int]]()
+results_key = pytest.StashKey[list[CaseResult]]()
+started_key = pytest.StashKey[float]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -187,6 +196,77 @@ def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestRe
         (folder / "dmesg.txt").write_text(dmesg)
         report.sections.append(("dmesg (tail)", "\n".join(dmesg.splitlines()[-60:])))
     report.sections.append(("artifacts", str(folder)))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[results_key] = []
+    session.config.stash[started_key] = time.monotonic()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect outcomes and measurements of the tests that used a VM (on the xdist
+    controller too: the workers' reports carry their user_properties)."""
+    props = dict(report.user_properties)
+    if "harness_vm" not in props:
+        return
+    outcome: str | None = None
+    reason = ""
+    if report.when == "call":
+        outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else (
+            "xpassed" if hasattr(report, "wasxfail") else report.outcome)
+    elif report.skipped and report.when == "setup":
+        outcome = "skipped"
+        longrepr = report.longrepr
+        reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    elif report.failed:
+        outcome = "error"
+    if outcome is None:
+        return
+    measurements = {k[len("measure:"):]: v for k, v in props.items()
+                    if str(k).startswith("measure:")}
+    _results.append(CaseResult(report.nodeid, outcome, report.duration, measurements, reason))
+    if "harness_accel" in props:
+        _accels.append(str(props["harness_accel"]))
+
+
+_results: list[CaseResult] = []
+_accels: list[str] = []
+
+
+def _suite_report(config: pytest.Config) -> Report | None:
+    if not _results or hasattr(config, "workerinput"):
+        return None
+    pool = config.stash[pool_key]
+    options = config.stash[options_key]
+    kernel = (pool.kernel_error is None and pool.kernel) or None
+    settings = {"kernel": kernel.release if kernel else "?",
+                "kernel_spec": options.kernel or "default (pinned)",
+                "accel": max(set(_accels), key=_accels.count) if _accels else options.accel,
+                "mkfs": _mkfs_version()}
+    report = Report(settings, list(_results))
+    report.seconds = time.monotonic() - config.stash.get(started_key, time.monotonic())
+    return report
+
+
+def _mkfs_version() -> str:
+    try:
+        from ..erofs_utils import provide
+        return provide().version
+    except HarnessError:
+        return "?"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    report = _suite_report(config)
+    if report is None:
+        return
+    folder = config.stash[options_key].artifacts / (
+        f"report-{report.config['kernel']}-{report.config['accel']}")
+    json_path, html_path = report.write(folder)
+    terminalreporter.write_sep("=", "EROFS page cache sharing report")
+    terminalreporter.write_line(report.table())
+    terminalreporter.write_line(f"report: {html_path} and {json_path}")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
