@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from harness.erofs_utils import check
+from harness.errors import SpecError, ToolMissing
+from harness.imagespec import FileSpec, content_bytes, load_catalog
+from harness.report import CaseResult, Report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_catalog_loads_with_every_compressor_family() -> None:
+    catalog = load_catalog(ROOT / "testcases" / "images.yaml")
+    assert {"sizes-lz4", "sizes-lzma", "sizes-zstd", "renamed-deflate"} <= set(catalog.images)
+    assert catalog.image("sizes-lz4hc-packed").mkfs_args() == [
+        "--xattr-inode-digest", "-zlz4hc", "-Efragments,dedupe,ztailpacking"]
+    assert catalog.image("sizes-nofp").mkfs_args() == []
+    assert catalog.image("sizes-customfp").mkfs_args() == [
+        "--xattr-inode-digest=trusted.harness.fp"]
+
+
+def test_same_seed_and_size_means_same_content_whatever_the_name() -> None:
+    a = FileSpec("x", size=9000, seed=3, mode=0o600, uid=5)
+    b = FileSpec("y/z", size=9000, seed=3)
+    assert a.content == b.content and a.data() == b.data()
+    assert FileSpec("x", size=9000, seed=4).data() != a.data()
+
+
+def test_holes_read_as_zeros_and_change_the_content() -> None:
+    plain = FileSpec("s", size=16384, seed=1)
+    sparse = FileSpec("s", size=16384, seed=1, holes=((4096, 8192),))
+    assert sparse.data()[4096:12288] == bytes(8192)
+    assert sparse.data()[:4096] == plain.data()[:4096]
+    assert sparse.content != plain.content
+
+
+def test_content_is_compressible_but_not_trivial() -> None:
+    import zlib
+    data = content_bytes(7, 1 << 20)
+    ratio = len(zlib.compress(data)) / len(data)
+    assert 0.3 < ratio < 0.8, ratio
+
+
+def _catalog(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "images.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_file_key_names_file_and_line(tmp_path: Path) -> None:
+    path = _catalog(tmp_path, "trees:\n  t:\n    files:\n      - {path: a, szie: 3}\n"
+                              "images:\n  i: {tree: t}\n")
+    with pytest.raises(SpecError, match=r"images.yaml:4: unknown key 'szie'"):
+        load_catalog(path)
+
+
+def test_image_of_unknown_tree_names_the_line(tmp_path: Path) -> None:
+    path = _catalog(tmp_path, "trees:\n  t:\n    files: []\nimages:\n  i: {tree: nope}\n")
+    with pytest.raises(SpecError, match=r"images.yaml:5: image 'i' uses unknown tree 'nope'"):
+        load_catalog(path)
+
+
+def test_unknown_compressor_is_refused(tmp_path: Path) -> None:
+    path = _catalog(tmp_path, "trees:\n  t:\n    files: []\nimages:\n"
+                              "  i: {tree: t, compressor: brotli}\n")
+    with pytest.raises(SpecError, match="unknown compressor 'brotli'"):
+        load_catalog(path)
+
+
+def test_template_errors_name_the_catalog(tmp_path: Path) -> None:
+    path = _catalog(tmp_path, "trees: {}\nimages: {}\n{{ undefined_thing }}\n")
+    with pytest.raises(SpecError, match=r"images.yaml:\S+: template error"):
+        load_catalog(path)
+
+
+def test_old_mkfs_erofs_is_refused_with_its_version(tmp_path: Path) -> None:
+    fake = tmp_path / "mkfs.erofs"
+    fake.write_text("#!/bin/sh\necho 'mkfs.erofs (erofs-utils) 1.5'\n")
+    fake.chmod(0o755)
+    with pytest.raises(ToolMissing, match=r"erofs-utils 1\.5; the suite needs >= 1\.9"):
+        check(fake, "$MKFS_EROFS")
+
+
+def test_savings_compare_against_no_sharing_and_ideal() -> None:
+    report = Report({"kernel": "k", "accel": "tcg"}, [
+        CaseResult("t::cached[loop]", "passed", 1.0,
+                   {"cached_first_kib": 4096, "cached_second_kib": 0}),
+        CaseResult("t::many[loop]", "passed", 1.0,
+                   {"readers": 4, "file_kib": 4096, "cached_all_kib": 4096})])
+    rows = {row["case"]: row for row in report.savings()}
+    assert rows["t::cached[loop]"]["saving"] == 0.5
+    assert rows["t::many[loop]"]["baseline"] == 4 * 4096
+    assert rows["t::many[loop]"]["saving"] == 0.5
+    assert "2 passed" in report.table()
