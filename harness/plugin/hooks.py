@@ -166,7 +166,6 @@ def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | No
 
 
 _start_key = pytest.StashKey[tuple[VM, int]]()
-results_key = pytest.StashKey[list[CaseResult]]()
 started_key = pytest.StashKey[float]()
 
 
@@ -199,7 +198,10 @@ def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestRe
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[results_key] = []
+    # pytest_runtest_logreport gets no config, so results live in this module; a new
+    # session (pytester runs several in one process) starts them afresh.
+    _results.clear()
+    _accels.clear()
     session.config.stash[started_key] = time.monotonic()
 
 
