@@ -3,11 +3,13 @@ hold the same content in the `sizes` and `renamed` images."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable
 
 import pytest
 
-from harness.imagespec import BuiltImage
+from harness.imagespec import PAGE, BuiltImage, content_bytes
 from harness.mounts import SOURCES
 
 SHARE = "inode_share,domain_id=d1"
@@ -37,3 +39,24 @@ def source(request: pytest.FixtureRequest) -> str:
 def pair(erofs_image: Callable[[str], BuiltImage]) -> tuple[BuiltImage, BuiltImage]:
     """Two different images with the same file contents under other names and owners."""
     return erofs_image("sizes"), erofs_image("renamed")
+
+
+@pytest.fixture(scope="session")
+def forged_renamed(erofs_image: Callable[[str], BuiltImage],
+                   tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """`renamed` with the data of x/d (one page, the content of `sizes:page`) replaced by other
+    bytes and its fingerprint left as it was: same size, same fingerprint, other content."""
+    genuine = erofs_image("renamed")
+    raw = bytearray(genuine.path.read_bytes())
+    want = content_bytes(4, PAGE)
+    if raw.count(want) != 1:
+        raise LookupError("x/d's data is not stored once, verbatim, in the renamed image")
+    at = raw.find(want)
+    raw[at:at + PAGE] = content_bytes(999, PAGE)
+    path = tmp_path_factory.mktemp("forged") / "renamed-forged.erofs"
+    path.write_bytes(bytes(raw))
+    manifest = dict(genuine.manifest)
+    manifest["forged"] = {"path": "x/d", "sha256": hashlib.sha256(content_bytes(999, PAGE))
+                          .hexdigest()}
+    return dataclasses.replace(genuine, path=path, key=f"{genuine.key}-forged",
+                               manifest=manifest)

@@ -183,3 +183,21 @@ def test_second_cgroup_is_not_charged_for_shared_pages(pair: tuple[BuiltImage, B
     assert second["file"] <= 256 << 10, (
         f"the second cgroup was charged {second['file']} B for pages already cached by the "
         f"first ({first['file']} B)")
+
+
+def test_fincore_agrees_with_mincore_through_both_mounts(pair: tuple[BuiltImage, BuiltImage],
+                                                         source: str, mount: Mounter,
+                                                         pagecache: Probe) -> None:
+    """A second tool (util-linux fincore) sees the same shared residency as mincore."""
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    pagecache.read(pa)
+    counts = {}
+    for path in (pa, pb):
+        out = pagecache.vm.run(f"fincore --noheadings --raw --output PAGES {path}",
+                               check=True).stdout
+        counts[path] = int(out.split()[0])
+    mincore = pagecache.residency(pb)
+    assert counts[pa] == counts[pb] == mincore.resident == mincore.pages, (
+        f"fincore {counts}, mincore through b: {mincore}")

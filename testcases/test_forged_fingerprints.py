@@ -1,0 +1,50 @@
+"""Fingerprints are trusted: a file whose fingerprint claims other content.
+
+Measured on Debian 7.3.4 with a forged image (one page of `renamed` changed, its fingerprint
+left as it was): within one domain, whichever of the two files is read first fills the
+shared cache, and the other mount then serves those bytes. The domain is the trust
+boundary; these tests record both sides of it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import OTHER_DOMAIN, SHARE
+from harness.imagespec import BuiltImage
+from harness.mounts import Mounter
+from harness.pagecache import Probe
+
+pytestmark = pytest.mark.requires_kernel("page_cache_share")
+
+
+@pytest.mark.parametrize("first", ["genuine", "forged"])
+def test_forged_fingerprint_in_one_domain_serves_the_first_readers_bytes(
+        erofs_image, forged_renamed: BuiltImage, source: str, first: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    genuine = erofs_image("sizes")
+    mg, mf = mount(genuine, SHARE, source), mount(forged_renamed, SHARE, source)
+    paths = {"genuine": mg.path("page"), "forged": mf.path("x/d")}
+    bytes_of = {"genuine": genuine.file("page")["sha256"],
+                "forged": forged_renamed.manifest["forged"]["sha256"]}
+    second = "forged" if first == "genuine" else "genuine"
+    got_first, got_second = pagecache.batch([{"op": "read", "path": paths[first]},
+                                             {"op": "read", "path": paths[second]}])
+    assert got_first["sha256"] == bytes_of[first], f"the {first} file read wrong on its own"
+    assert got_second["sha256"] == bytes_of[first], (
+        f"the {second} file served its own bytes: the shared cache was not keyed by the "
+        f"fingerprint alone (behaviour changed from 7.3.4)")
+
+
+@pytest.mark.parametrize("first", ["genuine", "forged"])
+def test_forged_fingerprint_in_another_domain_cannot_poison(
+        erofs_image, forged_renamed: BuiltImage, source: str, first: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    genuine = erofs_image("sizes")
+    mg, mf = mount(genuine, SHARE, source), mount(forged_renamed, OTHER_DOMAIN, source)
+    answers = pagecache.batch([{"op": "read", "path": mg.path("page")},
+                               {"op": "read", "path": mf.path("x/d")}][:: 1 if first ==
+                                                                      "genuine" else -1])
+    got = {a["sha256"] for a in answers}
+    assert got == {genuine.file("page")["sha256"], forged_renamed.manifest["forged"]["sha256"]}, (
+        "a file in another domain was served bytes of the forged (or genuine) twin")
