@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tarfile
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ COMPRESSORS = ("lz4", "lz4hc", "lzma", "deflate", "zstd")
 FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xattrs",
              "symlink", "hardlink"}
 IMAGE_KEYS = {"tree", "fingerprint", "compressor", "block_size", "chunksize", "extended",
-              "blobdev"}
+              "blobdev", "tar"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -113,6 +114,7 @@ class ImageSpec:
     chunksize: int | None = None
     extended: tuple[str, ...] = ()  # -E options
     blobdev: bool = False
+    tar: bool = False  # build from a tar archive of the tree (--tar=f) instead of the directory
 
     def mkfs_args(self) -> list[str]:
         args = []
@@ -128,6 +130,8 @@ class ImageSpec:
             args.append(f"--chunksize={self.chunksize}")
         if self.extended:
             args.append("-E" + ",".join(self.extended))
+        if self.tar:
+            args.append("--tar=f")
         return args
 
 
@@ -191,7 +195,8 @@ def load_catalog(path: Path) -> Catalog:
             block_size=raw.get("block_size"),
             chunksize=parse_size(raw["chunksize"], where(raw, "chunksize"))
             if raw.get("chunksize") else None,
-            extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")))
+            extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")),
+            tar=bool(raw.get("tar")))
     return catalog
 
 
@@ -270,8 +275,16 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
                     f"-U{uuid.UUID(hex=key.ljust(32, '0')[:32])}"]
             if spec.blobdev:
                 argv.append(f"--blobdev={out / 'blob.img'}")
-            argv += [str(out / "image.erofs"), tmp]
+            source = tmp
+            if spec.tar:
+                source = str(Path(tmp).with_suffix(".tar"))
+                with tarfile.open(source, "w", format=tarfile.PAX_FORMAT) as archive:
+                    for entry in sorted(Path(tmp).iterdir()):
+                        archive.add(entry, arcname=entry.name)
+            argv += [str(out / "image.erofs"), source]
             proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if spec.tar:
+                Path(source).unlink()
             if proc.returncode != 0:
                 raise HarnessError(f"mkfs.erofs failed for image {spec.name!r} "
                                    f"(exit {proc.returncode}): {' '.join(argv)}\n"

@@ -14,7 +14,7 @@ from harness.pagecache import Probe
 
 Images = Callable[[str], BuiltImage]
 VARIANTS = ["", "-nofp", "-customfp", "-lz4", "-lz4hc", "-lzma", "-deflate", "-zstd",
-            "-lz4hc-packed", "-chunk64k", "-blob", "-bs1k"]
+            "-lz4hc-packed", "-chunk64k", "-blob", "-bs1k", "-tar"]
 NEEDS = {"-lz4": "lz4", "-lz4hc": "lz4", "-lz4hc-packed": "lz4", "-lzma": "lzma",
          "-deflate": "deflate", "-zstd": "zstd"}
 
