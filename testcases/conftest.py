@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from harness.imagespec import PAGE, BuiltImage, content_bytes
-from harness.mounts import SOURCES
+from harness.mounts import SOURCES, Mount, Mounter
+from harness.pagecache import Probe
 
 SHARE = "inode_share,domain_id=d1"
 OTHER_DOMAIN = "inode_share,domain_id=d2"
@@ -27,6 +28,20 @@ def twin_of(a: BuiltImage, b: BuiltImage, path: str) -> str:
         if entry["content"] == content:
             return str(entry["path"])
     raise LookupError(f"{b.spec.name} has no file with the content of {a.spec.name}:{path}")
+
+
+def mount_twins(mount: Mounter, a: BuiltImage, b: BuiltImage, source: str,
+                options: tuple[str, str] = (SHARE, SHARE),
+                path: str = BIG) -> tuple[Mount, Mount, str, str]:
+    """Mount a and b; return both mounts, ``path`` in a and its twin in b."""
+    ma, mb = mount(a, options[0], source), mount(b, options[1], source)
+    return ma, mb, ma.path(path), mb.path(twin_of(a, b, path))
+
+
+def read_then_mincore(pagecache: Probe, reader: str, other: str) -> dict[str, int]:
+    """Read ``reader`` whole, then report how much of ``other`` is resident."""
+    return pagecache.batch([{"op": "read", "path": reader},
+                            {"op": "mincore", "path": other}])[1]
 
 
 @pytest.fixture(params=SOURCES)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, twin_of
+from conftest import BIG, SHARE, mount_twins, read_then_mincore, twin_of
 from harness.imagespec import BuiltImage
 from harness.mounts import Mounter
 from harness.pagecache import Probe
@@ -65,9 +65,7 @@ def test_fingerprinted_variant_shares_with_its_twin(erofs_image: Images, source:
 
 def _other_side(pagecache: Probe, mount: Mounter, a: BuiltImage, b: BuiltImage,
                 source: str) -> dict[str, int]:
-    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    return pagecache.batch([{"op": "read", "path": ma.path(BIG)},
-                            {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])[1]
+    return read_then_mincore(pagecache, *mount_twins(mount, a, b, source)[2:])
 
 
 @pytest.mark.requires_kernel("page_cache_share", "lz4", "lzma", "zstd", "deflate")

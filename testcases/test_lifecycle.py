@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, twin_of
+from conftest import BIG, SHARE, mount_twins, twin_of
 from harness.imagespec import BuiltImage
 from harness.mounts import Mounter
 from harness.pagecache import Probe
@@ -21,8 +21,7 @@ def test_unmounting_one_mount_leaves_the_other_serving(pair: tuple[BuiltImage, B
                                                        mount: Mounter,
                                                        pagecache: Probe) -> None:
     a, b = pair
-    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    ma, mb, pa, pb = mount_twins(mount, a, b, source)
     pagecache.read(pa if first_gone == "b" else pb)
     gone, path = (ma, pb) if first_gone == "a" else (mb, pa)
     result = mount.umount(gone)
@@ -52,8 +51,7 @@ def test_drop_caches_empties_both_views_and_refill_is_shared(
         pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
         pagecache: Probe) -> None:
     a, b = pair
-    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    *_, pa, pb = mount_twins(mount, a, b, source)
     answers = pagecache.batch([
         {"op": "read", "path": pa}, {"op": "drop_caches"},
         {"op": "mincore", "path": pa}, {"op": "mincore", "path": pb},
@@ -66,8 +64,7 @@ def test_fadvise_dontneed_through_one_mount_is_seen_through_both(
         pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
         pagecache: Probe) -> None:
     a, b = pair
-    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    *_, pa, pb = mount_twins(mount, a, b, source)
     answers = pagecache.batch([
         {"op": "read", "path": pa}, {"op": "fadvise_dontneed", "path": pb},
         {"op": "mincore", "path": pa}, {"op": "mincore", "path": pb}])

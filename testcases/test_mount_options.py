@@ -6,18 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, OTHER_DOMAIN, SHARE, twin_of
+from conftest import BIG, OTHER_DOMAIN, SHARE, read_then_mincore, twin_of
 from harness.imagespec import BuiltImage
 from harness.mounts import Mounter
 from harness.pagecache import Probe
 
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 Images = Callable[[str], BuiltImage]
-
-
-def _shared_pages(pagecache: Probe, first: str, second: str) -> dict[str, int]:
-    return pagecache.batch([{"op": "read", "path": first},
-                            {"op": "mincore", "path": second}])[1]
 
 
 @pytest.mark.fast
@@ -38,7 +33,7 @@ def test_image_without_fingerprints_mounts_with_sharing_off(erofs_image: Images,
     assert ma.result.says("on-disk ishare xattrs not found. Turning off inode_share"), (
         ma.result.kmsg)
     assert not ma.result.says("EXPERIMENTAL EROFS page cache share support in use")
-    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other["resident"] == 0, f"images without fingerprints shared pages: {other}"
     line = pagecache.vm.run(f"grep ' {ma.target} ' /proc/mounts", check=True).stdout
     assert "inode_share" not in line, f"sharing was turned off, yet /proc/mounts says {line}"
@@ -48,7 +43,7 @@ def test_fingerprinted_and_plain_images_do_not_share(erofs_image: Images, source
                                                      mount: Mounter, pagecache: Probe) -> None:
     a, b = erofs_image("sizes"), erofs_image("renamed-nofp")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    assert _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))["resident"] == 0
+    assert read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))["resident"] == 0
 
 
 def test_sharing_mount_shows_the_experimental_warning(erofs_image: Images, source: str,
@@ -77,7 +72,7 @@ def test_custom_fingerprint_names_share_by_digest(erofs_image: Images, source: s
     with --xattr-inode-digest=trusted.harness.fp share with default-name images)."""
     a, b = erofs_image(name), erofs_image("renamed-customfp")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other["resident"] == other["pages"], other
 
 
@@ -88,7 +83,7 @@ def test_cache_strategy_keeps_compressed_sharing(erofs_image: Images, source: st
     a, b = erofs_image("sizes-lz4"), erofs_image("renamed-lz4")
     options = f"{SHARE},cache_strategy={strategy}"
     ma, mb = mount(a, options, source), mount(b, options, source)
-    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other["resident"] == other["pages"], f"cache_strategy={strategy}: {other}"
 
 
@@ -101,7 +96,7 @@ def test_remount_with_another_domain_is_ignored(erofs_image: Images, mount: Moun
     log = pagecache.vm.run("dmesg | tail -5", check=True).stdout
     assert "ignoring reconfiguration for domain_id" in log, log
     mb = mount(b, SHARE, "loop")  # domain d1, where a still is
-    other = _shared_pages(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other["resident"] == other["pages"], f"a left domain d1 after the remount: {other}"
 
 

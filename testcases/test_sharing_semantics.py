@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, twin_of
+from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, mount_twins, twin_of
 from harness.imagespec import BuiltImage
 from harness.mounts import Mounter
 from harness.pagecache import Probe
@@ -190,8 +190,7 @@ def test_fincore_agrees_with_mincore_through_both_mounts(pair: tuple[BuiltImage,
                                                          pagecache: Probe) -> None:
     """A second tool (util-linux fincore) sees the same shared residency as mincore."""
     a, b = pair
-    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    *_, pa, pb = mount_twins(mount, a, b, source)
     pagecache.read(pa)
     counts = {}
     for path in (pa, pb):
