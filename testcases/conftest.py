@@ -75,3 +75,16 @@ def forged_renamed(erofs_image: Callable[[str], BuiltImage],
                           .hexdigest()}
     return dataclasses.replace(genuine, path=path, key=f"{genuine.key}-forged",
                                manifest=manifest)
+
+
+@pytest.fixture(scope="session")
+def offset_sizes(erofs_image: Callable[[str], BuiltImage],
+                 tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """`sizes` stored 64 KiB into its file, for the fsoffset= mount option."""
+    plain = erofs_image("sizes")
+    path = tmp_path_factory.mktemp("offset") / "sizes-at-64k.erofs"
+    path.write_bytes(bytes(FSOFFSET) + plain.path.read_bytes())
+    return dataclasses.replace(plain, path=path, key=f"{plain.key}-at-64k")
+
+
+FSOFFSET = 64 << 10

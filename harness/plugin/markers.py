@@ -10,7 +10,8 @@ from ..kernels import FEATURES, Kernel
 
 MARKERS = [
     "requires_kernel(*needs, reason=None): skip, with the reason, unless the kernel under test "
-    "has every listed feature (" + ", ".join(FEATURES) + ") or config option (CONFIG_...)",
+    "has every listed feature (" + ", ".join(FEATURES) + "), config option (CONFIG_...) or "
+    "minimum release ('>=6.16')",
     "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
     "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
     "fast: part of the fast slice that `make test` runs",
@@ -23,9 +24,11 @@ def requirement_names(mark: pytest.Mark, where: str) -> list[str]:
                                 f"CONFIG_ option")
     names = []
     for arg in mark.args:
-        if not isinstance(arg, str) or not (arg in FEATURES or arg.startswith("CONFIG_")):
+        if not isinstance(arg, str) or not (arg in FEATURES or arg.startswith("CONFIG_")
+                                            or re.fullmatch(r">=\d+(\.\d+)*", arg)):
             raise pytest.UsageError(f"{where}: @requires_kernel({arg!r}): not a known feature "
-                                    f"({', '.join(FEATURES)}) nor a CONFIG_ option name")
+                                    f"({', '.join(FEATURES)}), a CONFIG_ option name nor a "
+                                    f"minimum release such as '>=6.16'")
         names.append(arg)
     unknown = set(mark.kwargs) - {"reason"}
     if unknown:
@@ -37,6 +40,10 @@ def requirement_names(mark: pytest.Mark, where: str) -> list[str]:
 def missing_requirements(kernel: Kernel, names: list[str]) -> list[str]:
     missing = []
     for name in names:
+        if name.startswith(">="):
+            if release_tuple(kernel.release) < release_tuple(name[2:]):
+                missing.append(f"release {name} (it is {kernel.release})")
+            continue
         ok = kernel.features.get(name) if name in FEATURES else kernel.has(name)
         if not ok:
             detail = " / ".join(FEATURES[name]) if name in FEATURES else name

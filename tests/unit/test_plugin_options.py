@@ -42,3 +42,15 @@ def test_unknown_kernel_spec_stops_the_run_with_one_message(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(["*unknown kernel spec kind 'ubuntu'*"])
     assert "Traceback" not in result.stdout.str()
     assert result.ret != 0
+
+
+def test_minimum_release_requirement_skips_older_kernels() -> None:
+    from pathlib import Path
+
+    from harness.kernels import Kernel
+    from harness.plugin.markers import missing_requirements
+    old = Kernel("debian:6.12", "6.12.117+deb12-cloud-amd64", Path("/k"), None,
+                 config={"CONFIG_EROFS_FS": "m"})
+    assert missing_requirements(old, [">=6.16"]) == [
+        "release >=6.16 (it is 6.12.117+deb12-cloud-amd64)"]
+    assert missing_requirements(old, [">=6.12", "erofs"]) == []
