@@ -200,3 +200,22 @@ def test_fincore_agrees_with_mincore_through_both_mounts(pair: tuple[BuiltImage,
     mincore = pagecache.residency(pb)
     assert counts[pa] == counts[pb] == mincore.resident == mincore.pages, (
         f"fincore {counts}, mincore through b: {mincore}")
+
+
+@pytest.mark.parametrize("options", [SHARE, ""], ids=["sharing", "plain"])
+def test_smaps_counts_shared_pages_once_per_copy(pair: tuple[BuiltImage, BuiltImage],
+                                                 source: str, options: str, mount: Mounter,
+                                                 pagecache: Probe) -> None:
+    """One process maps both twins: with sharing every page of each mapping is mapped twice
+    (Shared_Clean), and Pss is half of Rss; without sharing the pages are private."""
+    a, b = pair
+    *_, pa, pb = mount_twins(mount, a, b, source, (options, options))
+    figures = pagecache.one({"op": "smaps", "paths": [pa, pb]})
+    size_kib = a.file(BIG)["size"] // 1024
+    for path in (pa, pb):
+        f = figures[path]
+        assert f["Rss"] == size_kib, f"{path}: {f}"
+        if options:
+            assert f["Shared_Clean"] == size_kib and f["Pss"] == size_kib // 2, f"{path}: {f}"
+        else:
+            assert f["Private_Clean"] == size_kib and f["Pss"] == size_kib, f"{path}: {f}"

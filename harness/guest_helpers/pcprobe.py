@@ -217,6 +217,32 @@ def pfns(paths):
     return out
 
 
+def smaps(paths):
+    """Map and touch every file in this one process; the smaps figures of each mapping."""
+    mappings = [Mapping(path) for path in paths]
+    try:
+        for mapping in mappings:
+            mapping.touch()
+        figures = {}
+        current = None
+        with open("/proc/self/smaps") as fh:
+            for line in fh:
+                head = line.split()
+                if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                    start = int(head[0].split("-")[0], 16)
+                    current = next((p for p, m in zip(paths, mappings, strict=True)
+                                    if m.address == start), None)
+                    if current is not None:
+                        figures[current] = {}
+                elif current is not None and head[0].endswith(":") and head[1:2] \
+                        and head[1].isdigit():
+                    figures[current][head[0][:-1]] = int(head[1])
+        return figures
+    finally:
+        for mapping in mappings:
+            mapping.close()
+
+
 def _kpagecount(frames):
     counts = []
     with open("/proc/kpagecount", "rb") as kpc:
@@ -392,6 +418,7 @@ OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
     "pfns": lambda op: pfns(op["paths"]),
+    "smaps": lambda op: smaps(op["paths"]),
     "meminfo": lambda op: meminfo(),
     "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
                                           op.get("limit")),
