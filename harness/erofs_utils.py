@@ -93,6 +93,20 @@ def _build(apt: PrivateApt, out: Path) -> dict[str, object]:
     return {"source": dsc[0].name}
 
 
+def known_version() -> str | None:
+    """The version a run would use, if it is already at hand (no apt, no build)."""
+    explicit = os.environ.get("MKFS_EROFS")
+    candidates = [Path(explicit)] if explicit else sorted(
+        (cache.cache_root() / "erofs-utils").glob("*/bin/mkfs.erofs"),
+        key=lambda p: p.stat().st_mtime)
+    for mkfs in reversed(candidates):
+        try:
+            return _version(mkfs)
+        except (ToolMissing, OSError):
+            continue
+    return None
+
+
 def provide(apt_root: Path | None = None) -> ErofsUtils:
     """$MKFS_EROFS if set, else the cached build of Debian sid's erofs-utils source."""
     explicit = os.environ.get("MKFS_EROFS")

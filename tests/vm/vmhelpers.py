@@ -10,6 +10,8 @@ import pytest
 
 from harness.cache import cache_root
 
+RUN_CACHE = cache_root()  # taken at import, before any fixture can change HOME
+
 
 def qemu_processes(marker: str) -> list[int]:
     """Pids of live QEMU processes whose command line contains ``marker``."""
@@ -33,8 +35,9 @@ def isolated_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     tmp = tmp_path / "inner-tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-    # pytester gives inner runs a HOME of their own: keep them on this run's cache.
-    monkeypatch.setenv("HARNESS_CACHE", str(cache_root()))
+    # pytester gives inner runs a HOME of their own (and may do so before this fixture
+    # runs): keep them on the cache this run started with.
+    monkeypatch.setenv("HARNESS_CACHE", str(RUN_CACHE))
     return tmp
 
 
