@@ -20,7 +20,8 @@ ARTIFACTS ?= artifacts
 HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin python3-minimal \
 	util-linux kmod attr e2fsprogs xfsprogs apt dpkg python3-venv ca-certificates \
 	autoconf automake libtool pkg-config liblz4-dev uuid-dev zlib1g-dev libzstd-dev \
-	liblzma-dev libssl-dev dpkg-dev make gcc
+	liblzma-dev libssl-dev dpkg-dev make gcc \
+	flex bison bc libelf-dev dwarves ccache git xz-utils cpio
 
 VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.

@@ -59,9 +59,10 @@ def _walk_files(root: Path) -> list[Path]:
                   if (p.is_file() or p.is_symlink()) and p.name != MANIFEST)
 
 
-def write_manifest(entry: Path, meta: dict[str, object] | None = None) -> None:
+def write_manifest(entry: Path, meta: dict[str, object] | None = None,
+                   hash_files: bool = True) -> None:
     files = {}
-    for path in _walk_files(entry):
+    for path in (_walk_files(entry) if hash_files else []):
         rel = str(path.relative_to(entry))
         files[rel] = ("link:" + os.readlink(path)) if path.is_symlink() else file_sha256(path)
     (entry / MANIFEST).write_text(json.dumps({"files": files, "meta": meta or {}},
@@ -117,7 +118,7 @@ def get_or_build(kind: str, key: str, build: Callable[[Path], dict[str, object] 
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=base))
         try:
             meta = build(tmp)
-            write_manifest(tmp, meta)
+            write_manifest(tmp, meta, hash_files=verify_files)
             tmp.rename(entry)
         finally:
             if tmp.exists():

@@ -25,7 +25,8 @@ import jinja2
 
 from . import cache
 from .erofs_utils import ErofsUtils
-from .errors import HarnessError, SpecError
+from .erofs_xattrs import strip_fingerprint
+from .errors import HarnessError, SpecError, ToolMissing
 from .yamlconf import check_keys, load_yaml, where
 
 PAGE = 4096
@@ -33,7 +34,7 @@ COMPRESSORS = ("lz4", "lz4hc", "lzma", "deflate", "zstd")
 FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xattrs",
              "symlink", "hardlink"}
 IMAGE_KEYS = {"tree", "fingerprint", "compressor", "block_size", "chunksize", "extended",
-              "blobdev", "tar"}
+              "blobdev", "tar", "unfingerprinted"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -115,6 +116,12 @@ class ImageSpec:
     extended: tuple[str, ...] = ()  # -E options
     blobdev: bool = False
     tar: bool = False  # build from a tar archive of the tree (--tar=f) instead of the directory
+    # Paths built without a fingerprint while the rest of the image has one. mkfs has no
+    # per-file switch, so the image is merged from two (rebuild mode, --clean=data).
+    unfingerprinted: tuple[str, ...] = ()
+
+    def fingerprinted(self, path: str) -> bool:
+        return bool(self.fingerprint) and path not in self.unfingerprinted
 
     def mkfs_args(self) -> list[str]:
         args = []
@@ -196,8 +203,25 @@ def load_catalog(path: Path) -> Catalog:
             chunksize=parse_size(raw["chunksize"], where(raw, "chunksize"))
             if raw.get("chunksize") else None,
             extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")),
-            tar=bool(raw.get("tar")))
+            tar=bool(raw.get("tar")), unfingerprinted=_unfingerprinted(raw, catalog))
     return catalog
+
+
+def _unfingerprinted(raw: Any, catalog: Catalog) -> tuple[str, ...]:
+    paths = tuple(str(p) for p in raw.get("unfingerprinted") or ())
+    files = {f.path: f for f in catalog.trees[raw["tree"]]}
+    for path in paths:
+        spec = files.get(path)
+        if spec is None or not spec.regular:
+            raise SpecError(f"{where(raw, 'unfingerprinted')}: {path!r} is not a regular file "
+                            f"of tree {raw['tree']!r}")
+        if any(f.hardlink == path for f in files.values()):
+            raise SpecError(f"{where(raw, 'unfingerprinted')}: {path!r} has hard links; the "
+                            f"merge that builds partial images cannot keep them")
+    if paths and (raw.get("fingerprint") is False or raw.get("blobdev") or raw.get("tar")):
+        raise SpecError(f"{where(raw, 'unfingerprinted')}: only for a fingerprinted image "
+                        f"built from a directory without a blob device")
+    return paths
 
 
 # ---- building ---------------------------------------------------------------------------
@@ -258,13 +282,33 @@ def manifest_for(spec: ImageSpec, tools: ErofsUtils) -> dict[str, Any]:
         files.append({"path": f.path, "size": f.size, "content": f.content,
                       "sha256": hashlib.sha256(f.data()).hexdigest(),
                       "pages": (f.size + PAGE - 1) // PAGE, "holes": [list(h) for h in f.holes],
-                      "fingerprinted": bool(spec.fingerprint)})
+                      "fingerprinted": spec.fingerprinted(f.path)})
     return {"image": spec.name, "mkfs_args": spec.mkfs_args(), "mkfs": tools.version,
             "spec": asdict(spec), "files": files}
 
 
+def _mkfs(spec: ImageSpec, argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"mkfs.erofs failed for image {spec.name!r} "
+                           f"(exit {proc.returncode}): {' '.join(argv)}\n"
+                           f"{proc.stderr.strip()[-2000:]}")
+
+
+def _build_partial(spec: ImageSpec, tools: ErofsUtils, argv: list[str], tree: Path,
+                   out: Path) -> None:
+    """A fingerprinted image whose listed files then lose their fingerprint (erofs_xattrs):
+    mkfs has no per-file switch, and merging a fingerprinted image with a plain one makes
+    mkfs either fingerprint everything or drop the feature."""
+    if tools.dump is None:
+        raise ToolMissing("dump.erofs is needed to build images with unfingerprinted files")
+    _mkfs(spec, argv + [str(out / "image.erofs"), str(tree)])
+    for path in spec.unfingerprinted:
+        strip_fingerprint(out / "image.erofs", path, tools.dump)
+
+
 def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
-    key = cache.content_key(["erofs-image-v1", tools.version, json.dumps(asdict(spec),
+    key = cache.content_key(["erofs-image-v2", tools.version, json.dumps(asdict(spec),
                                                                         sort_keys=True)])
 
     def build(out: Path) -> dict[str, object]:
@@ -281,14 +325,12 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
                 with tarfile.open(source, "w", format=tarfile.PAX_FORMAT) as archive:
                     for entry in sorted(Path(tmp).iterdir()):
                         archive.add(entry, arcname=entry.name)
-            argv += [str(out / "image.erofs"), source]
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if spec.unfingerprinted:
+                _build_partial(spec, tools, argv, Path(tmp), out)
+            else:
+                _mkfs(spec, argv + [str(out / "image.erofs"), source])
             if spec.tar:
                 Path(source).unlink()
-            if proc.returncode != 0:
-                raise HarnessError(f"mkfs.erofs failed for image {spec.name!r} "
-                                   f"(exit {proc.returncode}): {' '.join(argv)}\n"
-                                   f"{proc.stderr.strip()[-2000:]}")
         (out / "manifest.json").write_text(json.dumps(manifest_for(spec, tools), indent=1))
         return {"name": spec.name}
 

@@ -3,7 +3,8 @@
 Specs (DESIGN.md), the same for ``make KERNEL=`` and ``pytest --kernel=``:
   ``debian:<version-prefix>``        a Debian cloud kernel fetched through a private apt config
   ``path:<vmlinuz>[,modules=<dir>]`` a kernel the user built
-  ``tree:<dir>``                     a source tree built with kconfigs/ fragments (later issue)
+  ``tree:[<dir>][,ref=,patches=,kconfig=,debug]``  a source tree built with kconfigs/
+                                     fragments (kbuild.py; empty dir: Debian linux-source)
 """
 
 from __future__ import annotations
@@ -58,8 +59,13 @@ class KernelSpec:
 def parse_kernel_spec(text: str) -> KernelSpec:
     """Parse a kernel spec; a malformed one is a SpecError that shows the accepted forms."""
     forms = ("accepted forms: debian:<version-prefix> (e.g. debian:7.3), "
-             "path:<vmlinuz>[,modules=<dir>], tree:<dir>")
+             "path:<vmlinuz>[,modules=<dir>], "
+             "tree:[<dir>][,ref=<rev>][,patches=<series>][,kconfig=<f1>+<f2>][,debug]")
     kind, sep, rest = text.strip().partition(":")
+    if kind == "tree" and sep:
+        from .kbuild import parse_tree_spec
+        parse_tree_spec(rest)  # errors early, naming the bad option
+        return KernelSpec("tree", rest)
     if not sep or not rest:
         raise SpecError(f"kernel spec {text!r} has no kind; {forms}")
     if kind == "debian":
@@ -77,8 +83,6 @@ def parse_kernel_spec(text: str) -> KernelSpec:
                                 f"modules=<dir>); {forms}")
             modules = Path(value).expanduser()
         return KernelSpec("path", str(Path(image).expanduser()), modules)
-    if kind == "tree":
-        return KernelSpec("tree", str(Path(rest).expanduser()))
     raise SpecError(f"unknown kernel spec kind {kind!r} in {text!r}; {forms}")
 
 
@@ -93,6 +97,7 @@ class Kernel:
     config: dict[str, str] = field(default_factory=dict, compare=False)
     origin: str = ""  # e.g. the Debian packages it came from
     key: str = ""  # content key, used for the guest image built for it
+    series: tuple[str, ...] = ()  # subjects of the patches applied (tree: kernels)
 
     def option(self, name: str) -> str | None:
         """The value of CONFIG_<name> (``y``, ``m``, a string) or None when unset."""
@@ -327,6 +332,5 @@ def resolve_kernel(text: str | None) -> Kernel:
         return fetch_debian(spec)
     if spec.kind == "path":
         return locate_path_kernel(spec)
-    raise SpecError(f"kernel spec {spec}: tree: kernels are not built yet by this version of "
-                    f"the harness (issue 5); build the tree yourself and use "
-                    f"path:<tree>/arch/x86/boot/bzImage")
+    from .kbuild import build_tree, parse_tree_spec  # kbuild imports this module
+    return build_tree(parse_tree_spec(spec.value)).kernel

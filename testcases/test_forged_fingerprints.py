@@ -3,7 +3,8 @@
 Measured on Debian 7.3.4 with a forged image (one page of `renamed` changed, its fingerprint
 left as it was): within one domain, whichever of the two files is read first fills the
 shared cache, and the other mount then serves those bytes. The domain is the trust
-boundary; these tests record both sides of it.
+boundary; these tests record both sides of it. A fingerprint copied onto a file of another
+size (harness/erofs_xattrs.py) is not enough: the files stay apart.
 """
 
 from __future__ import annotations
@@ -48,3 +49,31 @@ def test_forged_fingerprint_in_another_domain_cannot_poison(
     got = {a["sha256"] for a in answers}
     assert got == {genuine.file("page")["sha256"], forged_renamed.manifest["forged"]["sha256"]}, (
         "a file in another domain was served bytes of the forged (or genuine) twin")
+
+
+
+
+@pytest.mark.parametrize("first", ["genuine", "forged"])
+def test_forged_fingerprint_of_another_size_is_not_shared(
+        erofs_image, forged_resized: BuiltImage, source: str, first: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """Measured on 7.3.4: a fingerprint copied onto a file of another size (4095 against
+    4096 bytes) does not join the genuine file's shared inode; each reads its own bytes
+    from its own page frame."""
+    genuine = erofs_image("sizes")
+    mg, mf = mount(genuine, SHARE, source), mount(forged_resized, SHARE, source)
+    paths = {"genuine": mg.path("page"), "forged": mf.path("x/c")}
+    own = {"genuine": genuine.file("page")["sha256"],
+           "forged": forged_resized.file("x/c")["sha256"]}
+    second = "forged" if first == "genuine" else "genuine"
+    read1, resident, read2 = pagecache.batch([{"op": "read", "path": paths[first]},
+                                              {"op": "mincore", "path": paths[second]},
+                                              {"op": "read", "path": paths[second]}])
+    assert (read1["sha256"], read2["sha256"]) == (own[first], own[second]), (
+        f"a file read the other's bytes: {read1} {read2}")
+    assert resident["resident"] == 0, (
+        f"reading the {first} file made the {second} one resident: the size mismatch did "
+        f"not keep them apart ({resident})")
+    frames = pagecache.pfns(paths[first], paths[second])
+    assert not set(frames[paths[first]]["pfns"]) & set(frames[paths[second]]["pfns"]) - {0}, (
+        f"the two files share a page frame: {frames}")

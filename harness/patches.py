@@ -1,0 +1,268 @@
+"""Patch series from mailing lists, applied onto a clean copy of a kernel tree.
+
+A series is an mbox (as ``b4 am`` or ``git format-patch --stdout`` write it), a directory of
+``*.patch`` files (in name order, or in the order of a ``series`` file inside it), or a
+quilt-style ``series`` file naming patches relative to itself. A git tree gets a detached
+worktree and ``git am``; any other tree is copied and patched with ``patch -p1``. The
+user's tree is never modified. A patch that does not apply is reported with its subject and
+the first hunk that was rejected.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cache
+from .errors import HarnessError, SpecError
+
+
+class PatchDoesNotApply(HarnessError):
+    """A patch of a series failed to apply; the message names it and shows the hunk."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    index: int  # 1-based position in the series
+    subject: str
+    text: str
+    origin: str  # file (and message number for an mbox)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+_FROM_LINE = re.compile(r"^From [0-9a-f]{40} ", re.M)
+_MBOX_FROM = re.compile(r"^From \S+ .*\d{4}$", re.M)
+
+
+def _subject(text: str, fallback: str) -> str:
+    message = email.message_from_string(text, policy=email.policy.default)
+    subject = str(message.get("Subject") or "").replace("\n", " ").strip()
+    if subject:
+        return re.sub(r"\s+", " ", subject)
+    for line in text.splitlines():
+        if line.startswith("Subject:"):
+            return line[len("Subject:"):].strip()
+    return fallback
+
+
+def _split_mbox(path: Path, text: str) -> list[Patch]:
+    starts = [m.start() for m in _FROM_LINE.finditer(text)] or \
+        [m.start() for m in _MBOX_FROM.finditer(text)]
+    if not starts:
+        if "\n--- " in text and "\n+++ " in text:
+            return [Patch(1, _subject(text, path.name), text, str(path))]
+        raise SpecError(f"{path}: neither an mbox (no 'From <sha>' separator lines) nor a "
+                        f"patch (no '---'/'+++' diff headers)")
+    chunks = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)], strict=True)]
+    out = []
+    for number, chunk in enumerate(chunks, 1):
+        if "\n+++ " not in chunk:
+            continue  # a cover letter: no diff
+        out.append(Patch(len(out) + 1, _subject(chunk, f"message {number}"), chunk,
+                         f"{path} (message {number})"))
+    if not out:
+        raise SpecError(f"{path}: the mbox holds {len(chunks)} message(s) and none has a diff")
+    return out
+
+
+def _from_files(files: list[Path]) -> list[Patch]:
+    out = []
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SpecError(f"patch {path}: cannot read it ({exc.strerror})") from exc
+        for patch in _split_mbox(path, text):
+            out.append(Patch(len(out) + 1, patch.subject, patch.text, patch.origin))
+    return out
+
+
+def _series_file(path: Path) -> list[Path]:
+    files = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        target = path.parent / name.split()[0]
+        if not target.is_file():
+            raise SpecError(f"{path}:{number}: patch {name!r} does not exist ({target})")
+        files.append(target)
+    return files
+
+
+def read_series(path: Path) -> list[Patch]:
+    """The patches of an mbox, a directory or a series file, in order of application."""
+    path = path.expanduser()
+    if not path.exists():
+        raise SpecError(f"--patches {path}: no such file or directory")
+    if path.is_dir():
+        if (path / "series").is_file():
+            return _from_files(_series_file(path / "series"))
+        files = sorted(path.glob("*.patch")) + sorted(path.glob("*.mbox"))
+        if not files:
+            raise SpecError(f"--patches {path}: the directory has no *.patch, *.mbox or "
+                            f"series file")
+        return _from_files(files)
+    if path.name == "series" or path.suffix == ".series":
+        return _from_files(_series_file(path))
+    return _from_files([path])
+
+
+# ---- the first rejected hunk -----------------------------------------------------------------
+
+def _hunks(patch_text: str, file: str) -> list[tuple[int, str]]:
+    """(old start line, hunk text) for each hunk of ``file`` in a patch."""
+    out: list[tuple[int, str]] = []
+    current: list[str] | None = None
+    in_file = False
+    start = 0
+    for line in patch_text.splitlines():
+        if line.startswith("diff --git ") or line.startswith("--- "):
+            if current is not None:
+                out.append((start, "\n".join(current)))
+                current = None
+            if line.startswith("diff --git "):
+                in_file = line.endswith(f" b/{file}")
+            elif not line.startswith("--- a/") and not line.startswith("--- /dev/null"):
+                in_file = in_file or line[4:].split("\t")[0].endswith(file)
+            continue
+        if line.startswith("+++ "):
+            in_file = in_file or line[4:].split("\t")[0].endswith(file)
+            continue
+        if line.startswith("@@"):
+            if current is not None:
+                out.append((start, "\n".join(current)))
+            current = [line] if in_file else None
+            match = re.match(r"@@ -(\d+)", line)
+            start = int(match.group(1)) if match else 0
+        elif current is not None:
+            if line.startswith("-- ") and line.strip() == "--":
+                break
+            current.append(line)
+    if current is not None:
+        out.append((start, "\n".join(current)))
+    return out
+
+
+def first_rejected_hunk(patch: Patch, output: str) -> str:
+    """The hunk that failed, from git's 'patch failed: F:L' or patch's 'Hunk #N FAILED'."""
+    if match := re.search(r"patch failed: (\S+):(\d+)", output):
+        file, line = match.group(1), int(match.group(2))
+        hunks = _hunks(patch.text, file)
+        for start, text in hunks:
+            if start == line:
+                return f"{file}:\n{text}"
+        if hunks:
+            return f"{file}:\n{hunks[0][1]}"
+    if match := re.search(r"patching file (\S+)\n(?:.*\n)*?Hunk #(\d+) FAILED", output):
+        file, number = match.group(1), int(match.group(2))
+        hunks = _hunks(patch.text, file)
+        if 0 < number <= len(hunks):
+            return f"{file}:\n{hunks[number - 1][1]}"
+    if match := re.search(r"(?:can't find file to patch|No such file).*?(\S+)", output):
+        return f"(a file the patch changes is missing from the tree: {match.group(0)})"
+    return "(no hunk could be identified; output: " + output.strip()[-600:] + ")"
+
+
+# ---- applying ----------------------------------------------------------------------------
+
+def is_git_tree(tree: Path) -> bool:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--show-toplevel"],
+                          capture_output=True, text=True, check=False).returncode == 0
+
+
+def git_head(tree: Path, ref: str = "HEAD") -> str:
+    proc = subprocess.run(["git", "-C", str(tree), "rev-parse", "--verify", ref + "^{commit}"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SpecError(f"ref {ref!r} is not a commit in {tree}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def _fail(patch: Patch, total: int, tree: str, output: str) -> PatchDoesNotApply:
+    return PatchDoesNotApply(
+        f"patch {patch.index}/{total} \"{patch.subject}\" ({patch.origin}) does not apply to "
+        f"{tree}.\nFirst rejected hunk in {first_rejected_hunk(patch, output)}")
+
+
+_GIT_IDENTITY = ["-c", "user.name=erofs-harness", "-c", "user.email=harness@localhost",
+                 "-c", "commit.gpgsign=false"]
+
+
+def _apply_git(tree: Path, base: str, series: list[Patch], out: Path) -> None:
+    # A shared clone (objects borrowed from the user's repository) rather than a worktree:
+    # the cache builds in a temporary directory and renames it, which a worktree's
+    # back-link would not survive.
+    print(f"harness: checking out {base[:12]} of {tree} to patch it", file=sys.stderr,
+          flush=True)
+    subprocess.run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(tree),
+                    str(out / "tree")], check=True)
+    subprocess.run(["git", "-C", str(out / "tree"), "checkout", "--quiet", "--detach", base],
+                   check=True)
+    for patch in series:
+        proc = subprocess.run(["git", *_GIT_IDENTITY, "-C", str(out / "tree"), "am",
+                               "--keep-cr"], input=patch.text, capture_output=True, text=True,
+                              check=False)
+        if proc.returncode != 0:
+            raise _fail(patch, len(series), f"{tree} at {base[:12]}", proc.stdout + proc.stderr)
+        print(f"harness: applied {patch.index}/{len(series)} {patch.subject}",
+              file=sys.stderr, flush=True)
+
+
+def _apply_copy(tree: Path, series: list[Patch], out: Path) -> None:
+    print(f"harness: copying {tree} to patch it (not a git checkout)", file=sys.stderr,
+          flush=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(out / "tree")], check=True)
+    for patch in series:
+        proc = subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
+                               "-r", str(out / "rejects"), "-d", str(out / "tree")],
+                              input=patch.text, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise _fail(patch, len(series), str(tree), proc.stdout + proc.stderr)
+        print(f"harness: applied {patch.index}/{len(series)} {patch.subject}",
+              file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class PatchedTree:
+    path: Path
+    base: str  # the commit (git) or the tree path it was made from
+    series: tuple[Patch, ...]
+
+    def record(self) -> list[dict[str, str]]:
+        """The applied series as kept with the results."""
+        return [{"index": str(p.index), "subject": p.subject, "sha256": p.sha256,
+                 "origin": p.origin} for p in self.series]
+
+
+def prepare_tree(tree: Path, patches: Path | None = None, ref: str | None = None) -> PatchedTree:
+    """A tree with ``ref`` checked out and ``patches`` applied, in the cache, reused while
+    the inputs stay the same. With neither, the tree itself."""
+    series = read_series(patches) if patches else []
+    if not series and ref is None:
+        return PatchedTree(tree, str(tree), ())
+    git = is_git_tree(tree)
+    if ref is not None and not git:
+        raise SpecError(f"ref={ref}: {tree} is not a git checkout, so it has no revisions")
+    base = git_head(tree, ref or "HEAD") if git else str(tree.resolve())
+    key = cache.content_key(["patched-tree", str(tree.resolve()), base,
+                             *(p.sha256 for p in series)])
+
+    def build(out: Path) -> dict[str, object]:
+        if git:
+            _apply_git(tree, base, series, out)
+        else:
+            _apply_copy(tree, series, out)
+        return {"base": base, "series": [p.subject for p in series]}
+
+    entry = cache.get_or_build("trees", key, build, verify_files=False)
+    return PatchedTree(entry / "tree", base, tuple(series))
