@@ -11,7 +11,8 @@ from harness.mounts import Mounter
 from harness.pagecache import Probe
 
 METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
-           "fadvise_willneed", "readahead", "seek_data"]
+           "fadvise_willneed", "readahead", "seek_data",
+           pytest.param("io_uring", marks=pytest.mark.requires_kernel("io_uring"))]
 PATHS = [BIG, "sparse", "page-plus-1"]
 
 
