@@ -25,7 +25,7 @@ import jinja2
 
 from . import cache
 from .erofs_utils import ErofsUtils
-from .erofs_xattrs import strip_fingerprint
+from .erofs_xattrs import forge_fingerprint, strip_fingerprint
 from .errors import HarnessError, SpecError, ToolMissing
 from .yamlconf import check_keys, load_yaml, where
 
@@ -34,7 +34,7 @@ COMPRESSORS = ("lz4", "lz4hc", "lzma", "deflate", "zstd")
 FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xattrs",
              "symlink", "hardlink"}
 IMAGE_KEYS = {"tree", "fingerprint", "compressor", "block_size", "chunksize", "extended",
-              "blobdev", "tar", "unfingerprinted"}
+              "blobdev", "tar", "unfingerprinted", "forged"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -119,6 +119,9 @@ class ImageSpec:
     # Paths built without a fingerprint while the rest of the image has one. mkfs has no
     # per-file switch, so the image is merged from two (rebuild mode, --clean=data).
     unfingerprinted: tuple[str, ...] = ()
+    # Paths whose fingerprint claims other content (seed, size): a forged image. The
+    # fingerprint is the SHA-256 of the content, written over the genuine one after mkfs.
+    forged: tuple[tuple[str, int, int], ...] = ()
 
     def fingerprinted(self, path: str) -> bool:
         return bool(self.fingerprint) and path not in self.unfingerprinted
@@ -203,8 +206,29 @@ def load_catalog(path: Path) -> Catalog:
             chunksize=parse_size(raw["chunksize"], where(raw, "chunksize"))
             if raw.get("chunksize") else None,
             extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")),
-            tar=bool(raw.get("tar")), unfingerprinted=_unfingerprinted(raw, catalog))
+            tar=bool(raw.get("tar")), unfingerprinted=_unfingerprinted(raw, catalog),
+            forged=_forged(raw, catalog))
     return catalog
+
+
+def _forged(raw: Any, catalog: Catalog) -> tuple[tuple[str, int, int], ...]:
+    forged = raw.get("forged") or {}
+    loc = where(raw, "forged")
+    if not isinstance(forged, dict):
+        raise SpecError(f"{loc}: 'forged' maps a path to the content it claims: "
+                        f"{{path: {{seed: S, size: N}}}}")
+    regular = {f.path for f in catalog.trees[raw["tree"]] if f.regular}
+    out = []
+    for path, claim in forged.items():
+        if path not in regular:
+            raise SpecError(f"{loc}: forged {path!r} is not a regular file of tree "
+                            f"{raw['tree']!r}")
+        check_keys(claim, {"seed", "size"}, {"seed", "size"}, f"the claim forged for {path!r}")
+        out.append((str(path), parse_int(claim["seed"], loc, "seed"),
+                    parse_size(claim["size"], loc)))
+    if out and raw.get("fingerprint") is False:
+        raise SpecError(f"{loc}: an image without fingerprints has none to forge")
+    return tuple(sorted(out))
 
 
 def _unfingerprinted(raw: Any, catalog: Catalog) -> tuple[str, ...]:
@@ -302,7 +326,7 @@ def _build_partial(spec: ImageSpec, tools: ErofsUtils, argv: list[str], tree: Pa
     mkfs either fingerprint everything or drop the feature."""
     if tools.dump is None:
         raise ToolMissing("dump.erofs is needed to build images with unfingerprinted files")
-    _mkfs(spec, argv + [str(out / "image.erofs"), str(tree)])
+    _mkfs(spec, [*argv, str(out / "image.erofs"), str(tree)])
     for path in spec.unfingerprinted:
         strip_fingerprint(out / "image.erofs", path, tools.dump)
 
@@ -328,7 +352,12 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
             if spec.unfingerprinted:
                 _build_partial(spec, tools, argv, Path(tmp), out)
             else:
-                _mkfs(spec, argv + [str(out / "image.erofs"), source])
+                _mkfs(spec, [*argv, str(out / "image.erofs"), source])
+            for path, seed, size in spec.forged:
+                if tools.dump is None:
+                    raise ToolMissing("dump.erofs is needed to forge fingerprints")
+                claim = b"sha256:" + hashlib.sha256(content_bytes(seed, size)).digest()
+                forge_fingerprint(out / "image.erofs", path, claim, tools.dump)
             if spec.tar:
                 Path(source).unlink()
         (out / "manifest.json").write_text(json.dumps(manifest_for(spec, tools), indent=1))

@@ -40,6 +40,7 @@ class TreeRequest:
     tree: Path | None  # None: the default Debian source tree
     ref: str | None = None
     patches: Path | None = None
+    upto: int | None = None  # apply only the first N patches of the series
     fragments: tuple[Path, ...] = ()  # the user's, on top of kconfigs/
     debug: bool = False
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -50,6 +51,8 @@ class TreeRequest:
             parts.append(f"ref={self.ref}")
         if self.patches:
             parts.append(f"patches={self.patches}")
+        if self.upto is not None:
+            parts.append(f"upto={self.upto}")
         if self.fragments:
             parts.append("kconfig=" + "+".join(str(f) for f in self.fragments))
         if self.debug:
@@ -62,6 +65,7 @@ def parse_tree_spec(value: str) -> TreeRequest:
     head, *options = value.split(",")
     tree = Path(head).expanduser() if head else None
     ref = patches = None
+    upto: int | None = None
     fragments: tuple[Path, ...] = ()
     debug = False
     for option in options:
@@ -70,14 +74,19 @@ def parse_tree_spec(value: str) -> TreeRequest:
             ref = arg
         elif name == "patches" and arg:
             patches = Path(arg).expanduser()
+        elif name == "upto" and arg.isdigit():
+            upto = int(arg)
         elif name == "kconfig" and arg:
             fragments = tuple(Path(f).expanduser() for f in arg.split("+") if f)
         elif name == "debug" and not arg:
             debug = True
         else:
             raise SpecError(f"kernel spec tree:{value}: unknown option {option!r} (accepted: "
-                            f"ref=<rev>, patches=<mbox|dir|series>, kconfig=<f1>+<f2>, debug)")
-    return TreeRequest(tree, ref, patches, fragments, debug)
+                            f"ref=<rev>, patches=<mbox|dir|series>, upto=<n>, "
+                            f"kconfig=<f1>+<f2>, debug)")
+    if upto is not None and patches is None:
+        raise SpecError(f"kernel spec tree:{value}: upto= needs patches=")
+    return TreeRequest(tree, ref, patches, upto, fragments, debug)
 
 
 def fragments_for(request: TreeRequest) -> list[Path]:
@@ -174,7 +183,7 @@ def _make(tree: Path, build: Path, targets: list[str], what: str, *, jobs: int =
             for line in proc.stdout:
                 fh.write(line)
                 progress.feed(line)
-                tail = (tail + [line.rstrip()])[-40:]
+                tail = ([*tail, line.rstrip()])[-40:]
             status = proc.wait()
         except BaseException:
             proc.terminate()
@@ -226,7 +235,7 @@ def build_tree(request: TreeRequest) -> BuildResult:
         if not source.is_dir():
             raise SpecError(f"kernel tree {request.tree}: no such directory")
     _check_tree(source)
-    prepared = prepare_tree(source, request.patches, request.ref)
+    prepared = prepare_tree(source, request.patches, request.ref, request.upto)
     tree = prepared.path
     requests = kconfig.merge_requests(fragments_for(request))
     config_key = cache.content_key(["kconfig", *(r.line() for r in requests)])

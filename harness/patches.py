@@ -62,8 +62,8 @@ def _split_mbox(path: Path, text: str) -> list[Patch]:
             return [Patch(1, _subject(text, path.name), text, str(path))]
         raise SpecError(f"{path}: neither an mbox (no 'From <sha>' separator lines) nor a "
                         f"patch (no '---'/'+++' diff headers)")
-    chunks = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)], strict=True)]
-    out = []
+    chunks = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+    out: list[Patch] = []
     for number, chunk in enumerate(chunks, 1):
         if "\n+++ " not in chunk:
             continue  # a cover letter: no diff
@@ -75,7 +75,7 @@ def _split_mbox(path: Path, text: str) -> list[Patch]:
 
 
 def _from_files(files: list[Path]) -> list[Patch]:
-    out = []
+    out: list[Patch] = []
     for path in files:
         try:
             text = path.read_text()
@@ -244,10 +244,15 @@ class PatchedTree:
                  "origin": p.origin} for p in self.series]
 
 
-def prepare_tree(tree: Path, patches: Path | None = None, ref: str | None = None) -> PatchedTree:
-    """A tree with ``ref`` checked out and ``patches`` applied, in the cache, reused while
-    the inputs stay the same. With neither, the tree itself."""
+def prepare_tree(tree: Path, patches: Path | None = None, ref: str | None = None,
+                 upto: int | None = None) -> PatchedTree:
+    """A tree with ``ref`` checked out and ``patches`` (the first ``upto`` of them) applied,
+    in the cache, reused while the inputs stay the same. With neither, the tree itself."""
     series = read_series(patches) if patches else []
+    if upto is not None:
+        if not 0 <= upto <= len(series):
+            raise SpecError(f"upto={upto}: the series {patches} has {len(series)} patch(es)")
+        series = series[:upto]
     if not series and ref is None:
         return PatchedTree(tree, str(tree), ())
     git = is_git_tree(tree)

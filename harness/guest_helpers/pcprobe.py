@@ -74,7 +74,7 @@ def _io_uring_read(fd, size, chunk=65536):
     ring = libc.syscall(SYS_IO_URING_SETUP, 4, params)
     if ring < 0:
         _oserror("io_uring_setup")
-    sq_head, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("<7I", params, 40)
+    _sq_head, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("<7I", params, 40)
     cq_head, cq_tail, cq_mask, _, _, cqes = struct.unpack_from("<6I", params, 80)
     sq_entries, cq_entries = struct.unpack_from("<2I", params, 0)
     prot = mmap.PROT_READ | mmap.PROT_WRITE
