@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel clean help
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro bisect clean help
 
 all: help
 
@@ -37,7 +37,10 @@ help:
 	@echo "make shell    interactive shell in a guest booted on KERNEL"
 	@echo "make exec CMD='...'  boot, run CMD in the guest, exit with its status"
 	@echo "make bench    boot and round-trip benchmarks"
-	@echo "variables: KERNEL=debian:7.3|debian:7.2|debian:6.12|path:<vmlinuz>[,modules=<dir>]"
+	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
+	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
+	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
+	@echo "variables: KERNEL=debian:7.3|debian:7.2|debian:6.12|path:<vmlinuz>[,modules=<dir>]|tree:<dir>[,...]"
 	@echo "           ACCEL=auto|kvm|tcg  PYTEST_ARGS='...'"
 
 deps:
@@ -95,8 +98,25 @@ exec: deps venv
 bench: deps venv
 	$(PY) -m harness bench $(VM_OPTS)
 
+# make kernel [KERNEL_TREE=<dir>] [PATCHES=<mbox|dir|series>] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]
+# builds a tree (default: Debian's linux-source of the default kernel) with kconfigs/;
+# KERNEL=<spec> instead fetches or locates any kernel and describes it.
+TREE_SPEC = tree:$(KERNEL_TREE)$(if $(REF),$(comma)ref=$(REF))$(if $(PATCHES),$(comma)patches=$(PATCHES))$(if $(KCONFIG),$(comma)kconfig=$(subst $(comma),+,$(KCONFIG)))$(if $(KCONFIG_DEBUG),$(comma)debug)
+comma := ,
 kernel: deps venv
-	$(PY) -m harness kernel $(if $(KERNEL),--kernel=$(KERNEL))
+	$(PY) -m harness kernel --kernel='$(if $(KERNEL),$(KERNEL),$(TREE_SPEC))'
+
+# make repro REPORT=reports/<name>.yaml [KERNEL=<spec>]: verdicts on the report's kernels.
+repro: deps venv
+	@test -n "$(REPORT)" || { echo "make repro needs REPORT=reports/<name>.yaml"; exit 2; }
+	$(PY) -m harness repro $(REPORT) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL))
+
+# make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>
+bisect: deps venv
+	@test -n "$(KERNEL_TREE)" -a -n "$(GOOD)" -a -n "$(BAD)" -a -n "$(REPORT)" || { \
+		echo "make bisect needs KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"; exit 2; }
+	$(PY) -m harness bisect --tree=$(KERNEL_TREE) --good=$(GOOD) --bad=$(BAD) \
+		--report=$(REPORT) --accel=$(ACCEL)
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) .mypy_cache .ruff_cache .pytest_cache

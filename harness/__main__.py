@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .errors import HarnessError
 
 
 def _vm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=None,
-                        help="kernel spec (debian:7.3, path:<vmlinuz>[,modules=<dir>]); "
+                        help="kernel spec (debian:7.3, path:<vmlinuz>[,modules=<dir>], "
+                             "tree:<dir>[,...]); "
                              "default: the pinned default")
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     parser.add_argument("--vm-memory", type=int, default=1024, metavar="MB")
@@ -42,8 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--parts", default="boot,sharing,suite",
                          type=lambda s: set(s.split(",")),
                          help="which benchmarks: boot,sharing,suite (default all)")
-    p_kernel = sub.add_parser("kernel", help="fetch or locate a kernel and describe it")
+    p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
+    p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
+    p_repro.add_argument("report", type=Path)
+    p_repro.add_argument("--kernel", default=None,
+                         help="run on this kernel only, without the report's patches")
+    p_repro.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p_repro.add_argument("--bisect", action="store_true",
+                         help="exit 125 when the kernel does not build or boot")
+    p_bisect = sub.add_parser("bisect", help="git bisect run with build + boot + repro")
+    p_bisect.add_argument("--tree", type=Path, required=True)
+    p_bisect.add_argument("--good", required=True)
+    p_bisect.add_argument("--bad", required=True)
+    p_bisect.add_argument("--report", type=Path, required=True)
+    p_bisect.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     return parser
 
 
@@ -98,7 +113,28 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"exec": cmd_exec, "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel}
+def cmd_repro(args: argparse.Namespace) -> int:
+    from .repro import EXIT_SKIP, run_report
+    try:
+        return run_report(args.report, override=args.kernel, accel=args.accel,
+                          bisect=args.bisect)
+    except HarnessError as exc:
+        if not args.bisect:
+            raise
+        # bisect() checked the report before starting, so an error here is about this
+        # revision (its build, its boot): skip it.
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_SKIP
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from .bisect import bisect
+    bisect(args.tree, args.good, args.bad, args.report, args.accel)
+    return 0
+
+
+COMMANDS = {"exec": cmd_exec, "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
+            "repro": cmd_repro, "bisect": cmd_bisect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,115 @@
+"""Patch series: reading mboxes, and a patch that does not apply (git and plain trees)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import cache
+from harness.errors import SpecError
+from harness.patches import PatchDoesNotApply, prepare_tree, read_series
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = """From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001
+From: A <a@localhost>
+Subject: [PATCH 1/2] fs: say hello
+
+---
+diff --git a/fs/a.c b/fs/a.c
+--- a/fs/a.c
++++ b/fs/a.c
+@@ -1,3 +1,3 @@
+ one
+-two
++hello
+ three
+-- 
+2.39.5
+
+"""
+BAD = """From 2222222222222222222222222222222222222222 Mon Sep 17 00:00:00 2001
+From: A <a@localhost>
+Subject: [PATCH 2/2] fs: change a line that is not there
+
+---
+diff --git a/fs/a.c b/fs/a.c
+--- a/fs/a.c
++++ b/fs/a.c
+@@ -1,3 +1,3 @@
+ one
+-two
++bye
+ three
+@@ -10,3 +10,3 @@
+ ten
+-eleven
++ELEVEN
+ twelve
+-- 
+2.39.5
+
+"""
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "cache_root", lambda: tmp_path / "cache")
+
+
+def _tree(root: Path, git: bool) -> Path:
+    (root / "fs").mkdir(parents=True)
+    (root / "fs" / "a.c").write_text("".join(f"{w}\n" for w in (
+        "one two three four five six seven eight nine ten eleven twelve".split())))
+    if git:
+        for args in (["init", "-q"], ["add", "."],
+                     ["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm",
+                      "base"]):
+            subprocess.run(["git", "-C", str(root), *args], check=True)
+    return root
+
+
+def test_shipped_mbox_has_the_planting_and_the_fixing_patch() -> None:
+    series = read_series(ROOT / "reports" / "patches" / "ishare-size-check.mbox")
+    assert [p.subject for p in series] == [
+        "[PATCH 1/2] erofs: ishare: trust the fingerprint for the file size",
+        "[PATCH 2/2] erofs: ishare: refuse to share inodes whose sizes differ"]
+
+
+@pytest.mark.parametrize("git", [True, False], ids=["git-am", "patch-p1"])
+def test_series_applies_onto_a_copy_and_leaves_the_tree_alone(tmp_path: Path,
+                                                              git: bool) -> None:
+    tree = _tree(tmp_path / "linux", git)
+    (tmp_path / "s.mbox").write_text(GOOD)
+    patched = prepare_tree(tree, tmp_path / "s.mbox")
+    assert (patched.path / "fs" / "a.c").read_text().splitlines()[1] == "hello"
+    assert (tree / "fs" / "a.c").read_text().splitlines()[1] == "two"
+    assert patched.record()[0]["subject"] == "[PATCH 1/2] fs: say hello"
+
+
+@pytest.mark.parametrize("git", [True, False], ids=["git-am", "patch-p1"])
+def test_patch_that_does_not_apply_names_subject_and_first_rejected_hunk(
+        tmp_path: Path, git: bool) -> None:
+    tree = _tree(tmp_path / "linux", git)
+    (tmp_path / "s.mbox").write_text(GOOD + BAD)
+    with pytest.raises(PatchDoesNotApply) as info:
+        prepare_tree(tree, tmp_path / "s.mbox")
+    text = str(info.value)
+    assert 'patch 2/2 "[PATCH 2/2] fs: change a line that is not there"' in text
+    assert "First rejected hunk in fs/a.c:\n@@ -1,3 +1,3 @@\n one\n-two\n+bye" in text
+    # Nothing half-made is left in the cache, and the tree is untouched.
+    assert not list((tmp_path / "cache" / "trees").glob("*/tree"))
+    assert (tree / "fs" / "a.c").read_text().splitlines()[1] == "two"
+
+
+def test_upto_takes_a_prefix_of_the_series(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "linux", True)
+    (tmp_path / "s.mbox").write_text(GOOD + BAD)
+    assert len(prepare_tree(tree, tmp_path / "s.mbox", upto=1).series) == 1
+    with pytest.raises(SpecError, match="upto=3: the series .* has 2 patch"):
+        prepare_tree(tree, tmp_path / "s.mbox", upto=3)
+
+
+def test_a_file_that_is_not_a_patch_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(SpecError, match="neither an mbox .* nor a patch"):
+        read_series(tmp_path / "notes.txt")
