@@ -89,7 +89,7 @@ def test_kept_options_pass_and_unknown_ones_are_called_unknown(tmp_path: Path) -
     frag.write_text("CONFIG_EROFS_FS=y # a\n")
     kconfig.check_config(tree, kconfig.parse_fragment(frag), config)
     frag.write_text("CONFIG_EROFS_TYPO=y # a\n")
-    with pytest.raises(kconfig.KconfigDropped, match="no Kconfig file .* defines it"):
+    with pytest.raises(kconfig.KconfigDropped, match=r"no Kconfig file .* defines it"):
         kconfig.check_config(tree, kconfig.parse_fragment(frag), config)
 
 
