@@ -9,8 +9,6 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.erofs_utils import ErofsUtils
-from harness.erofs_xattrs import fingerprint_entry, forge_fingerprint
 from harness.imagespec import PAGE, BuiltImage, content_bytes
 from harness.mounts import SOURCES, Mount, Mounter
 from harness.pagecache import Probe
@@ -76,24 +74,6 @@ def forged_renamed(erofs_image: Callable[[str], BuiltImage],
     manifest["forged"] = {"path": "x/d", "sha256": hashlib.sha256(content_bytes(999, PAGE))
                           .hexdigest()}
     return dataclasses.replace(genuine, path=path, key=f"{genuine.key}-forged",
-                               manifest=manifest)
-
-
-@pytest.fixture(scope="session")
-def forged_resized(erofs_image: Callable[[str], BuiltImage], erofs_tools: ErofsUtils,
-                   tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    """`renamed` where x/c (4095 bytes, the content of `sizes:page-minus-1`) carries the
-    fingerprint of x/d (4096 bytes, the content of `sizes:page`): same fingerprint, other
-    size and content. Its data is untouched."""
-    genuine = erofs_image("renamed")
-    path = tmp_path_factory.mktemp("forged") / "renamed-resized.erofs"
-    path.write_bytes(genuine.path.read_bytes())
-    assert erofs_tools.dump is not None
-    stolen = fingerprint_entry(path, "x/d", erofs_tools.dump).value
-    forge_fingerprint(path, "x/c", stolen, erofs_tools.dump)
-    manifest = dict(genuine.manifest)
-    manifest["forged"] = {"path": "x/c", "claims": "x/d"}
-    return dataclasses.replace(genuine, path=path, key=f"{genuine.key}-resized",
                                manifest=manifest)
 
 

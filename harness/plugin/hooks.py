@@ -17,7 +17,9 @@ from ..report import CaseResult, Report
 from ..vm import VM
 from .markers import (
     MARKERS,
+    check_known_bug_mark,
     check_regression_mark,
+    known_bug_applies,
     missing_requirements,
     release_tuple,
     requirement_names,
@@ -72,6 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             requirement_names(mark, item.nodeid)
         for mark in item.iter_markers("regression"):
             check_regression_mark(mark, item.nodeid)
+        for mark in item.iter_markers("known_bug"):
+            check_known_bug_mark(mark, item.nodeid)
 
 
 def _kernel_or_exit(pool: VMPool) -> Kernel:
@@ -82,12 +86,14 @@ def _kernel_or_exit(pool: VMPool) -> Kernel:
         raise  # unreachable: pytest.exit raises
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own setup reads the xfail marks
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if VM_FIXTURES & set(getattr(item, "fixturenames", ())):
         item.user_properties.append(("harness_vm", 1))  # counted in the suite report
     marks = list(item.iter_markers("requires_kernel"))
     regressions = list(item.iter_markers("regression"))
-    if not marks and not regressions:
+    bugs = list(item.iter_markers("known_bug"))
+    if not marks and not regressions and not bugs:
         return
     where = item.nodeid
     names = [n for mark in marks for n in requirement_names(mark, where)]
@@ -102,6 +108,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if fixed_in and release_tuple(kernel.release) < release_tuple(fixed_in):
             pytest.skip(f"kernel {kernel.release} predates the fix {fix} (in {fixed_in}) for "
                         f"{report}")
+    for mark in bugs:
+        reason, releases, when, unless = check_known_bug_mark(mark, where)
+        if known_bug_applies(kernel.release, kernel.series, releases, when, unless):
+            scope = ", ".join(releases) or "any release"
+            patched = f", patched with '{when}'" if when else ""
+            item.add_marker(pytest.mark.xfail(
+                strict=True, reason=f"known kernel bug on {kernel.release} ({scope}"
+                                    f"{patched}): {reason}"))
 
 
 def _vm_of(item: pytest.Item) -> VM | None:

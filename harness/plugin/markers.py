@@ -14,8 +14,44 @@ MARKERS = [
     "minimum release ('>=6.16')",
     "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
     "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
+    "known_bug(reason, releases=None, when_patched=None, unless_patched=None): a known kernel "
+    "bug; the test is xfail(strict=True) on kernels whose release is in `releases` (e.g. "
+    "'>=7.2,<7.4') and, if given, that carry a patch whose subject contains `when_patched` "
+    "and none containing `unless_patched`",
     "fast: part of the fast slice that `make test` runs",
 ]
+
+
+def check_known_bug_mark(mark: pytest.Mark, where: str) -> tuple[str, list[str], str | None,
+                                                                  str | None]:
+    reason = mark.kwargs.get("reason", mark.args[0] if mark.args else None)
+    if not reason:
+        raise pytest.UsageError(f"{where}: @known_bug needs a reason")
+    releases = [r.strip() for r in str(mark.kwargs.get("releases") or "").split(",") if r.strip()]
+    for bound in releases:
+        if not re.fullmatch(r"(>=|<=|<|>|==)\d+(\.\d+)*", bound):
+            raise pytest.UsageError(f"{where}: @known_bug releases={bound!r}: expected bounds "
+                                    f"such as '>=7.2,<7.4'")
+    unknown = set(mark.kwargs) - {"reason", "releases", "when_patched", "unless_patched"}
+    if unknown:
+        raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
+    return (str(reason), releases, mark.kwargs.get("when_patched"),
+            mark.kwargs.get("unless_patched"))
+
+
+def known_bug_applies(release: str, series: tuple[str, ...], releases: list[str],
+                      when_patched: str | None, unless_patched: str | None) -> bool:
+    have = release_tuple(release)
+    for bound in releases:
+        op, version = re.match(r"(>=|<=|<|>|==)(.*)", bound).groups()  # type: ignore[union-attr]
+        want = release_tuple(version)
+        ok = {">=": have >= want, "<=": have[:len(want)] <= want, "<": have < want,
+              ">": have[:len(want)] > want, "==": have[:len(want)] == want}[op]
+        if not ok:
+            return False
+    if when_patched and not any(when_patched in s for s in series):
+        return False
+    return not (unless_patched and any(unless_patched in s for s in series))
 
 
 def requirement_names(mark: pytest.Mark, where: str) -> list[str]:
