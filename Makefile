@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro bisect clean help
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro bisect matrix ci-config compare clean help
 
 all: help
 
@@ -40,6 +40,9 @@ help:
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
+	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
+	@echo "make compare A=<results> B=<results>  differences between two runs"
+	@echo "make ci-config  regenerate .github/workflows/nightly.yml and .gitlab-ci.yml"
 	@echo "variables: KERNEL=debian:7.3|debian:7.2|debian:6.12|path:<vmlinuz>[,modules=<dir>]|tree:<dir>[,...]"
 	@echo "           ACCEL=auto|kvm|tcg  PYTEST_ARGS='...'"
 
@@ -105,6 +108,21 @@ TREE_SPEC = tree:$(KERNEL_TREE)$(if $(REF),$(comma)ref=$(REF))$(if $(PATCHES),$(
 comma := ,
 kernel: deps venv
 	$(PY) -m harness kernel --kernel='$(if $(KERNEL),$(KERNEL),$(TREE_SPEC))'
+
+# make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]: every cell, N at a time, into results/.
+MATRIX ?= matrix/nightly.yaml
+JOBS ?= 1
+matrix: deps venv
+	$(PY) -m harness matrix $(MATRIX) --jobs=$(JOBS)
+
+# Regenerate the CI files from the matrix (a test fails when they are out of date).
+ci-config: venv
+	$(PY) -m harness ci-config $(MATRIX)
+
+# make compare A=<results> B=<results>: outcome changes, new splats, moved measurements.
+compare: venv
+	@test -n "$(A)" -a -n "$(B)" || { echo "make compare needs A=<results dir> B=<results dir>"; exit 2; }
+	$(PY) -m harness compare $(A) $(B) $(if $(TOL),--tolerance=$(TOL))
 
 # make repro REPORT=reports/<name>.yaml [KERNEL=<spec>]: verdicts on the report's kernels.
 repro: deps venv

@@ -59,6 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_bisect.add_argument("--bad", required=True)
     p_bisect.add_argument("--report", type=Path, required=True)
     p_bisect.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
+    p_matrix.add_argument("matrix", type=Path)
+    p_matrix.add_argument("--jobs", type=int, default=1, help="cells at a time")
+    p_matrix.add_argument("--out", type=Path, default=None,
+                          help="results directory (default results/<matrix name>)")
+    p_matrix.add_argument("--cell", action="append", default=None,
+                          help="run only this cell (repeatable); what a CI job does")
+    p_mreport = sub.add_parser("matrix-report", help="combine cell results into index.html")
+    p_mreport.add_argument("results", type=Path)
+    p_ci = sub.add_parser("ci-config", help="generate the CI files from a matrix file")
+    p_ci.add_argument("matrix", type=Path)
+    p_ci.add_argument("--check", action="store_true",
+                      help="exit 1 if the committed files differ from what would be generated")
+    p_cmp = sub.add_parser("compare", help="what changed between two result directories")
+    p_cmp.add_argument("a", type=Path)
+    p_cmp.add_argument("b", type=Path)
+    p_cmp.add_argument("--tolerance", type=float, default=0.10,
+                       help="relative change of a measurement that counts (default 0.10)")
     return parser
 
 
@@ -133,7 +151,38 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"exec": cmd_exec, "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from .matrix import run_matrix
+    out = args.out or Path("results") / args.matrix.stem
+    return run_matrix(args.matrix, out, args.jobs, args.cell)
+
+
+def cmd_matrix_report(args: argparse.Namespace) -> int:
+    from .matrix_report import write_matrix_report
+    print(write_matrix_report(args.results, args.results.name))
+    return 0
+
+
+def cmd_ci_config(args: argparse.Namespace) -> int:
+    from .ciconfig import check_ci_files, write_ci_files
+    if args.check:
+        stale = check_ci_files(args.matrix)
+        for path in stale:
+            print(f"{path} is out of date with {args.matrix}: run make ci-config")
+        return 1 if stale else 0
+    for path in write_ci_files(args.matrix):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    return compare(args.a, args.b, args.tolerance)
+
+
+COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
+            "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
+            "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
             "repro": cmd_repro, "bisect": cmd_bisect}
 
 

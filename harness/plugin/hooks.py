@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ..cache import content_key
 from ..errors import HarnessError
 from ..kernels import Kernel
 from ..kernlog import find_splats
@@ -230,12 +231,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call":
         outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else (
             "xpassed" if hasattr(report, "wasxfail") else report.outcome)
+        if report.failed:
+            # Kept for make compare: the failure's message, with any splat's first line.
+            reason = report.longreprtext[-3000:]
     elif report.skipped and report.when == "setup":
         outcome = "skipped"
         longrepr = report.longrepr
         reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
     elif report.failed:
         outcome = "error"
+        reason = report.longreprtext[-3000:]
     if outcome is None:
         return
     measurements = {k[len("measure:"):]: v for k, v in props.items()
@@ -257,11 +262,25 @@ def _suite_report(config: pytest.Config) -> Report | None:
     kernel = (pool.kernel_error is None and pool.kernel) or None
     settings = {"kernel": kernel.release if kernel else "?",
                 "kernel_spec": options.kernel or "default (pinned)",
+                "kernel_config_hash": content_key(f"{k}={v}" for k, v in
+                                                  sorted(kernel.config.items()))
+                if kernel and kernel.config else "?",
+                "kernel_patches": list(kernel.series) if kernel else [],
+                "guest_image": _guest_image_key(pool) if kernel else "?",
                 "accel": max(set(_accels), key=_accels.count) if _accels else options.accel,
                 "mkfs": _mkfs_version()}
     report = Report(settings, list(_results))
     report.seconds = time.monotonic() - config.stash.get(started_key, time.monotonic())
     return report
+
+
+def _guest_image_key(pool: VMPool) -> str:
+    # Under xdist the controller booted nothing: the image the workers built is in the
+    # cache by then, so asking for it only looks it up.
+    try:
+        return pool.image_key or pool.image.key
+    except HarnessError:
+        return "?"
 
 
 def _mkfs_version() -> str:

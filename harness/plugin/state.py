@@ -74,6 +74,11 @@ class VMPool:
             self._image = build_guest_image(self.kernel)
         return self._image
 
+    @property
+    def image_key(self) -> str | None:
+        """The guest image's cache key, if one was built in this process (no build here)."""
+        return self._image.key if self._image is not None else None
+
     def get(self) -> VM:
         if self.current is not None and self.current.state != VMState.RUNNING:
             log.info("replacing %s: it is %s", self.current.name, self.current.state.value)
