@@ -27,7 +27,7 @@ from pathlib import Path
 from . import cache, kconfig
 from .errors import HarnessError, SpecError
 from .kernels import Kernel, parse_config
-from .patches import PatchedTree, is_git_tree, prepare_tree
+from .patches import PatchedTree, is_git_tree, prepared_tree
 
 KCONFIGS = Path(__file__).resolve().parent.parent / "kconfigs"
 BASE_FRAGMENTS = ("base.config", "erofs.config")
@@ -235,7 +235,12 @@ def build_tree(request: TreeRequest) -> BuildResult:
         if not source.is_dir():
             raise SpecError(f"kernel tree {request.tree}: no such directory")
     _check_tree(source)
-    prepared = prepare_tree(source, request.patches, request.ref, request.upto)
+    with prepared_tree(source, request.patches, request.ref, request.upto) as prepared:
+        return _build_prepared(request, source, origin, prepared)
+
+
+def _build_prepared(request: TreeRequest, source: Path, origin: str,
+                    prepared: PatchedTree) -> BuildResult:
     tree = prepared.path
     requests = kconfig.merge_requests(fragments_for(request))
     config_key = cache.content_key(["kconfig", *(r.line() for r in requests)])
@@ -271,9 +276,23 @@ def build_tree(request: TreeRequest) -> BuildResult:
 
 def _describe(request: TreeRequest, source: Path, prepared: PatchedTree, build: Path,
               origin: str) -> Kernel:
+    """The built kernel, copied out of the build directory into an entry of its own: the
+    next build of this tree (another checkpoint of a series, a bisect step) overwrites the
+    build directory while VMs may still boot this one."""
     release = (build / "include" / "config" / "kernel.release").read_text().strip()
-    bzimage = build / "arch" / "x86" / "boot" / "bzImage"
-    modules = build / "modinst" / "lib" / "modules" / release
+    modinst = build / "modinst" / "lib" / "modules" / release
+    key = cache.content_key(["tree-kernel", cache.file_sha256(build / "arch" / "x86" / "boot" /
+                                                             "bzImage"), release])
+
+    def copy_out(out: Path) -> dict[str, object]:
+        shutil.copy2(build / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
+        shutil.copy2(build / ".config", out / "config")
+        if modinst.is_dir():
+            shutil.copytree(modinst, out / "modules", symlinks=True,
+                            ignore=shutil.ignore_patterns("build", "source"))
+        return {"release": release}
+
+    entry = cache.get_or_build("tree-kernels", key, copy_out)
     describe = _git_describe(prepared.path) or _git_describe(source)
     parts = [f"tree {origin}" + (f" at {describe}" if describe else "")]
     if prepared.series:
@@ -281,9 +300,9 @@ def _describe(request: TreeRequest, source: Path, prepared: PatchedTree, build: 
                      "; ".join(p.subject for p in prepared.series))
     frags = [f.name for f in fragments_for(request)]
     parts.append("kconfigs " + "+".join(frags))
-    key = cache.content_key(["tree-kernel", cache.file_sha256(bzimage), release])
-    return Kernel(spec=request.spec(), release=release, vmlinuz=bzimage,
+    modules = entry / "modules"
+    return Kernel(spec=request.spec(), release=release, vmlinuz=entry / "bzImage",
                   modules_dir=modules if modules.is_dir() else None,
-                  config=parse_config((build / ".config").read_text()),
+                  config=parse_config((entry / "config").read_text()),
                   origin=", ".join(parts), key=key,
                   series=tuple(p.subject for p in prepared.series))

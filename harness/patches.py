@@ -10,14 +10,20 @@ the first hunk that was rejected.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
+import fcntl
 import hashlib
+import json
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import cache
 from .errors import HarnessError, SpecError
@@ -198,36 +204,53 @@ _GIT_IDENTITY = ["-c", "user.name=erofs-harness", "-c", "user.email=harness@loca
                  "-c", "commit.gpgsign=false"]
 
 
-def _apply_git(tree: Path, base: str, series: list[Patch], out: Path) -> None:
-    # A shared clone (objects borrowed from the user's repository) rather than a worktree:
-    # the cache builds in a temporary directory and renames it, which a worktree's
-    # back-link would not survive.
-    print(f"harness: checking out {base[:12]} of {tree} to patch it", file=sys.stderr,
-          flush=True)
-    subprocess.run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(tree),
-                    str(out / "tree")], check=True)
-    subprocess.run(["git", "-C", str(out / "tree"), "checkout", "--quiet", "--detach", base],
-                   check=True)
+def _git_run(tree: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *_GIT_IDENTITY, "-C", str(tree), *args], input=stdin,
+                          capture_output=True, text=True, check=False)
+
+
+def _apply_git(work: Path, origin: Path, base: str, series: list[Patch]) -> None:
+    """Reset the work clone to ``base`` and ``git am`` the series. ``checkout -f`` rewrites
+    only the files that differ, so the build directory's objects of every other file stay
+    valid: switching between checkpoints of a series is an incremental build."""
+    _git_run(work, "am", "--abort")
+    if _git_run(work, "cat-file", "-e", base + "^{commit}").returncode != 0:
+        _git_run(work, "fetch", "--quiet", str(origin), base)
+    reset = _git_run(work, "checkout", "--quiet", "-f", "--detach", base)
+    if reset.returncode != 0:
+        raise HarnessError(f"cannot check out {base} in {work}: {reset.stderr.strip()}")
+    _git_run(work, "clean", "-fdq")
     for patch in series:
-        proc = subprocess.run(["git", *_GIT_IDENTITY, "-C", str(out / "tree"), "am",
-                               "--keep-cr"], input=patch.text, capture_output=True, text=True,
-                              check=False)
+        proc = _git_run(work, "am", "--keep-cr", stdin=patch.text)
         if proc.returncode != 0:
-            raise _fail(patch, len(series), f"{tree} at {base[:12]}", proc.stdout + proc.stderr)
+            _git_run(work, "am", "--abort")
+            _git_run(work, "checkout", "--quiet", "-f", "--detach", base)
+            raise _fail(patch, len(series), f"{origin} at {base[:12]}", proc.stdout + proc.stderr)
         print(f"harness: applied {patch.index}/{len(series)} {patch.subject}",
               file=sys.stderr, flush=True)
 
 
-def _apply_copy(tree: Path, series: list[Patch], out: Path) -> None:
-    print(f"harness: copying {tree} to patch it (not a git checkout)", file=sys.stderr,
-          flush=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(out / "tree")], check=True)
-    for patch in series:
-        proc = subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
-                               "-r", str(out / "rejects"), "-d", str(out / "tree")],
-                              input=patch.text, capture_output=True, text=True, check=False)
+def _patch(work: Path, text: str, reverse: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
+                           "-r", "-", "-d", str(work), *(["-R"] if reverse else [])],
+                          input=text, capture_output=True, text=True, check=False)
+
+
+def _apply_copy(work: Path, origin: Path, applied: list[str], series: list[Patch]) -> None:
+    """Revert what the copy carries (patch -R, newest first), then patch -p1 the series."""
+    for text in reversed(applied):
+        proc = _patch(work, text, reverse=True)
         if proc.returncode != 0:
-            raise _fail(patch, len(series), str(tree), proc.stdout + proc.stderr)
+            raise HarnessError(f"cannot revert a patch in {work} to reuse it "
+                               f"({proc.stdout.strip()[-300:]}); delete {work.parent}")
+    for done, patch in enumerate(series):
+        proc = _patch(work, patch.text)
+        if proc.returncode != 0:
+            # The failed patch applied nothing (--forward, rejects discarded to '-'); put
+            # the copy back to the pristine tree before reporting.
+            for earlier in reversed(series[:done]):
+                _patch(work, earlier.text, reverse=True)
+            raise _fail(patch, len(series), str(origin), proc.stdout + proc.stderr)
         print(f"harness: applied {patch.index}/{len(series)} {patch.subject}",
               file=sys.stderr, flush=True)
 
@@ -244,30 +267,69 @@ class PatchedTree:
                  "origin": p.origin} for p in self.series]
 
 
-def prepare_tree(tree: Path, patches: Path | None = None, ref: str | None = None,
-                 upto: int | None = None) -> PatchedTree:
-    """A tree with ``ref`` checked out and ``patches`` (the first ``upto`` of them) applied,
-    in the cache, reused while the inputs stay the same. With neither, the tree itself."""
+@contextlib.contextmanager
+def prepared_tree(tree: Path, patches: Path | None = None, ref: str | None = None,
+                  upto: int | None = None) -> Iterator[PatchedTree]:
+    """A tree with ``ref`` checked out and ``patches`` (the first ``upto``) applied, held
+    (locked) while the caller builds it. With neither, the tree itself.
+
+    One work tree per source tree lives in the cache (a shared clone for a git checkout, a
+    copy otherwise) and is switched between series in place, so that its build directory
+    stays valid and each switch is an incremental build. The user's tree is never touched.
+    """
     series = read_series(patches) if patches else []
     if upto is not None:
         if not 0 <= upto <= len(series):
             raise SpecError(f"upto={upto}: the series {patches} has {len(series)} patch(es)")
         series = series[:upto]
     if not series and ref is None:
-        return PatchedTree(tree, str(tree), ())
+        yield PatchedTree(tree, str(tree), ())
+        return
     git = is_git_tree(tree)
     if ref is not None and not git:
         raise SpecError(f"ref={ref}: {tree} is not a git checkout, so it has no revisions")
     base = git_head(tree, ref or "HEAD") if git else str(tree.resolve())
-    key = cache.content_key(["patched-tree", str(tree.resolve()), base,
-                             *(p.sha256 for p in series)])
+    root = cache.cache_root() / "worktrees" / cache.content_key(["worktree",
+                                                                 str(tree.resolve())])
+    root.mkdir(parents=True, exist_ok=True)
+    work, state_file = root / "tree", root / "applied.json"
+    with (root / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() \
+            else {"base": "?"}
+        if state["base"] == "?" and work.exists():
+            # A switch was interrupted: what the work tree carries is unknown. Start over.
+            shutil.rmtree(work)
+        if not work.exists():
+            _make_work_tree(tree, git, work)
+            state = {"base": base if not git else "", "patches": []}
+            state_file.write_text(json.dumps(state))
+        wanted = {"base": base, "patches": [p.text for p in series]}
+        if state != wanted:
+            state_file.write_text(json.dumps({"base": "?", "patches": []}))  # mid-switch
+            try:
+                if git:
+                    _apply_git(work, tree, base, series)
+                else:
+                    _apply_copy(work, tree, state["patches"], series)
+            except PatchDoesNotApply:
+                # Both paths put the work tree back at the bare base before raising.
+                state_file.write_text(json.dumps({"base": base, "patches": []}))
+                raise
+            state_file.write_text(json.dumps(wanted))
+        yield PatchedTree(work, base, tuple(series))
 
-    def build(out: Path) -> dict[str, object]:
-        if git:
-            _apply_git(tree, base, series, out)
-        else:
-            _apply_copy(tree, series, out)
-        return {"base": base, "series": [p.subject for p in series]}
 
-    entry = cache.get_or_build("trees", key, build, verify_files=False)
-    return PatchedTree(entry / "tree", base, tuple(series))
+def _make_work_tree(tree: Path, git: bool, work: Path) -> None:
+    tmp = work.with_name("tree.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if git:
+        print(f"harness: cloning {tree} (shared objects) to patch it", file=sys.stderr,
+              flush=True)
+        subprocess.run(["git", "clone", "--quiet", "--shared", "--no-checkout", str(tree),
+                        str(tmp)], check=True)
+    else:
+        print(f"harness: copying {tree} to patch it (not a git checkout)", file=sys.stderr,
+              flush=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(tmp)], check=True)
+    tmp.rename(work)

@@ -7,7 +7,7 @@ import pytest
 
 from harness import cache
 from harness.errors import SpecError
-from harness.patches import PatchDoesNotApply, prepare_tree, read_series
+from harness.patches import PatchDoesNotApply, PatchedTree, prepared_tree, read_series
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001
@@ -49,6 +49,11 @@ diff --git a/fs/a.c b/fs/a.c
 2.39.5
 
 """.replace("--SIG", "-- ")  # the mbox signature separator
+
+
+def prepare_tree(tree: Path, patches: Path, upto: int | None = None) -> PatchedTree:
+    with prepared_tree(tree, patches, upto=upto) as patched:
+        return patched
 
 
 @pytest.fixture(autouse=True)
@@ -96,9 +101,27 @@ def test_patch_that_does_not_apply_names_subject_and_first_rejected_hunk(
     text = str(info.value)
     assert 'patch 2/2 "[PATCH 2/2] fs: change a line that is not there"' in text
     assert "First rejected hunk in fs/a.c:\n@@ -1,3 +1,3 @@\n one\n-two\n+bye" in text
-    # Nothing half-made is left in the cache, and the tree is untouched.
-    assert not list((tmp_path / "cache" / "trees").glob("*/tree"))
+    # The work tree is back at the pristine base, and the user's tree is untouched.
+    (work,) = (tmp_path / "cache" / "worktrees").glob("*/tree")
+    assert (work / "fs" / "a.c").read_text().splitlines()[1] == "two"
     assert (tree / "fs" / "a.c").read_text().splitlines()[1] == "two"
+
+
+@pytest.mark.parametrize("git", [True, False], ids=["git-am", "patch-p1"])
+def test_switching_between_checkpoints_reuses_one_work_tree(tmp_path: Path, git: bool) -> None:
+    tree = _tree(tmp_path / "linux", git)
+    second = GOOD.replace("say hello", "say tres").replace(
+        " one\n-two\n+hello\n three", " hello\n-three\n+tres\n four").replace(
+        "@@ -1,3 +1,3 @@", "@@ -2,3 +2,3 @@")
+    (tmp_path / "s.mbox").write_text(GOOD + second)
+    both = prepare_tree(tree, tmp_path / "s.mbox")
+    lines = (both.path / "fs" / "a.c").read_text().splitlines()
+    assert lines[1:3] == ["hello", "tres"]
+    untouched = (both.path / "fs" / "a.c").stat().st_mtime_ns
+    first = prepare_tree(tree, tmp_path / "s.mbox", upto=1)
+    assert first.path == both.path
+    assert (first.path / "fs" / "a.c").read_text().splitlines()[1:3] == ["hello", "three"]
+    assert (first.path / "fs" / "a.c").stat().st_mtime_ns >= untouched
 
 
 def test_upto_takes_a_prefix_of_the_series(tmp_path: Path) -> None:

@@ -1,0 +1,91 @@
+"""The matrix file, the CI files generated from it, and make compare."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.ciconfig import check_ci_files, render_ci_files
+from harness.compare import compare, diff_results, load_side
+from harness.errors import SpecError
+from harness.matrix import load_matrix, summarize_cell
+
+ROOT = Path(__file__).resolve().parents[2]
+NIGHTLY = ROOT / "matrix" / "nightly.yaml"
+
+
+def test_shipped_matrix_has_the_three_debian_kernels() -> None:
+    matrix = load_matrix(NIGHTLY)
+    assert {c.kernel for c in matrix.cells} >= {"debian:6.12", "debian:7.2", "debian:7.3"}
+
+
+def test_generated_ci_files_are_in_sync_with_the_matrix() -> None:
+    stale = check_ci_files(NIGHTLY)
+    assert not stale, f"{stale} are out of date with {NIGHTLY}: run make ci-config"
+
+
+def test_every_cell_becomes_one_ci_job() -> None:
+    matrix = load_matrix(NIGHTLY)
+    for text in render_ci_files(NIGHTLY).values():
+        for cell in matrix.cells:
+            assert cell.name in text
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("kernels: {a: 'debian:x'}\nselections: {s: {}}\n", r"m.yaml:1: kernels.a: kernel spec"),
+    ("kernels: {a: 'debian:7.3'}\nselections: {s: {marks: x}}\n",
+     r":2: unknown key 'marks' in selection 's'"),
+    ("kernels: {a: 'debian:7.3'}\nselections: {s: {}}\nexpectations:\n  - {outcome: [passd]}\n",
+     r":4: unknown outcome\(s\) \['passd'\]"),
+    ("kernels: {a: 'debian:7.3'}\nselections: {s: {}}\nexpectations:\n"
+     "  - {kernel: b, outcome: passed}\n", r":4: kernel 'b' matches none of a"),
+    ("kernels: {a: 'debian:7.3'}\n", r"lacks the required key 'selections'"),
+])
+def test_matrix_errors_name_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=message):
+        load_matrix(path)
+
+
+def _results(outcomes: dict[str, str], **measure: float) -> dict:
+    return {"config": {"kernel": "k"}, "cases": [
+        {"nodeid": n, "outcome": o, "duration": 1.0, "measurements": dict(measure),
+         "reason": "kernel warning report: WARNING: CPU: 0 PID: 1 at x" if o == "failed"
+         else ""} for n, o in outcomes.items()]}
+
+
+def test_compare_lists_regressions_splats_and_moved_measurements() -> None:
+    a = _results({"t::a": "passed", "t::b": "passed", "t::c": "skipped"}, saving=0.5)
+    b = _results({"t::a": "failed", "t::b": "passed", "t::d": "passed"}, saving=0.2)
+    diff = diff_results("A", a, "B", b, tolerance=0.1)
+    assert diff.regressions == [("t::a", "passed", "failed")]
+    assert diff.new_splats and diff.new_splats[0][0] == "t::a"
+    assert ("t::b", "saving", 0.5, 0.2) in diff.moved
+    assert diff.only_a == ["t::c"] and diff.only_b == ["t::d"]
+
+
+def test_expectations_decide_what_is_unexpected_in_a_cell(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("kernels: {old: 'debian:6.12', new: 'debian:7.3'}\nselections: {s: {}}\n"
+                    "expectations:\n  - {kernel: old, outcome: [passed, skipped]}\n")
+    matrix = load_matrix(path)
+    old, new = matrix.cell("old-tcg-s"), matrix.cell("new-tcg-s")
+    for cell in (old, new):
+        out = tmp_path / cell.name
+        (out / "artifacts" / "report-x").mkdir(parents=True)
+        (out / "artifacts" / "report-x" / "results.json").write_text(
+            json.dumps(_results({"t::a": "skipped"})))
+        summary = summarize_cell(matrix, cell, out, 0, 1.0)
+        assert summary["ok"] == (cell is old)
+
+
+def test_compare_of_two_single_cells_pairs_them(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    for name, outcome in (("a", "passed"), ("b", "failed")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"cell": {"name": f"cell-{name}"}, "results": _results({"t::x": outcome})}))
+    assert load_side(tmp_path / "a").keys() == {"cell-a"}
+    assert compare(tmp_path / "a", tmp_path / "b") == 1
+    assert "passed -> failed   t::x" in capsys.readouterr().out
