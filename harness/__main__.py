@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--boots", type=int, default=5, help="cold boots to take the "
                                                              "median of (default 5)")
     p_bench.add_argument("--round-trips", type=int, default=50)
-    p_bench.add_argument("--parts", default="boot,sharing,suite",
+    p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild",
                          type=lambda s: set(s.split(",")),
-                         help="which benchmarks: boot,sharing,suite (default all)")
+                         help="which benchmarks: boot,sharing,suite,kbuild (default all)")
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
@@ -117,6 +117,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_boot_bench(request, boots=args.boots, round_trips=args.round_trips)
     if "sharing" in args.parts:
         run_sharing_bench(request)
+    if "kbuild" in args.parts:
+        from .kbuild_bench import run_kbuild_bench
+        run_kbuild_bench(request)
     if "suite" in args.parts:
         run_suite_throughput(request)
     return 0

@@ -1,10 +1,12 @@
 """``make bisect``: ``git bisect run`` with build + boot + repro at every step.
 
-The bisection happens in a shared clone of the user's tree kept in the cache, so the user's
-checkout and its bisect state are never touched, and the clone's fixed path keeps one build
-directory: each step is an incremental build. Each step runs ``python -m harness repro
---bisect`` on ``tree:<clone>``, which exits 0 (good: not reproduced), 1 (bad: reproduced)
-or 125 (skip: the revision did not build or boot). Every step's output goes to the log.
+The bisection state lives in a shared clone of the user's tree kept in the cache, started
+with ``--no-checkout`` (git only moves BISECT_HEAD), so the user's checkout and its bisect
+state are never touched. Each step runs ``python -m harness repro --bisect`` on
+``tree:<tree>,ref=<BISECT_HEAD>``: the tree work copy (patches.prepared_tree) checks that
+revision out in place, so each step is an incremental build in one build directory. repro
+exits 0 (good: not reproduced), 1 (bad: reproduced) or 125 (skip: the revision did not build
+or boot). Every step's output goes to the log.
 """
 
 from __future__ import annotations
@@ -49,14 +51,15 @@ def bisect(tree: Path, good: str, bad: str, report: Path, accel: str = "auto",
     _git(clone, "bisect", "reset", check=False)
     log = log or PROJECT / "artifacts" / f"bisect-{report.stem}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    step = [sys.executable, "-m", "harness", "repro", "--bisect", f"--accel={accel}",
-            f"--kernel=tree:{clone}", str(report.resolve())]
+    step = ["sh", "-c", f'exec "$0" -m harness repro --bisect --accel={accel} '
+            f'--kernel="tree:{tree},ref=$(git -C {clone} rev-parse BISECT_HEAD)" '
+            f'{report.resolve()}', sys.executable]
     print(f"harness: bisecting {good_sha[:12]}..{bad_sha[:12]} in {clone}; every step is "
           f"logged to {log}", file=sys.stderr, flush=True)
     with log.open("w") as fh:
         fh.write(f"# bisect {good} ({good_sha}) .. {bad} ({bad_sha}) with {report}\n")
         fh.flush()
-        _git(clone, "bisect", "start", bad_sha, good_sha)
+        _git(clone, "bisect", "start", "--no-checkout", bad_sha, good_sha)
         try:
             proc = subprocess.Popen(["git", "-C", str(clone), "bisect", "run", *step],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -269,6 +269,8 @@ def _build_prepared(request: TreeRequest, source: Path, origin: str,
                   extra=[f"INSTALL_MOD_PATH={modinst}", "INSTALL_MOD_STRIP=1",
                          "CONFIG_MODULE_SIG_ALL="])
             stamp.update(state=state, build_seconds=build_seconds)
+            if config_seconds:  # a fresh build directory: this was a clean build
+                stamp["clean_seconds"] = build_seconds
             stamp_path.write_text(json.dumps(stamp))
         kernel = _describe(request, source, prepared, build, origin)
     return BuildResult(kernel, build, config_seconds, build_seconds, prepared)
