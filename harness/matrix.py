@@ -129,7 +129,7 @@ def load_matrix(path: Path) -> Matrix:
 # ---- running cells ------------------------------------------------------------------------
 
 def cell_command(cell: Cell, out: Path) -> list[str]:
-    argv = [sys.executable, str(PROJECT / "scripts" / "pytest-nonempty"), sys.executable, "-m",
+    argv = [str(PROJECT / "scripts" / "pytest-nonempty"), sys.executable, "-m",
             "pytest", "testcases", f"--kernel={cell.kernel}", f"--accel={cell.accel}",
             f"--artifacts={out / 'artifacts'}", f"--junitxml={out / 'junit.xml'}",
             "-p", "no:cacheprovider", "-q", "-rfE"]

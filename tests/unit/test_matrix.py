@@ -89,3 +89,23 @@ def test_compare_of_two_single_cells_pairs_them(tmp_path: Path,
     assert load_side(tmp_path / "a").keys() == {"cell-a"}
     assert compare(tmp_path / "a", tmp_path / "b") == 1
     assert "passed -> failed   t::x" in capsys.readouterr().out
+
+
+def test_combined_report_renders_cells_with_and_without_results(tmp_path: Path) -> None:
+    from harness.matrix_report import write_matrix_report
+    for name, results in (("ok", _results({"t::a": "failed"})), ("broken", None)):
+        (tmp_path / "cells" / name).mkdir(parents=True)
+        (tmp_path / "cells" / name / "summary.json").write_text(json.dumps(
+            {"cell": {"name": name, "kernel": "debian:7.3"}, "exit": 1, "seconds": 1.0,
+             "ok": False, "unexpected": [], "results": results,
+             **({"error": "no results"} if results is None else {})}))
+    html = write_matrix_report(tmp_path).read_text()
+    assert "cells/ok/artifacts/" in html and "no results" in html
+
+
+def test_cell_command_runs_pytest_through_the_nonempty_wrapper(tmp_path: Path) -> None:
+    from harness.matrix import cell_command
+    cell = load_matrix(NIGHTLY).cells[0]
+    argv = cell_command(cell, tmp_path)
+    assert argv[0].endswith("scripts/pytest-nonempty") and argv[2:4] == ["-m", "pytest"]
+    assert f"--kernel={cell.kernel}" in argv and "-k" in argv
