@@ -19,7 +19,10 @@ _PATTERNS = [
     ("bug", r"kernel BUG at |BUG: (?:unable to handle|scheduling while atomic|sleeping function|"
             r"Bad page|Bad rss|workqueue lockup|spinlock)"),
     ("oops", r"Oops: |general protection fault|Unable to handle kernel"),
-    ("warning", r"WARNING: CPU: \d+ PID: \d+ at |------------\[ cut here \]------------"),
+    # Up to 7.2: "WARNING: CPU: 1 PID: 93 at fs/x.c:75 f+0x1/0x2"; 7.3 puts the place first:
+    # "WARNING: fs/x.c:75 at f+0x1/0x2, CPU#1: cat/93".
+    ("warning", r"WARNING: CPU: \d+ PID: \d+ at |WARNING: \S+:\d+ at \S+, CPU#\d+|"
+                r"------------\[ cut here \]------------"),
     ("kmemleak", r"unreferenced object 0x"),
 ]
 SPLAT = re.compile("|".join(f"(?P<{kind}>{rx})" for kind, rx in _PATTERNS))

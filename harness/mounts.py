@@ -7,6 +7,7 @@ Guest's cleanup unmounts, detaches loops and unplugs disks after the test.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ class MountResult:
 
     def says(self, text: str) -> bool:
         return any(text in line for line in self.kmsg)
+
+    def matches(self, pattern: str) -> bool:
+        return any(re.search(pattern, line) for line in self.kmsg)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from .guest import Guest
 from .guestimage import build_guest_image
 from .imagespec import BuiltImage, build_image, load_catalog
 from .kernels import Kernel, resolve_kernel
+from .kernlog import find_splats
 from .mounts import Mount, Mounter
 from .pagecache import Probe
 from .reportspec import PROJECT, Report, load_report
@@ -148,7 +149,8 @@ class _Run:
         bug = self.report.bug
         checks = self.verdict.checks
         if bug.splat:
-            splats = [s for s in vm.splats_since(offset)
+            # The console can lag behind the kernel log under TCG: look in both.
+            splats = [s for s in vm.splats_since(offset) + find_splats(dmesg)
                       if bug.splat in ("any", s.kind)]
             checks.append(Check(f"splat {bug.splat}", bool(splats),
                                 splats[0].excerpt if splats else "no such report on the console"))
@@ -217,7 +219,13 @@ def run_report(path: Path, *, override: str | None = None, accel: str = "auto",
         run = _Run(report, verdict, kernel, accel)
         run.go()
         if not verdict.error:
-            verdict.reproduced = bool(verdict.checks) and all(c.held for c in verdict.checks)
+            held = [c.held for c in verdict.checks if c.name != "guest"]
+            verdict.reproduced = bool(held) and all(held)
+            died = [c for c in verdict.checks if c.name == "guest"]
+            if died and not verdict.reproduced:
+                # A dead guest without the bug's signature says nothing either way.
+                verdict.reproduced = None
+                verdict.error = "no verdict: " + died[0].evidence.splitlines()[0]
     _print(report, verdicts)
     _save(report, verdicts)
     last = verdicts[-1]

@@ -37,3 +37,11 @@ def test_cut_here_and_warning_line_are_one_report() -> None:
     text = ("[1] ------------[ cut here ]------------\n"
             "[1] WARNING: CPU: 0 PID: 1 at mm/filemap.c:1 x\n[1] Call Trace:\n")
     assert len(find_splats(text)) == 1
+
+
+def test_warning_in_the_7_3_format_is_found() -> None:
+    from harness.kernlog import find_splats
+    text = ("[   12.1] WARNING: ../../tree/fs/erofs/ishare.c:75 at "
+            "erofs_ishare_fill_inode+0x140/0x19b, CPU#1: cat/93\n[   12.2] Modules linked in:\n")
+    (splat,) = find_splats(text)
+    assert splat.kind == "warning" and "ishare.c:75" in splat.first_line
