@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .cache import content_key as cache_key
 from .errors import HarnessError, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -237,6 +240,22 @@ class PrivateApt:
         self._run(["apt-get", *self.options(), "update"], "apt-get update")
         for path in self.lists.glob("*_Packages*"):
             path.touch()
+
+    def memoized(self, parts: list[str | bytes],
+                 compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``compute()`` (a JSON-able answer read from the package index) kept until the
+        lists or ``parts`` change: parsing sid's index takes seconds, and every xdist worker,
+        repro kernel and bisect step asks again."""
+        stamp = cache_key([*parts, *(f"{p.name}:{p.stat().st_mtime_ns}"
+                                     for p in sorted(self.lists.glob("*_Packages*")))])
+        memo = self.root / "resolved" / f"{stamp}.json"
+        if memo.is_file():
+            data: dict[str, Any] = json.loads(memo.read_text())
+            return data
+        answer = compute()
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(answer))
+        return answer
 
     def packages_index(self) -> list[dict[str, str]]:
         """Every binary package stanza of the private lists.

@@ -138,9 +138,8 @@ def _git_describe(tree: Path) -> str:
 class _Progress:
     """Echoes make's output into a log and prints a line every few seconds."""
 
-    def __init__(self, what: str, log: Path) -> None:
+    def __init__(self, what: str) -> None:
         self.what = what
-        self.log = log
         self.objects = 0
         self.last = ""
         self.started = time.monotonic()
@@ -170,7 +169,7 @@ def _make(tree: Path, build: Path, targets: list[str], what: str, *, jobs: int =
         env.setdefault("CCACHE_DIR", str(cache.cache_root() / "ccache"))
         env.setdefault("CCACHE_BASEDIR", str(cache.cache_root()))
     log = build / "build.log"
-    progress = _Progress(what, log)
+    progress = _Progress(what)
     started = time.monotonic()
     with log.open("a") as fh:
         fh.write(f"\n$ {' '.join(argv)}\n")

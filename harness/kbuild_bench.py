@@ -28,9 +28,7 @@ def run_kbuild_bench(request: BootRequest) -> None:
     source = first.kernel.origin.split(",")[0]
     # The default tree is the cache's unpacked Debian source; touching a file there is what
     # a developer's edit does to their tree.
-    from .ksource import debian_source_tree
-    tree, _ = debian_source_tree()
-    target = tree / TOUCHED
+    target = first.tree.path / TOUCHED
     started = time.monotonic()
     os.utime(target)
     rebuilt = build_tree(tree_request)

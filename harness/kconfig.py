@@ -12,7 +12,9 @@ Fragment lines are ``CONFIG_X=value  # why`` or ``# CONFIG_X is not set  # why``
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +140,11 @@ def _kconfig_lines(tree: Path, rel: str, arch: str) -> list[tuple[str, int, str]
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _all_kconfig_lines(tree: Path, arch: str) -> tuple[tuple[str, int, str], ...]:
+    return tuple(_kconfig_lines(tree, "Kconfig", arch))
+
+
 def dependencies(tree: Path, symbol: str, arch: str = "x86") -> list[Dependency] | None:
     """Every ``depends on`` that guards ``symbol``: its own and those of enclosing if/menu;
     None when no Kconfig file of the tree defines the symbol."""
@@ -147,7 +154,7 @@ def dependencies(tree: Path, symbol: str, arch: str = "x86") -> list[Dependency]
     in_target = False
     defined = False
     block_opener = ""  # the keyword of the block whose 'depends on' lines we are reading
-    for file, number, text in _kconfig_lines(tree, "Kconfig", arch):
+    for file, number, text in _all_kconfig_lines(tree, arch):
         where = f"{file}:{number}"
         word = text.split(None, 1)[0] if text else ""
         if word in ("config", "menuconfig", "if", "menu", "choice", "endif", "endmenu",
@@ -211,23 +218,21 @@ def evaluate(expression: str, config: dict[str, str]) -> str:
             return "y" if (left == right) == (op == "=") else "n"
         return left if left in order else ("y" if left else "n")
 
-    def conjunction() -> str:
+    def chain(operator: str, operand: Callable[[], str],
+              pick: Callable[..., str]) -> str:
+        """operand (operator operand)*: && keeps the lowest tristate, || the highest."""
         nonlocal pos
-        result = primary()
-        while pos < len(tokens) and tokens[pos] == "&&":
+        result = operand()
+        while pos < len(tokens) and tokens[pos] == operator:
             pos += 1
-            other = primary()
-            result = min(result, other, key=lambda v: order[v])
+            result = pick(result, operand(), key=lambda v: order[v])
         return result
 
+    def conjunction() -> str:
+        return chain("&&", primary, min)
+
     def disjunction() -> str:
-        nonlocal pos
-        result = conjunction()
-        while pos < len(tokens) and tokens[pos] == "||":
-            pos += 1
-            other = conjunction()
-            result = max(result, other, key=lambda v: order[v])
-        return result
+        return chain("||", conjunction, max)
 
     try:
         return disjunction()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -253,21 +253,14 @@ def _build_debian_entry(apt: PrivateApt, pkg: DebianPackage, names: list[str],
 
 
 def _resolve_cached(apt: PrivateApt, prefix: str) -> tuple[DebianPackage, list[str]]:
-    """Which packages a prefix means; parsing sid's index takes seconds, so the answer is
-    kept until the lists or the pins change."""
-    stamp = cache.content_key([PINS_FILE.read_bytes(), prefix,
-                               *(f"{p.name}:{p.stat().st_mtime_ns}"
-                                 for p in sorted(apt.lists.glob("*_Packages*")))])
-    memo = apt.root / "resolved" / f"{stamp}.json"
-    if memo.is_file():
-        data = json.loads(memo.read_text())
-        return DebianPackage(**data["package"]), list(data["names"])
-    index = apt.packages_index()
-    pkg = choose_debian_package(index, prefix, load_pins())
-    names = _companion_packages(pkg, index)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(json.dumps({"package": dataclasses.asdict(pkg), "names": names}))
-    return pkg, names
+    """Which packages a prefix means, kept until the lists or the pins change."""
+    def compute() -> dict[str, Any]:
+        index = apt.packages_index()
+        pkg = choose_debian_package(index, prefix, load_pins())
+        return {"package": dataclasses.asdict(pkg), "names": _companion_packages(pkg, index)}
+
+    data = apt.memoized([PINS_FILE.read_bytes(), prefix], compute)
+    return DebianPackage(**data["package"]), list(data["names"])
 
 
 def fetch_debian(spec: KernelSpec, apt_root: Path | None = None) -> Kernel:

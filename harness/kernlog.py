@@ -25,6 +25,7 @@ _PATTERNS = [
                 r"------------\[ cut here \]------------"),
     ("kmemleak", r"unreferenced object 0x"),
 ]
+KINDS = tuple(kind for kind, _ in _PATTERNS)
 SPLAT = re.compile("|".join(f"(?P<{kind}>{rx})" for kind, rx in _PATTERNS))
 EXCERPT_LINES = 40
 

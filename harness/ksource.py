@@ -66,7 +66,8 @@ def debian_source_tree(version: str | None = None) -> tuple[Path, str]:
     apt = PrivateApt(cache.cache_root() / "apt")
     with apt.locked():
         apt.update()
-        stanza = _newest(apt.packages_index(), name)
+        stanza = apt.memoized(["ksource", name],
+                              lambda: _newest(apt.packages_index(), name))
     key = cache.content_key(["ksource", name, stanza["Version"]])
     # The tree is 1.8 GB of files: checking every hash on each use would take longer than
     # the build it feeds, so only the manifest's presence is checked.

@@ -43,8 +43,8 @@ def _bars(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             by_what.setdefault(f"{row['what']}, N={row['readers']}", []).append(row["saving"])
         for what, values in sorted(by_what.items()):
             mean = sum(values) / len(values)
-            rows.append({"cell": cell["cell"]["name"], "kernel": cell["cell"]["kernel"],
-                         "what": what, "saving": mean, "width": max(0.0, mean) * 400})
+            rows.append({"cell": cell["cell"]["name"], "what": what, "saving": mean,
+                         "width": max(0.0, mean) * 400})
     return rows
 
 

@@ -261,11 +261,6 @@ class PatchedTree:
     base: str  # the commit (git) or the tree path it was made from
     series: tuple[Patch, ...]
 
-    def record(self) -> list[dict[str, str]]:
-        """The applied series as kept with the results."""
-        return [{"index": str(p.index), "subject": p.subject, "sha256": p.sha256,
-                 "origin": p.origin} for p in self.series]
-
 
 @contextlib.contextmanager
 def prepared_tree(tree: Path, patches: Path | None = None, ref: str | None = None,

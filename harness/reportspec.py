@@ -17,14 +17,14 @@ from typing import Any
 
 from .errors import SpecError
 from .kernels import parse_kernel_spec
-from .kernlog import _PATTERNS
+from .kernlog import KINDS
 from .mounts import SOURCES
 from .yamlconf import check_keys, load_yaml, where
 
 PROJECT = Path(__file__).resolve().parent.parent
 TOP_KEYS = {"title", "reported", "kernel", "patches", "checkpoints", "expect_verdicts",
             "mounts", "reproducer", "bug"}
-SPLAT_KINDS = {kind for kind, _ in _PATTERNS} | {"any"}
+SPLAT_KINDS = {*KINDS, "any"}
 VERDICTS = ("reproduced", "not reproduced")
 
 

@@ -76,12 +76,13 @@ def _say(text: str) -> None:
 class _Run:
     """One kernel: boot, mount, reproduce, check."""
 
-    def __init__(self, report: Report, verdict: Verdict, kernel: Kernel, accel: str) -> None:
+    def __init__(self, report: Report, verdict: Verdict, kernel: Kernel, accel: str,
+                 images: dict[str, BuiltImage]) -> None:
         self.report = report
         self.verdict = verdict
         self.kernel = kernel
         self.accel = accel
-        self.images: dict[str, BuiltImage] = {}
+        self.images = images
         self.mounts: dict[str, Mount] = {}
         self.exit_code: int | None = None
         self.probe: Probe | None = None
@@ -90,10 +91,6 @@ class _Run:
         if self.report.reproducer.test:
             self._run_test()
             return
-        tools = provide()
-        catalog = load_catalog(CATALOG)
-        for step in self.report.mounts:
-            self.images[step.name] = build_image(catalog.image(step.image), tools)
         image = build_guest_image(self.kernel)
         vm = VM(self.kernel, image, VMConfig(accel=self.accel), name=f"repro-{self.verdict.name}",
                 artifacts=ARTIFACTS / f"repro-{self.report.name}")
@@ -169,7 +166,6 @@ class _Run:
         if (not alive or self.probe is None) and (bug.no_sharing or bug.wrong_bytes):
             checks.append(Check("measurements", False, "not taken: the guest died"))
             return
-        assert self.probe is not None or not (bug.no_sharing or bug.wrong_bytes)
         if bug.no_sharing and self.probe is not None:
             (ma, pa), (mb, pb) = self._ref(bug.no_sharing[0]), self._ref(bug.no_sharing[1])
             read, resident = self.probe.batch([
@@ -205,6 +201,12 @@ def run_report(path: Path, *, override: str | None = None, accel: str = "auto",
     catalog = load_catalog(CATALOG)
     report = load_report(path, set(catalog.images))
     _say(f"{report.title} ({path})")
+    # The images do not depend on the kernel: build (or find) them once for every run.
+    images: dict[str, BuiltImage] = {}
+    if report.mounts:
+        tools = provide()
+        images = {step.name: build_image(catalog.image(step.image), tools)
+                  for step in report.mounts}
     verdicts = []
     for name, spec in kernels_for(report, override):
         verdict = Verdict(name, spec)
@@ -216,7 +218,7 @@ def run_report(path: Path, *, override: str | None = None, accel: str = "auto",
             verdict.error = f"the kernel could not be built or fetched: {exc}"
             continue
         verdict.release, verdict.series = kernel.release, list(kernel.series)
-        run = _Run(report, verdict, kernel, accel)
+        run = _Run(report, verdict, kernel, accel, images)
         run.go()
         if not verdict.error:
             held = [c.held for c in verdict.checks if c.name != "guest"]
@@ -264,12 +266,3 @@ def _save(report: Report, verdicts: list[Verdict]) -> None:
     (out / "verdicts.json").write_text(json.dumps(data, indent=1))
     print(f"repro: verdicts and console logs in {out}", file=sys.stderr)
 
-
-def expected_mismatches(path: Path) -> list[str]:
-    """Verdicts that differ from the report's expect_verdicts, from the last saved run."""
-    data = json.loads((ARTIFACTS / f"repro-{Path(path).stem}" / "verdicts.json").read_text())
-    catalog = load_catalog(CATALOG)
-    report = load_report(Path(path), set(catalog.images))
-    return [f"{v['name']}: {v['verdict'].lower()} (expected {report.expect_verdicts[v['name']]})"
-            for v in data["verdicts"] if v["name"] in report.expect_verdicts
-            and v["verdict"].lower() != report.expect_verdicts[v["name"]]]

@@ -44,6 +44,35 @@ def read_then_mincore(pagecache: Probe, reader: str, other: str) -> dict[str, in
                             {"op": "mincore", "path": other}])[1]
 
 
+def check_resized_forgery_kept_apart(erofs_image: Callable[[str], BuiltImage], mount: Mounter,
+                                     pagecache: Probe, source: str, first: str) -> None:
+    """`renamed-resized-forgery:x/c` (4095 bytes) claims the fingerprint of `sizes:page`
+    (4096 bytes). The kernel must compare sizes: warn "i_size mismatch ... for the same
+    fingerprint" and keep the files apart, each reading its own bytes from its own frame."""
+    genuine, forged = erofs_image("sizes"), erofs_image("renamed-resized-forgery")
+    mg, mf = mount(genuine, SHARE, source), mount(forged, SHARE, source)
+    paths = {"genuine": mg.path("page"), "forged": mf.path("x/c")}
+    own = {"genuine": genuine.file("page")["sha256"], "forged": forged.file("x/c")["sha256"]}
+    second = "forged" if first == "genuine" else "genuine"
+    before = len(pagecache.vm.run("dmesg", check=True).stdout.splitlines())
+    read1, resident, read2 = pagecache.batch([{"op": "read", "path": paths[first]},
+                                              {"op": "mincore", "path": paths[second]},
+                                              {"op": "read", "path": paths[second]}])
+    assert (read1["sha256"], read2["sha256"]) == (own[first], own[second]), (
+        f"a file read the other's bytes: {read1} {read2}")
+    assert resident["resident"] == 0, (
+        f"reading the {first} file made the {second} one resident: the size mismatch did "
+        f"not keep them apart ({resident})")
+    frames = pagecache.pfns(paths[first], paths[second])
+    assert not set(frames[paths[first]]["pfns"]) & set(frames[paths[second]]["pfns"]) - {0}, (
+        f"the two files share a page frame: {frames}")
+    # The warning proves the fingerprints were compared: without it the files could merely
+    # have been kept apart by sharing not working at all.
+    new = pagecache.vm.run("dmesg", check=True).stdout.splitlines()[before:]
+    assert any("i_size mismatch" in line and "for the same fingerprint" in line
+               for line in new), f"no i_size mismatch warning in the kernel log: {new}"
+
+
 @pytest.fixture(params=SOURCES)
 def source(request: pytest.FixtureRequest) -> str:
     """Every test that takes it runs on a loop device, a file-backed mount and a virtio disk."""

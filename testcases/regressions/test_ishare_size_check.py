@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SHARE
+from conftest import check_resized_forgery_kept_apart
 from harness.mounts import Mounter
 from harness.pagecache import Probe
 
@@ -31,18 +31,4 @@ pytestmark = [
 @pytest.mark.parametrize("first", ["genuine", "forged"])
 def test_same_fingerprint_with_other_size_warns_and_does_not_share(
         erofs_image, first: str, mount: Mounter, pagecache: Probe) -> None:
-    genuine, forged = erofs_image("sizes"), erofs_image("renamed-resized-forgery")
-    mg = mount(genuine, SHARE, "loop")
-    mf = mount(forged, SHARE, "loop")
-    paths = {"genuine": mg.path("page"), "forged": mf.path("x/c")}
-    own = {"genuine": genuine.file("page")["sha256"], "forged": forged.file("x/c")["sha256"]}
-    second = "forged" if first == "genuine" else "genuine"
-    before = len(pagecache.vm.run("dmesg", check=True).stdout.splitlines())
-    answers = pagecache.batch([{"op": "read", "path": paths[first]},
-                               {"op": "read", "path": paths[second]}])
-    assert [a["sha256"] for a in answers] == [own[first], own[second]], answers
-    frames = pagecache.pfns(paths[first], paths[second])
-    assert not set(frames[paths[first]]["pfns"]) & set(frames[paths[second]]["pfns"]) - {0}
-    new = pagecache.vm.run("dmesg", check=True).stdout.splitlines()[before:]
-    assert any("i_size mismatch" in line and "for the same fingerprint" in line
-               for line in new), f"no i_size mismatch warning in the kernel log: {new}"
+    check_resized_forgery_kept_apart(erofs_image, mount, pagecache, "loop", first)
