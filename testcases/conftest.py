@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.imagespec import PAGE, BuiltImage, content_bytes
-from harness.mounts import SOURCES, Mount, Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import PAGE, BuiltImage, content_bytes
+from harness.guest.mounts import SOURCES, Mount, Mounter
+from harness.guest.probe import Probe
 
 SHARE = "inode_share,domain_id=d1"
 OTHER_DOMAIN = "inode_share,domain_id=d2"

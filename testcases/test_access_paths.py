@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import BIG, SHARE, twin_of
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
            "fadvise_willneed", "readahead", "seek_data",

@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness.guest import Guest
-from harness.kernels import Kernel
-from harness.vm import VM
+from harness.guest.handle import Guest
+from harness.kernel.kernel import Kernel
+from harness.vm.machine import VM
 
 
 @pytest.mark.fast

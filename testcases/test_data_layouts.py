@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from conftest import BIG, SHARE, mount_twins, read_then_mincore, twin_of
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 Images = Callable[[str], BuiltImage]
 VARIANTS = ["", "-nofp", "-customfp", "-lz4", "-lz4hc", "-lzma", "-deflate", "-zstd",

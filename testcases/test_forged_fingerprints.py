@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import OTHER_DOMAIN, SHARE, check_resized_forgery_kept_apart
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 

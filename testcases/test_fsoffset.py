@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import BIG, FSOFFSET, SHARE, read_then_mincore, twin_of
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 # fsoffset= arrived with "erofs: add 'fsoffset' mount option" (c36ec00d7f67, Linux 6.16).
 pytestmark = pytest.mark.requires_kernel(">=6.16", reason="fsoffset= is new in 6.16")

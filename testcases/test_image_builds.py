@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
-from harness.erofs_utils import ErofsUtils
-from harness.imagespec import Catalog, build_image
+from harness.core import cache
+from harness.erofs.images import Catalog, build_image
+from harness.erofs.tools import ErofsUtils
 
 NAMES = ["sizes", "sizes-lz4hc", "sizes-tar", "sizes-chunk64k"]
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from conftest import BIG, SHARE, mount_twins, twin_of
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 

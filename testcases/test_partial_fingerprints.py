@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import SHARE, read_then_mincore
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 

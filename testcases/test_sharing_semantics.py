@@ -12,9 +12,9 @@ from collections.abc import Callable
 import pytest
 
 from conftest import BIG, OTHER_DOMAIN, SHARE, SIZES_FILES, mount_twins, twin_of
-from harness.imagespec import BuiltImage
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 Measure = Callable[..., None]
 

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from ..erofs_utils import ErofsUtils, provide
-from ..guest import Guest
-from ..guestimage import GuestImage
-from ..imagespec import BuiltImage, Catalog, build_image, load_catalog
-from ..kernels import Kernel
-from ..mounts import Mounter
-from ..pagecache import Probe
-from ..vm import VM
-from .state import VMPool, pool_key, safe_name
-
-CATALOG = Path(__file__).resolve().parents[2] / "testcases" / "images.yaml"
+from harness.core.paths import CATALOG
+from harness.erofs.images import BuiltImage, Catalog, build_image, load_catalog
+from harness.erofs.tools import ErofsUtils, provide
+from harness.guest.handle import Guest
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
+from harness.guestimage.build import GuestImage
+from harness.kernel.kernel import Kernel
+from harness.plugin.state import VMPool, pool_key, safe_name
+from harness.vm.machine import VM
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,10 @@ from typing import Any
 
 import pytest
 
-from ..cache import content_key
-from ..errors import HarnessError
-from ..kernels import Kernel
-from ..kernlog import find_splats
-from ..report import CaseResult, Report
-from ..vm import VM
-from .markers import (
+from harness.core.cache import content_key
+from harness.core.errors import HarnessError
+from harness.kernel.kernel import Kernel
+from harness.plugin.markers import (
     MARKERS,
     check_known_bug_mark,
     check_regression_mark,
@@ -25,7 +22,18 @@ from .markers import (
     release_tuple,
     requirement_names,
 )
-from .state import Options, VMPool, env_default, options_key, pool_key, safe_name, worker_id
+from harness.plugin.state import (
+    Options,
+    VMPool,
+    env_default,
+    options_key,
+    pool_key,
+    safe_name,
+    worker_id,
+)
+from harness.results.report import CaseResult, Report
+from harness.vm.machine import VM
+from harness.vm.splats import find_splats
 
 VM_FIXTURES = {"vm", "guest"}
 _DMESG_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]")
@@ -285,7 +293,7 @@ def _guest_image_key(pool: VMPool) -> str:
 
 def _mkfs_version() -> str:
     # Only what is at hand: a summary must not fetch or build anything.
-    from ..erofs_utils import known_version
+    from harness.erofs.tools import known_version
     return known_version() or "not used"
 
 

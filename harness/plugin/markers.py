@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ..kernels import FEATURES, Kernel
+from harness.kernel.kernel import FEATURES, Kernel
 
 MARKERS = [
     "requires_kernel(*needs, reason=None): skip, with the reason, unless the kernel under test "

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ..errors import HarnessError
-from ..guestimage import GuestImage, build_guest_image
-from ..kernels import Kernel, resolve_kernel
-from ..vm import VM, VMConfig, VMState
+from harness.core.errors import HarnessError
+from harness.guestimage.build import GuestImage, build_guest_image
+from harness.kernel.kernel import Kernel
+from harness.kernel.resolve import resolve_kernel
+from harness.vm.machine import VM, VMConfig, VMState
 
 log = logging.getLogger(__name__)
 

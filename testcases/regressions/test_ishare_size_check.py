@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import check_resized_forgery_kept_apart
-from harness.mounts import Mounter
-from harness.pagecache import Probe
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
 
 pytestmark = [
     pytest.mark.requires_kernel("page_cache_share"),

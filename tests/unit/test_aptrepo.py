@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.aptrepo import (
+from harness.core.errors import HarnessError
+from harness.kernel.aptrepo import (
     Mirrors,
     PrivateApt,
     find_mirrors,
@@ -10,7 +11,6 @@ from harness.aptrepo import (
     parse_one_line,
     parse_packages,
 )
-from harness.errors import HarnessError
 
 DEB822 = """\
 Types: deb

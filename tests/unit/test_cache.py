@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
-from harness.errors import CacheCorrupt
+from harness.core import cache
+from harness.core.errors import CacheCorrupt
 
 
 def _builder(calls: list[int]):  # type: ignore[no-untyped-def]

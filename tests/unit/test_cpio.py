@@ -1,7 +1,7 @@
 import io
 import stat
 
-from harness.cpio import CpioWriter
+from harness.guestimage.cpio import CpioWriter
 
 
 def read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:

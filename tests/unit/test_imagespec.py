@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.erofs_utils import check
-from harness.errors import SpecError, ToolMissing
-from harness.imagespec import FileSpec, content_bytes, load_catalog
-from harness.report import CaseResult, Report
+from harness.core.errors import SpecError, ToolMissing
+from harness.erofs.images import FileSpec, content_bytes, load_catalog
+from harness.erofs.tools import check
+from harness.results.report import CaseResult, Report
 
 ROOT = Path(__file__).resolve().parents[2]
 

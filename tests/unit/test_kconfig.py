@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import kconfig
-from harness.errors import SpecError
-from harness.kbuild import KCONFIGS, parse_tree_spec
+from harness.core.errors import SpecError
+from harness.kernel import kconfig
+from harness.kernel.kbuild import KCONFIGS
+from harness.kernel.spec import parse_tree_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,24 +2,35 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import KernelNotFound, SpecError
-from harness.kernels import (
-    bzimage_release,
-    choose_debian_package,
-    debian_candidates,
-    parse_config,
-    parse_kernel_spec,
-)
+from harness.core.errors import KernelNotFound, SpecError
+from harness.kernel.debian import choose_debian_package, debian_candidates
+from harness.kernel.kernel import bzimage_release, parse_config
+from harness.kernel.spec import DebianSpec, PathSpec, TreeSpec, parse_kernel_spec
 
 
 def test_debian_spec_parses_version_prefix() -> None:
-    spec = parse_kernel_spec("debian:7.3")
-    assert (spec.kind, spec.value) == ("debian", "7.3")
+    assert parse_kernel_spec("debian:7.3") == DebianSpec("7.3")
 
 
 def test_path_spec_takes_modules_option(tmp_path: Path) -> None:
     spec = parse_kernel_spec(f"path:{tmp_path}/bzImage,modules={tmp_path}/mods")
-    assert spec.kind == "path" and spec.modules == tmp_path / "mods"
+    assert spec == PathSpec(tmp_path / "bzImage", tmp_path / "mods")
+
+
+@pytest.mark.parametrize("text", [
+    "debian:7.3", "path:/k/bzImage", "path:/k/bzImage,modules=/k/mods", "tree:",
+    "tree:/src/linux,ref=v7.3,patches=/p/fix.mbox,upto=1,kconfig=/a.config+/b.config,debug",
+])
+def test_a_spec_renders_back_to_the_text_it_was_parsed_from(text: str) -> None:
+    assert str(parse_kernel_spec(text)) == text
+
+
+def test_a_tree_spec_with_patches_is_a_new_value() -> None:
+    base = parse_kernel_spec("tree:/src,kconfig=/a.config")
+    assert isinstance(base, TreeSpec)
+    patched = base.with_patches(Path("/p/s.mbox"), upto=2)
+    assert str(patched) == "tree:/src,patches=/p/s.mbox,upto=2,kconfig=/a.config"
+    assert base.patches is None
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.kernlog import find_splats
+from harness.vm.splats import find_splats
 
 BOOT = """\
 [    0.000000] Linux version 7.3.4+deb13-cloud-amd64
@@ -40,7 +40,7 @@ def test_cut_here_and_warning_line_are_one_report() -> None:
 
 
 def test_warning_in_the_7_3_format_is_found() -> None:
-    from harness.kernlog import find_splats
+    from harness.vm.splats import find_splats
     text = ("[   12.1] WARNING: ../../tree/fs/erofs/ishare.c:75 at "
             "erofs_ishare_fill_inode+0x140/0x19b, CPU#1: cat/93\n[   12.2] Modules linked in:\n")
     (splat,) = find_splats(text)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.ciconfig import check_ci_files, render_ci_files
-from harness.compare import compare, diff_results, load_side
-from harness.errors import SpecError
-from harness.matrix import load_matrix, summarize_cell
+from harness.core.errors import SpecError
+from harness.matrix.ciconfig import check_ci_files, render_ci_files
+from harness.matrix.run import load_matrix, summarize_cell
+from harness.results.compare import compare, diff_results, load_side
 
 ROOT = Path(__file__).resolve().parents[2]
 NIGHTLY = ROOT / "matrix" / "nightly.yaml"
@@ -92,7 +92,7 @@ def test_compare_of_two_single_cells_pairs_them(tmp_path: Path,
 
 
 def test_combined_report_renders_cells_with_and_without_results(tmp_path: Path) -> None:
-    from harness.matrix_report import write_matrix_report
+    from harness.results.matrix_report import write_matrix_report
     for name, results in (("ok", _results({"t::a": "failed"})), ("broken", None)):
         (tmp_path / "cells" / name).mkdir(parents=True)
         (tmp_path / "cells" / name / "summary.json").write_text(json.dumps(
@@ -104,7 +104,7 @@ def test_combined_report_renders_cells_with_and_without_results(tmp_path: Path) 
 
 
 def test_cell_command_runs_pytest_through_the_nonempty_wrapper(tmp_path: Path) -> None:
-    from harness.matrix import cell_command
+    from harness.matrix.run import cell_command
     cell = load_matrix(NIGHTLY).cells[0]
     argv = cell_command(cell, tmp_path)
     assert argv[0].endswith("scripts/pytest-nonempty") and argv[2:4] == ["-m", "pytest"]

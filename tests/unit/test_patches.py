@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
-from harness.errors import SpecError
-from harness.patches import PatchDoesNotApply, PatchedTree, prepared_tree, read_series
+from harness.core import cache
+from harness.core.errors import SpecError
+from harness.kernel.patches import PatchDoesNotApply, PatchedTree, prepared_tree, read_series
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -47,7 +47,7 @@ def test_unknown_kernel_spec_stops_the_run_with_one_message(pytester: pytest.Pyt
 def test_minimum_release_requirement_skips_older_kernels() -> None:
     from pathlib import Path
 
-    from harness.kernels import Kernel
+    from harness.kernel.kernel import Kernel
     from harness.plugin.markers import missing_requirements
     old = Kernel("debian:6.12", "6.12.117+deb12-cloud-amd64", Path("/k"), None,
                  config={"CONFIG_EROFS_FS": "m"})

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ToolMissing
-from harness.qemu_cmd import (
+from harness.core.errors import ToolMissing
+from harness.vm.qemu_cmd import (
     DirectKernelBoot,
     Disk,
     Machine,

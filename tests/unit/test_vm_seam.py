@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import procs
-from harness.errors import BootTimeout, VMError
-from harness.guestimage import GuestImage
-from harness.kernels import Kernel
-from harness.vm import VM, VMConfig, VMState
+from harness.core import procs
+from harness.core.errors import BootTimeout, VMError
+from harness.guestimage.build import GuestImage
+from harness.kernel.kernel import Kernel
+from harness.vm.machine import VM, VMConfig, VMState
 
 FAKE = Path(__file__).with_name("fake_qemu.py")
 
@@ -87,7 +87,7 @@ def test_ready_guest_reports_forwarded_port_and_quits_through_qmp(fake_qemu: Pat
                                                                   monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
     # SSH to the fake cannot succeed, so stop at the console marker: patch the SSH step out.
-    monkeypatch.setattr("harness.vm.GuestSSH.connect", lambda self, deadline: None)
+    monkeypatch.setattr("harness.vm.machine.GuestSSH.connect", lambda self, deadline: None)
     vm = _vm(fake_qemu)
     with vm:
         assert vm.ssh_port == 1 and vm.state == VMState.RUNNING
@@ -97,7 +97,7 @@ def test_ready_guest_reports_forwarded_port_and_quits_through_qmp(fake_qemu: Pat
 
 
 def test_calls_in_the_wrong_state_raise_a_readable_error(fake_qemu: Path) -> None:
-    from harness.errors import StateError
+    from harness.core.errors import StateError
     vm = _vm(fake_qemu)
     with pytest.raises(StateError, match="needs the VM running, but it is new"):
         vm.run("true")

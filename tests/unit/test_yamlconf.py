@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import SpecError
-from harness.guestimage import load_recipe
-from harness.yamlconf import check_keys, load_yaml
+from harness.core.errors import SpecError
+from harness.core.yamlconf import check_keys, load_yaml
+from harness.guestimage.build import load_recipe
 
 
 def test_duplicate_key_names_file_and_line(tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ import paramiko
 import pytest
 from vmhelpers import qemu_processes
 
-from harness.accel import choose_accel, kvm_device_usable, probe_kvm
-from harness.errors import GuestDied, HarnessError, VMError
-from harness.guestimage import GuestImage
-from harness.kernels import Kernel
-from harness.sshkeys import GuestKeys
-from harness.vm import VM, VMConfig, VMState
+from harness.core.errors import GuestDied, HarnessError, VMError
+from harness.guestimage.build import GuestImage
+from harness.guestimage.sshkeys import GuestKeys
+from harness.kernel.kernel import Kernel
+from harness.vm.accel import choose_accel, kvm_device_usable, probe_kvm
+from harness.vm.machine import VM, VMConfig, VMState
 
 TCG = VMConfig(accel="tcg", scratch_mb=0, boot_timeout=60)
 
@@ -77,7 +77,7 @@ def test_ssh_that_refuses_our_key_fails_at_once(kernel: Kernel, guest_image: Gue
     stranger = paramiko.ECDSAKey.generate(bits=256)
     key_file = private_tmp / "stranger"
     stranger.write_private_key_file(str(key_file))
-    from harness.sshkeys import guest_keys
+    from harness.guestimage.sshkeys import guest_keys
     real = guest_keys()
     keys = GuestKeys(key_file, "", real.host_key, real.host_public)
     vm = VM(kernel, guest_image, replace(TCG, boot_timeout=40), name="nossh", ssh_keys=keys)

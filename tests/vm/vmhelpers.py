@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import cache_root
+from harness.core.cache import cache_root
 
 RUN_CACHE = cache_root()  # taken at import, before any fixture can change HOME
 

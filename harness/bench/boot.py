@@ -1,0 +1,187 @@
+"""``make bench``: boot and command round-trip numbers, printed as a table, never asserted.
+
+Compared: the harness's boot-to-ready (QEMU start until SSH answers a command) against a
+bare ``qemu-system-x86_64 -kernel <same vmlinuz> -initrd <busybox initramfs>`` boot until
+its /init prints, on the same accelerator, memory and CPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.core import cache, procs
+from harness.core.deadline import Deadline, poll
+from harness.core.errors import HarnessError
+from harness.core.paths import CATALOG
+from harness.guestimage.build import build_guest_image
+from harness.guestimage.cpio import CpioWriter
+from harness.pipeline import kernel_for, vm_for
+from harness.vm.accel import choose_accel
+from harness.vm.machine import BASE_APPEND, VMConfig
+from harness.vm.qemu_cmd import DirectKernelBoot, Machine, QemuCommand, qemu_binary
+
+BARE_MARKER = "BARE-INIT-REACHED"
+
+
+def bare_initramfs() -> Path:
+    def build(out: Path) -> dict[str, object]:
+        with (out / "bare.cpio").open("wb") as fh:
+            cpio = CpioWriter(fh)
+            for name in ("dev", "bin", "proc"):
+                cpio.directory(name)
+            cpio.chardev("dev/console", 5, 1)
+            cpio.file("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
+            cpio.symlink("bin/sh", "busybox")
+            cpio.file("init", f"#!/bin/sh\necho {BARE_MARKER}\n/bin/busybox poweroff -f\n"
+                      .encode(), 0o755)
+            cpio.trailer()
+        return {}
+    key = cache.content_key(["bare-v1", Path("/bin/busybox").read_bytes()])
+    return cache.get_or_build("bench-bare", key, build) / "bare.cpio"
+
+
+def bare_boot_seconds(vmlinuz: Path, accel: str, memory_mb: int, cpus: int) -> float:
+    argv = QemuCommand(qemu_binary(), Machine(accel, memory_mb, cpus),
+                       DirectKernelBoot(vmlinuz, bare_initramfs(), BASE_APPEND)).argv()
+    with tempfile.TemporaryFile() as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=procs.die_with_parent)
+        procs.register(proc.pid, "bench bare qemu")
+        try:
+            def reached() -> float | None:
+                out.seek(0)
+                return time.monotonic() - start if BARE_MARKER.encode() in out.read() else None
+            seconds = poll(reached, Deadline(120), first=0.005, most=0.02)
+        finally:
+            proc.kill()
+            proc.wait()
+            procs.unregister(proc.pid)
+    if seconds is None:
+        raise HarnessError(f"the bare busybox boot of {vmlinuz} did not reach /init in 120 s")
+    return seconds
+
+
+def _row(name: str, value: str, target: str = "") -> str:
+    return f"| {name:<44} | {value:>16} | {target:<10} |"
+
+
+def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
+                   round_trips: int = 50) -> None:
+    warm_start = time.monotonic()
+    kernel = kernel_for(spec)
+    image = build_guest_image(kernel)
+    accel = choose_accel(vm_config.accel, kernel.vmlinuz)
+    # Warm start: spec resolution and cache verification now, plus the first boot below
+    # (the bare baseline boots in between are not part of it).
+    prepare = time.monotonic() - warm_start
+    config = dataclasses.replace(vm_config, accel=accel.name)
+    print(f"bench: kernel {kernel.release}, accel {accel.name} ({accel.reason}), "
+          f"{config.memory_mb} MiB, {config.cpus} CPUs, {boots} boots each", file=sys.stderr)
+    warm = None
+    harness_times, bare_times = [], []
+    rtts: list[float] = []
+    for number in range(boots):
+        print(f"bench: boot {number + 1}/{boots}", file=sys.stderr, flush=True)
+        bare_times.append(bare_boot_seconds(kernel.vmlinuz, accel.name, config.memory_mb,
+                                            config.cpus))
+        vm = vm_for(kernel, config, image=image, name=f"bench{number}", announce=False)
+        started = time.monotonic()
+        with vm:
+            vm.run("true", check=True)
+            harness_times.append(time.monotonic() - started)
+            if warm is None:
+                warm = prepare + harness_times[-1]
+            if number == 0:
+                for _ in range(round_trips):
+                    t0 = time.monotonic()
+                    vm.run("true", check=True)
+                    rtts.append(time.monotonic() - t0)
+    h, b = statistics.median(harness_times), statistics.median(bare_times)
+    rows = [
+        _row("median harness boot-to-ready (SSH answers)", f"{h:.2f} s"),
+        _row("median bare boot-to-init (busybox initramfs)", f"{b:.2f} s"),
+        _row("ratio harness / bare", f"{h / b:.2f}x", "<= 1.3x"),
+        _row(f"guest command round trip (median of {round_trips})",
+             f"{statistics.median(rtts) * 1000:.1f} ms", "<= 30 ms"),
+        _row("warm start: spec -> cached kernel/image -> ready", f"{warm or 0:.2f} s"),
+        _row("guest image size", f"{image.initramfs.stat().st_size >> 20} MiB"),
+    ]
+    line = "+" + "-" * 46 + "+" + "-" * 18 + "+" + "-" * 12 + "+"
+    print(line)
+    print(_row("boot benchmark (" + accel.name + ")", "value", "target"))
+    print(line)
+    print("\n".join(rows))
+    print(line)
+    print("all harness boots: " + ", ".join(f"{t:.2f}" for t in harness_times) + " s; "
+          "bare: " + ", ".join(f"{t:.2f}" for t in bare_times) + " s")
+
+
+def run_sharing_bench(spec: str | None, vm_config: VMConfig,
+                      counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
+    """Memory for N mounts of images with the same content, each file read through every
+    mount: Cached growth with and without inode_share, against the ideal of one copy (what
+    one mount alone costs, measured as N = 1)."""
+
+    from harness.erofs.images import build_image, load_catalog
+    from harness.erofs.tools import provide
+    from harness.guest.handle import Guest
+    from harness.guest.mounts import Mounter
+    from harness.guest.probe import Probe
+
+    tools = provide()
+    catalog = load_catalog(CATALOG)
+    a, b = build_image(catalog.image("sizes"), tools), build_image(catalog.image("renamed"),
+                                                                   tools)
+    kernel = kernel_for(spec)
+    rows = []
+    with vm_for(kernel, vm_config, name="bench-share") as vm:
+        if not kernel.features["page_cache_share"]:
+            raise HarnessError(f"kernel {kernel.release} has no page cache sharing to measure")
+        probe = Probe(vm)
+        for n in counts:
+            result = {}
+            for label, options in (("plain", ""), ("shared", "inode_share,domain_id=bench")):
+                print(f"bench: {n} mounts, {label}", file=sys.stderr, flush=True)
+                guest = Guest(vm, f"bench-{n}-{label}")
+                mounter = Mounter(guest, probe)
+                mounts = [mounter(a if i % 2 == 0 else b, options, "loop") for i in range(n)]
+                paths = [m.path("four-mib" if m.image is a else "h") for m in mounts]
+                probe.drop_caches()
+                answers = probe.batch([{"op": "meminfo"}]
+                                      + [{"op": "read", "path": p} for p in paths]
+                                      + [{"op": "meminfo"}])
+                result[label] = answers[-1]["Cached"] - answers[0]["Cached"]
+                guest.cleanup()
+            rows.append((n, result["plain"], result["shared"]))
+    ideal = rows[0][1]  # one mount alone: one copy
+    print(f"| {'N mounts':>8} | {'no sharing KiB':>14} | {'sharing KiB':>11} | "
+          f"{'ideal KiB':>9} | {'saving':>6} | {'ideal saving':>12} |")
+    for n, plain, shared in rows:
+        print(f"| {n:>8} | {plain:>14} | {shared:>11} | {ideal:>9} | "
+              f"{1 - shared / plain:>6.0%} | {1 - ideal / plain:>12.0%} |")
+    print("(4 MiB file read through every loop mount; Cached growth includes the loop "
+          "devices' backing-file pages on the guest's ext4)")
+
+
+def run_suite_throughput(spec: str | None, vm_config: VMConfig,
+                         selection: str = "testcases/test_access_paths.py") -> None:
+    """Cases per minute of a slice of the suite, one worker, as `make run` would run it."""
+    argv = [sys.executable, "-m", "pytest", selection, "-q", "-p", "no:cacheprovider",
+            f"--accel={vm_config.accel}"] + ([f"--kernel={spec}"] if spec
+                                           else [])
+    print(f"bench: suite throughput on {selection}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    import re
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped)", proc.stdout)}
+    cases = sum(counts.values())
+    print(f"| suite throughput ({selection}) | {cases} cases in {seconds:.0f} s | "
+          f"{60 * cases / seconds:.0f} cases/min | {counts} |")

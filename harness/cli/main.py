@@ -1,0 +1,208 @@
+"""``python -m harness <subcommand>``: the command line the Make targets wrap.
+
+Errors meant for people (HarnessError) print as one paragraph and exit 2; Ctrl-C exits 130
+after the VM and everything it made are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.vm.machine import ACCELS, VM_DEFAULTS, VMConfig
+
+
+def _vm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", default=None,
+                        help="kernel spec (debian:7.3, path:<vmlinuz>[,modules=<dir>], "
+                             "tree:<dir>[,...]); "
+                             "default: the pinned default")
+    parser.add_argument("--accel", default=VM_DEFAULTS.accel, choices=ACCELS)
+    parser.add_argument("--vm-memory", type=int, default=VM_DEFAULTS.memory_mb, metavar="MB")
+    parser.add_argument("--vm-cpus", type=int, default=VM_DEFAULTS.cpus, metavar="N")
+    parser.add_argument("--vm-keep", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness",
+                                     description="EROFS page cache sharing harness")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_exec = sub.add_parser("exec", help="boot, run one command, print its output, exit "
+                                         "with its status")
+    _vm_options(p_exec)
+    p_exec.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (shell syntax)")
+    p_shell = sub.add_parser("shell", help="an interactive shell in a guest")
+    _vm_options(p_shell)
+    p_bench = sub.add_parser("bench", help="boot and round-trip benchmarks, printed")
+    _vm_options(p_bench)
+    p_bench.add_argument("--boots", type=int, default=5, help="cold boots to take the "
+                                                             "median of (default 5)")
+    p_bench.add_argument("--round-trips", type=int, default=50)
+    p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild",
+                         type=lambda s: set(s.split(",")),
+                         help="which benchmarks: boot,sharing,suite,kbuild (default all)")
+    p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
+    p_kernel.add_argument("--kernel", default=None)
+    p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
+    p_repro.add_argument("report", type=Path)
+    p_repro.add_argument("--kernel", default=None,
+                         help="run on this kernel only, without the report's patches")
+    p_repro.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p_repro.add_argument("--bisect", action="store_true",
+                         help="exit 125 when the kernel does not build or boot")
+    p_bisect = sub.add_parser("bisect", help="git bisect run with build + boot + repro")
+    p_bisect.add_argument("--tree", type=Path, required=True)
+    p_bisect.add_argument("--good", required=True)
+    p_bisect.add_argument("--bad", required=True)
+    p_bisect.add_argument("--report", type=Path, required=True)
+    p_bisect.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
+    p_matrix.add_argument("matrix", type=Path)
+    p_matrix.add_argument("--jobs", type=int, default=1, help="cells at a time")
+    p_matrix.add_argument("--out", type=Path, default=None,
+                          help="results directory (default results/<matrix name>)")
+    p_matrix.add_argument("--cell", action="append", default=None,
+                          help="run only this cell (repeatable); what a CI job does")
+    p_mreport = sub.add_parser("matrix-report", help="combine cell results into index.html")
+    p_mreport.add_argument("results", type=Path)
+    p_ci = sub.add_parser("ci-config", help="generate the CI files from a matrix file")
+    p_ci.add_argument("matrix", type=Path)
+    p_ci.add_argument("--check", action="store_true",
+                      help="exit 1 if the committed files differ from what would be generated")
+    p_cmp = sub.add_parser("compare", help="what changed between two result directories")
+    p_cmp.add_argument("a", type=Path)
+    p_cmp.add_argument("b", type=Path)
+    p_cmp.add_argument("--tolerance", type=float, default=0.10,
+                       help="relative change of a measurement that counts (default 0.10)")
+    return parser
+
+
+def _vm_config(args: argparse.Namespace) -> VMConfig:
+    return VMConfig(memory_mb=args.vm_memory, cpus=args.vm_cpus, accel=args.accel,
+                    keep=args.vm_keep)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from harness.pipeline import vm_for
+    parts = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    command = " ".join(parts).strip()
+    if not command:
+        raise HarnessError("exec needs a command: python -m harness exec -- uname -r "
+                           "(make exec CMD='uname -r')")
+    with vm_for(args.kernel, _vm_config(args), name="exec") as vm:
+        result = vm.run(command)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.status
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from harness.pipeline import vm_for
+    from harness.vm.interactive import interactive_shell
+    with vm_for(args.kernel, _vm_config(args), name="shell") as vm:
+        assert vm.ssh is not None and vm.ssh.client is not None
+        print(f"harness: guest {vm.kernel.release} ready in {vm.boot_seconds:.1f} s "
+              f"(accel {vm.accel.name if vm.accel else '?'}); exit the shell to stop it",
+              file=sys.stderr, flush=True)
+        return interactive_shell(vm.ssh.client)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench.boot import run_boot_bench, run_sharing_bench, run_suite_throughput
+    kernel, config = args.kernel, _vm_config(args)
+    if "boot" in args.parts:
+        run_boot_bench(kernel, config, boots=args.boots, round_trips=args.round_trips)
+    if "sharing" in args.parts:
+        run_sharing_bench(kernel, config)
+    if "kbuild" in args.parts:
+        from harness.bench.kbuild import run_kbuild_bench
+        run_kbuild_bench(config)
+    if "suite" in args.parts:
+        run_suite_throughput(kernel, config)
+    return 0
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from harness.kernel.resolve import resolve_kernel
+    kernel = resolve_kernel(args.kernel)
+    print(kernel.describe())
+    print(f"vmlinuz: {kernel.vmlinuz}")
+    print(f"modules: {kernel.modules_dir}")
+    return 0
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from harness.repro.run import EXIT_SKIP, run_report
+    try:
+        return run_report(args.report, override=args.kernel, accel=args.accel,
+                          bisect=args.bisect)
+    except HarnessError as exc:
+        if not args.bisect:
+            raise
+        # bisect() checked the report before starting, so an error here is about this
+        # revision (its build, its boot): skip it.
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return EXIT_SKIP
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from harness.repro.bisect import bisect
+    bisect(args.tree, args.good, args.bad, args.report, args.accel)
+    return 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from harness.matrix.run import run_matrix
+    out = args.out or Path("results") / args.matrix.stem
+    return run_matrix(args.matrix, out, args.jobs, args.cell)
+
+
+def cmd_matrix_report(args: argparse.Namespace) -> int:
+    from harness.results.matrix_report import write_matrix_report
+    print(write_matrix_report(args.results, args.results.name))
+    return 0
+
+
+def cmd_ci_config(args: argparse.Namespace) -> int:
+    from harness.matrix.ciconfig import check_ci_files, write_ci_files
+    if args.check:
+        stale = check_ci_files(args.matrix)
+        for path in stale:
+            print(f"{path} is out of date with {args.matrix}: run make ci-config")
+        return 1 if stale else 0
+    for path in write_ci_files(args.matrix):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.results.compare import compare
+    return compare(args.a, args.b, args.tolerance)
+
+
+COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
+            "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
+            "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
+            "repro": cmd_repro, "bisect": cmd_bisect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="harness: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; the VM was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""mkfs.erofs new enough for fingerprints (>= 1.9, ``--xattr-inode-digest``).
+
+Debian 12 ships erofs-utils 1.5 and sid's binary package needs a newer libc, so the project
+builds sid's *source* package on this host (FIELD-NOTES: about 30 s) and caches the
+binaries by source version. ``$MKFS_EROFS`` (a path) overrides, and is version-checked too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.core import cache
+from harness.core.errors import HarnessError, ToolMissing
+from harness.kernel.aptrepo import PrivateApt
+
+MIN_VERSION = (1, 9)
+BUILD_DEPS = ("autoconf", "automake", "libtool", "pkg-config", "liblz4-dev", "uuid-dev",
+              "zlib1g-dev", "libzstd-dev", "liblzma-dev", "libssl-dev", "dpkg-dev", "make")
+CONFIGURE = ["--disable-fuse", "--without-selinux"]
+
+
+@dataclass(frozen=True)
+class ErofsUtils:
+    mkfs: Path
+    dump: Path | None
+    fsck: Path | None
+    version: str
+
+    def describe(self) -> str:
+        return f"mkfs.erofs {self.version} ({self.mkfs})"
+
+
+def _version(mkfs: Path) -> str:
+    proc = subprocess.run([str(mkfs), "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"(\d+\.\d+(?:\.\d+)*)", proc.stdout + proc.stderr)
+    if not match:
+        raise ToolMissing(f"{mkfs} --version printed no version: {proc.stdout}{proc.stderr}")
+    return match.group(1)
+
+
+def check(mkfs: Path, origin: str) -> ErofsUtils:
+    """An ErofsUtils for ``mkfs`` if it is new enough and can write fingerprints."""
+    if not mkfs.is_file() or not os.access(mkfs, os.X_OK):
+        raise ToolMissing(f"{origin}: {mkfs} is not an executable file")
+    version = _version(mkfs)
+    if tuple(int(x) for x in version.split(".")[:2]) < MIN_VERSION:
+        raise ToolMissing(f"{origin}: {mkfs} is erofs-utils {version}; the suite needs >= "
+                          f"{'.'.join(map(str, MIN_VERSION))} for --xattr-inode-digest")
+    helptext = subprocess.run([str(mkfs), "--help"], capture_output=True, text=True,
+                              check=False).stdout
+    if "--xattr-inode-digest" not in helptext:
+        raise ToolMissing(f"{origin}: {mkfs} ({version}) has no --xattr-inode-digest option")
+    siblings = {name: shutil.which(name, path=str(mkfs.parent)) for name in
+                ("dump.erofs", "fsck.erofs")}
+    return ErofsUtils(mkfs, Path(siblings["dump.erofs"]) if siblings["dump.erofs"] else None,
+                      Path(siblings["fsck.erofs"]) if siblings["fsck.erofs"] else None, version)
+
+
+def _build(apt: PrivateApt, out: Path) -> dict[str, object]:
+    missing = [tool for tool in ("dpkg-source", "autoreconf", "libtoolize", "pkg-config", "make",
+                                 "cc") if shutil.which(tool) is None]
+    if missing:
+        raise ToolMissing(f"building erofs-utils needs {', '.join(missing)}: install "
+                          f"{' '.join(BUILD_DEPS)} (`make deps` does it)")
+    with tempfile.TemporaryDirectory(prefix="erofs-utils.") as tmp:
+        dsc = apt.source("erofs-utils", Path(tmp) / "dl")
+        if not dsc:
+            raise HarnessError("apt-get source erofs-utils fetched no .dsc")
+        src = Path(tmp) / "src"
+        steps = [(["dpkg-source", "--no-check", "-x", str(dsc[0]), str(src)], Path(tmp)),
+                 (["./autogen.sh"], src), (["./configure", *CONFIGURE], src),
+                 (["make", f"-j{os.cpu_count() or 2}"], src)]
+        log_path = Path(tmp) / "build.log"
+        for argv, cwd in steps:
+            print(f"harness: erofs-utils: {' '.join(argv[:2])}", file=sys.stderr, flush=True)
+            with log_path.open("a") as log:
+                proc = subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                      check=False)
+            if proc.returncode != 0:
+                tail = "\n".join(log_path.read_text().splitlines()[-25:])
+                raise HarnessError(f"building erofs-utils failed at {' '.join(argv)} "
+                                   f"(exit {proc.returncode}); last lines:\n{tail}")
+        (out / "bin").mkdir()
+        for rel in ("mkfs/mkfs.erofs", "dump/dump.erofs", "fsck/fsck.erofs"):
+            shutil.copy2(src / rel, out / "bin" / Path(rel).name)
+    return {"source": dsc[0].name}
+
+
+def known_version() -> str | None:
+    """The version a run would use, if it is already at hand (no apt, no build)."""
+    explicit = os.environ.get("MKFS_EROFS")
+    candidates = [Path(explicit)] if explicit else sorted(
+        (cache.cache_root() / "erofs-utils").glob("*/bin/mkfs.erofs"),
+        key=lambda p: p.stat().st_mtime)
+    for mkfs in reversed(candidates):
+        try:
+            return _version(mkfs)
+        except (ToolMissing, OSError):
+            continue
+    return None
+
+
+def provide(apt_root: Path | None = None) -> ErofsUtils:
+    """$MKFS_EROFS if set, else the cached build of Debian sid's erofs-utils source."""
+    explicit = os.environ.get("MKFS_EROFS")
+    if explicit:
+        return check(Path(explicit), "$MKFS_EROFS")
+    apt = PrivateApt(apt_root or cache.cache_root() / "apt")
+    with apt.locked():
+        apt.update()
+        version = apt.source_version("erofs-utils")
+        key = cache.content_key(["erofs-utils-v1", version, *CONFIGURE])
+        entry = cache.get_or_build("erofs-utils", key, lambda out: _build(apt, out))
+    return check(entry / "bin" / "mkfs.erofs", f"erofs-utils {version} built from source")

@@ -1,0 +1,259 @@
+"""Build a kernel from a source tree: ``tree:`` kernel specs and ``make kernel``.
+
+Out of tree (``O=`` under the cache) from ``tinyconfig`` plus the fragments in
+``kconfigs/``, so that a clean build takes minutes rather than the hour a distribution
+config would. The build directory is keyed by the tree and the merged fragments, and kept:
+a second build of the same tree is incremental, and when nothing in the tree changed since
+the last build (newest mtime and file count), make is not even started, so every xdist
+worker can ask for the kernel cheaply. ccache is used when installed.
+
+Spec: ``tree:[<dir>][,ref=<rev>][,patches=<mbox|dir|series>][,kconfig=<f1>+<f2>][,debug]``;
+an empty ``<dir>`` means Debian's ``linux-source`` package of the default kernel version.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.core import cache
+from harness.core.errors import HarnessError, SpecError
+from harness.core.paths import KCONFIGS
+from harness.kernel import kconfig
+from harness.kernel.kernel import Kernel, parse_config
+from harness.kernel.patches import PatchedTree, is_git_tree, prepared_tree
+from harness.kernel.spec import TreeSpec
+
+# Every core: the build is the one thing running while a developer waits for it.
+JOBS = os.cpu_count() or 1
+BASE_FRAGMENTS = ("base.config", "erofs.config")
+DEBUG_FRAGMENT = "debug.config"
+PROGRESS_EVERY_S = 10.0
+
+
+def fragments_for(request: TreeSpec) -> list[Path]:
+    frags = [KCONFIGS / name for name in BASE_FRAGMENTS]
+    if request.debug:
+        frags.append(KCONFIGS / DEBUG_FRAGMENT)
+    for frag in request.fragments:
+        if not frag.is_file():
+            raise SpecError(f"KCONFIG fragment {frag}: no such file")
+        frags.append(frag)
+    return frags
+
+
+def tree_state(tree: Path) -> str:
+    """A cheap fingerprint of a tree's files: count and newest mtime (git's checkout and an
+    editor's save both move it). 80k files stat in well under a second."""
+    count, newest = 0, 0
+    stack = [str(tree)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != ".git":
+                        stack.append(entry.path)
+                else:
+                    count += 1
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+    return f"{count}:{newest}"
+
+
+def _check_tree(tree: Path) -> None:
+    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+        raise SpecError(f"kernel tree {tree}: not a Linux source tree (no Makefile and Kconfig "
+                        f"at its top)")
+    if (tree / ".config").exists() or (tree / "include" / "config").exists():
+        raise SpecError(f"kernel tree {tree}: it has been configured in place (.config or "
+                        f"include/config exist), which out-of-tree builds refuse; run "
+                        f"'make mrproper' there or give a clean tree")
+
+
+def _git_describe(tree: Path) -> str:
+    if not is_git_tree(tree):
+        return ""
+    proc = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"],
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip()
+
+
+class _Progress:
+    """Echoes make's output into a log and prints a line every few seconds."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.objects = 0
+        self.last = ""
+        self.started = time.monotonic()
+        self.printed = self.started
+
+    def feed(self, line: str) -> None:
+        if match := re.match(r"\s+(CC|LD|AR|AS)\s+(?:\[M\]\s+)?(\S+)", line):
+            self.objects += 1
+            self.last = match.group(2)
+        now = time.monotonic()
+        if now - self.printed >= PROGRESS_EVERY_S:
+            self.printed = now
+            print(f"harness: {self.what}: {self.objects} objects, {now - self.started:.0f} s, "
+                  f"at {self.last}", file=sys.stderr, flush=True)
+
+
+def _make(tree: Path, build: Path, targets: list[str], what: str, *, jobs: int = 1,
+          extra: list[str] | None = None) -> float:
+    argv = ["make", "-C", str(tree), f"O={build}", "ARCH=x86_64", f"-j{jobs}", *(extra or []),
+            *targets]
+    env = dict(os.environ)
+    # Fixed build identity: the same source gives the same vmlinux, and ccache hits.
+    env.update(KBUILD_BUILD_USER="harness", KBUILD_BUILD_HOST="harness",
+               KBUILD_BUILD_TIMESTAMP="1970-01-01", KBUILD_BUILD_VERSION="1")
+    if shutil.which("ccache"):
+        argv.insert(-len(targets), "CC=ccache gcc")
+        env.setdefault("CCACHE_DIR", str(cache.cache_root() / "ccache"))
+        env.setdefault("CCACHE_BASEDIR", str(cache.cache_root()))
+    log = build / "build.log"
+    progress = _Progress(what)
+    started = time.monotonic()
+    with log.open("a") as fh:
+        fh.write(f"\n$ {' '.join(argv)}\n")
+        fh.flush()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env)
+        assert proc.stdout is not None
+        tail: list[str] = []
+        try:
+            for line in proc.stdout:
+                fh.write(line)
+                progress.feed(line)
+                tail = ([*tail, line.rstrip()])[-40:]
+            status = proc.wait()
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
+    if status != 0:
+        errors = [ln for ln in tail if "error" in ln.lower()] or tail[-15:]
+        raise HarnessError(f"{what} failed (make exit {status}); the whole log is {log}. "
+                           f"Last lines:\n  " + "\n  ".join(errors[-15:]))
+    return time.monotonic() - started
+
+
+@dataclass
+class BuildResult:
+    kernel: Kernel
+    build_dir: Path
+    config_seconds: float
+    build_seconds: float  # 0 when nothing had changed
+    tree: PatchedTree
+
+
+def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: int) -> float:
+    fragment = build / "harness-fragment.config"
+    kconfig.write_clean_fragment(requests, fragment)
+    started = time.monotonic()
+    print(f"harness: configuring {build.name}: tinyconfig + {len(requests)} requested options",
+          file=sys.stderr, flush=True)
+    _make(tree, build, ["tinyconfig"], "make tinyconfig", jobs=jobs)
+    proc = subprocess.run([str(tree / "scripts" / "kconfig" / "merge_config.sh"), "-m", "-O",
+                           str(build), str(build / ".config"), str(fragment)],
+                          capture_output=True, text=True, check=False, cwd=tree)
+    with (build / "build.log").open("a") as fh:
+        fh.write(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise HarnessError(f"merge_config.sh failed in {build}: {proc.stderr.strip()[-800:]}")
+    _make(tree, build, ["olddefconfig"], "make olddefconfig", jobs=jobs)
+    kconfig.check_config(tree, requests, build / ".config")
+    return time.monotonic() - started
+
+
+def build_tree(request: TreeSpec) -> BuildResult:
+    """Configure (when the fragments changed), build (when the tree changed), install
+    modules, and describe the kernel."""
+    if request.tree is None:
+        from harness.kernel.ksource import debian_source_tree
+        source, origin = debian_source_tree()
+    else:
+        source, origin = request.tree.resolve(), str(request.tree)
+        if not source.is_dir():
+            raise SpecError(f"kernel tree {request.tree}: no such directory")
+    _check_tree(source)
+    with prepared_tree(source, request.patches, request.ref, request.upto) as prepared:
+        return _build_prepared(request, source, origin, prepared)
+
+
+def _build_prepared(request: TreeSpec, source: Path, origin: str,
+                    prepared: PatchedTree) -> BuildResult:
+    tree = prepared.path
+    requests = kconfig.merge_requests(fragments_for(request))
+    config_key = cache.content_key(["kconfig", *(r.line() for r in requests)])
+    build = cache.cache_root() / "kbuild" / cache.content_key(["kbuild", str(tree), config_key])
+    build.mkdir(parents=True, exist_ok=True)
+    stamp_path = build / "harness-stamp.json"
+    with (build.parent / f"{build.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+        config_seconds = build_seconds = 0.0
+        if stamp.get("config") != config_key or not (build / ".config").is_file():
+            stamp = {}
+            config_seconds = _configure(tree, build, requests, JOBS)
+            stamp["config"] = config_key
+            stamp_path.write_text(json.dumps(stamp))
+        state = tree_state(tree)
+        bzimage = build / "arch" / "x86" / "boot" / "bzImage"
+        if stamp.get("state") != state or not bzimage.is_file():
+            print(f"harness: building {origin} in {build} with {JOBS} jobs "
+                  f"(log: {build / 'build.log'})", file=sys.stderr, flush=True)
+            build_seconds = _make(tree, build, ["bzImage", "modules"], f"building {origin}",
+                                  jobs=JOBS)
+            modinst = build / "modinst"
+            shutil.rmtree(modinst, ignore_errors=True)
+            _make(tree, build, ["modules_install"], "make modules_install", jobs=JOBS,
+                  extra=[f"INSTALL_MOD_PATH={modinst}", "INSTALL_MOD_STRIP=1",
+                         "CONFIG_MODULE_SIG_ALL="])
+            stamp.update(state=state, build_seconds=build_seconds)
+            if config_seconds:  # a fresh build directory: this was a clean build
+                stamp["clean_seconds"] = build_seconds
+            stamp_path.write_text(json.dumps(stamp))
+        kernel = _describe(request, source, prepared, build, origin)
+    return BuildResult(kernel, build, config_seconds, build_seconds, prepared)
+
+
+def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Path,
+              origin: str) -> Kernel:
+    """The built kernel, copied out of the build directory into an entry of its own: the
+    next build of this tree (another checkpoint of a series, a bisect step) overwrites the
+    build directory while VMs may still boot this one."""
+    release = (build / "include" / "config" / "kernel.release").read_text().strip()
+    modinst = build / "modinst" / "lib" / "modules" / release
+    key = cache.content_key(["tree-kernel", cache.file_sha256(build / "arch" / "x86" / "boot" /
+                                                             "bzImage"), release])
+
+    def copy_out(out: Path) -> dict[str, object]:
+        shutil.copy2(build / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
+        shutil.copy2(build / ".config", out / "config")
+        if modinst.is_dir():
+            shutil.copytree(modinst, out / "modules", symlinks=True,
+                            ignore=shutil.ignore_patterns("build", "source"))
+        return {"release": release}
+
+    entry = cache.get_or_build("tree-kernels", key, copy_out)
+    describe = _git_describe(prepared.path) or _git_describe(source)
+    parts = [f"tree {origin}" + (f" at {describe}" if describe else "")]
+    if prepared.series:
+        parts.append(f"+ {len(prepared.series)} patch(es): " +
+                     "; ".join(p.subject for p in prepared.series))
+    frags = [f.name for f in fragments_for(request)]
+    parts.append("kconfigs " + "+".join(frags))
+    modules = entry / "modules"
+    return Kernel(spec=str(request), release=release, vmlinuz=entry / "bzImage",
+                  modules_dir=modules if modules.is_dir() else None,
+                  config=parse_config((entry / "config").read_text()),
+                  origin=", ".join(parts), key=key,
+                  series=tuple(p.subject for p in prepared.series))

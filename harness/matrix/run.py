@@ -1,0 +1,204 @@
+"""The nightly matrix: one YAML file of axes, run locally N cells at a time or fanned out by
+a CI engine (one job per cell, configuration generated from the same file).
+
+Each cell is its own pytest session over ``testcases/`` (its own VM), writing into
+``<out>/cells/<cell>/``: JUnit XML, the suite's results.json (kernel release and config
+hash, guest image key, mkfs version, per-test outcome, duration and measurements), console
+logs of failures, and ``summary.json`` with the cell's axes and how its outcomes compare
+with the expectations. ``<out>/index.html`` combines the cells.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.core.errors import SpecError
+from harness.core.paths import PROJECT
+from harness.core.yamlconf import Located, check_keys, load_yaml, where
+from harness.kernel.spec import parse_kernel_spec
+
+OUTCOMES = {"passed", "failed", "skipped", "xfailed", "xpassed", "error"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    kernel_name: str
+    kernel: str
+    accel: str
+    selection: str
+    markers: str
+    keywords: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kernel: str
+    accel: str
+    selection: str
+    tests: str
+    outcomes: tuple[str, ...]
+    where: str
+
+    def matches(self, cell: Cell, nodeid: str) -> bool:
+        return (fnmatch.fnmatchcase(cell.kernel_name, self.kernel)
+                and fnmatch.fnmatchcase(cell.accel, self.accel)
+                and fnmatch.fnmatchcase(cell.selection, self.selection)
+                and (fnmatch.fnmatchcase(nodeid, self.tests)
+                     or fnmatch.fnmatchcase(nodeid.split("::")[-1], self.tests)))
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    cells: tuple[Cell, ...]
+    expectations: tuple[Expectation, ...]
+
+    def cell(self, name: str) -> Cell:
+        for cell in self.cells:
+            if cell.name == name:
+                return cell
+        raise SpecError(f"{self.path}: no cell {name!r} (cells: "
+                        f"{', '.join(c.name for c in self.cells)})")
+
+    def allowed(self, cell: Cell, nodeid: str) -> tuple[str, ...]:
+        for exp in self.expectations:
+            if exp.matches(cell, nodeid):
+                return exp.outcomes
+        return ("passed",)
+
+
+def _mapping(data: Located, key: str, what: str) -> Any:
+    value = data[key]
+    if not isinstance(value, dict) or not value:
+        raise SpecError(f"{where(data, key)}: {key} must be a non-empty mapping of {what}")
+    return value
+
+
+def load_matrix(path: Path) -> Matrix:
+    data = load_yaml(path)
+    check_keys(data, {"kernels", "accels", "selections", "expectations"},
+               {"kernels", "selections"}, "the matrix")
+    kernels = _mapping(data, "kernels", "name: kernel spec")
+    for name, spec in kernels.items():
+        try:
+            parse_kernel_spec(str(spec))
+        except SpecError as exc:
+            raise SpecError(f"{where(kernels, name)}: kernels.{name}: {exc}") from exc
+    accels = data.get("accels", ["tcg"])
+    if not isinstance(accels, list) or not set(accels) <= {"tcg", "kvm", "auto"}:
+        raise SpecError(f"{where(data, 'accels')}: accels is a list of tcg, kvm, auto")
+    selections = _mapping(data, "selections", "name: {markers, keywords}")
+    for name, sel in selections.items():
+        check_keys(sel, {"markers", "keywords"}, set(), f"selection {name!r}")
+    cells = tuple(
+        Cell(f"{k}-{a}-{s}", k, str(spec), a, s, str(sel.get("markers", "")),
+             str(sel.get("keywords", "")))
+        for k, spec in kernels.items() for a in accels for s, sel in selections.items())
+    expectations = []
+    for item in data.get("expectations") or []:
+        check_keys(item, {"kernel", "accel", "selection", "tests", "outcome"}, {"outcome"},
+                   "an expectation")
+        outcomes = item["outcome"] if isinstance(item["outcome"], list) else [item["outcome"]]
+        bad = set(outcomes) - OUTCOMES
+        if bad:
+            raise SpecError(f"{where(item, 'outcome')}: unknown outcome(s) {sorted(bad)} "
+                            f"(known: {', '.join(sorted(OUTCOMES))})")
+        for key, known in (("kernel", kernels), ("selection", selections)):
+            pattern = str(item.get(key, "*"))
+            if not any(fnmatch.fnmatchcase(str(n), pattern) for n in known):
+                raise SpecError(f"{where(item, key)}: {key} {pattern!r} matches none of "
+                                f"{', '.join(map(str, known))}")
+        expectations.append(Expectation(str(item.get("kernel", "*")),
+                                        str(item.get("accel", "*")),
+                                        str(item.get("selection", "*")),
+                                        str(item.get("tests", "*")), tuple(outcomes),
+                                        where(item, "outcome")))
+    return Matrix(path, cells, tuple(expectations))
+
+
+# ---- running cells ------------------------------------------------------------------------
+
+def cell_command(cell: Cell, out: Path) -> list[str]:
+    argv = [str(PROJECT / "scripts" / "pytest-nonempty"), sys.executable, "-m",
+            "pytest", "testcases", f"--kernel={cell.kernel}", f"--accel={cell.accel}",
+            f"--artifacts={out / 'artifacts'}", f"--junitxml={out / 'junit.xml'}",
+            "-p", "no:cacheprovider", "-q", "-rfE"]
+    if cell.markers:
+        argv += ["-m", cell.markers]
+    if cell.keywords:
+        argv += ["-k", cell.keywords]
+    return argv
+
+
+def run_cell(matrix: Matrix, cell: Cell, root: Path) -> dict[str, Any]:
+    out = root / "cells" / cell.name
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with (out / "pytest.log").open("w") as log:
+        proc = subprocess.run(cell_command(cell, out), cwd=PROJECT, stdout=log,
+                              stderr=subprocess.STDOUT, check=False,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return summarize_cell(matrix, cell, out, proc.returncode, time.monotonic() - started)
+
+
+def summarize_cell(matrix: Matrix, cell: Cell, out: Path, status: int,
+                   seconds: float) -> dict[str, Any]:
+    found = sorted((out / "artifacts").glob("report-*/results.json"))
+    results = json.loads(found[-1].read_text()) if found else None
+    unexpected = []
+    for case in (results or {}).get("cases", []):
+        allowed = matrix.allowed(cell, case["nodeid"])
+        if case["outcome"] not in allowed:
+            unexpected.append({"nodeid": case["nodeid"], "outcome": case["outcome"],
+                               "allowed": list(allowed), "reason": case.get("reason", "")})
+    summary = {"cell": asdict(cell), "exit": status, "seconds": round(seconds, 1),
+               "results": results, "unexpected": unexpected,
+               "ok": results is not None and not unexpected}
+    if results is None:
+        tail = (out / "pytest.log").read_text(errors="replace").splitlines()[-20:] \
+            if (out / "pytest.log").is_file() else []
+        summary["error"] = "the cell produced no results (pytest exit " \
+                           f"{status}):\n" + "\n".join(tail)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = None) -> int:
+    matrix = load_matrix(path)
+    cells = [matrix.cell(n) for n in only] if only else list(matrix.cells)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"matrix: {len(cells)} cell(s) from {path}, {jobs} at a time, into {out}",
+          file=sys.stderr, flush=True)
+
+    def one(cell: Cell) -> dict[str, Any]:
+        print(f"matrix: {cell.name}: started ({cell.kernel}, {cell.accel}, {cell.selection})",
+              file=sys.stderr, flush=True)
+        summary = run_cell(matrix, cell, out)
+        counts = (summary["results"] or {}).get("counts", {})
+        state = "as expected" if summary["ok"] else (
+            f"{len(summary['unexpected'])} unexpected" if summary["results"] else "NO RESULTS")
+        print(f"matrix: {cell.name}: {state} "
+              f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'nothing'}) "
+              f"in {summary['seconds']:.0f} s", file=sys.stderr, flush=True)
+        return summary
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        summaries = list(pool.map(one, cells))
+    from harness.results.matrix_report import write_matrix_report
+    index = write_matrix_report(out, title=f"{path.name}")
+    wall = time.monotonic() - started
+    bad = [s["cell"]["name"] for s in summaries if not s["ok"]]
+    print(f"matrix: {len(cells) - len(bad)}/{len(cells)} cells as expected in {wall / 60:.1f} "
+          f"min; report {index}" + (f"; not as expected: {', '.join(bad)}" if bad else ""))
+    return 1 if bad else 0

@@ -1,0 +1,270 @@
+"""``make repro``: run a bug report on the base kernel and on each patched checkpoint, and
+say for each whether the bug reproduced, with the evidence.
+
+Exit status (what ``git bisect run`` expects): 1 when the bug reproduced on the last kernel
+run, 0 when it did not, 125 in bisect mode when that kernel did not build or boot (the
+revision is skipped), 2 for a report or harness error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.core.errors import HarnessError, VMError
+from harness.core.paths import ARTIFACTS, CATALOG, PROJECT
+from harness.erofs.images import BuiltImage, build_image, load_catalog
+from harness.erofs.tools import provide
+from harness.guest.handle import Guest
+from harness.guest.mounts import Mount, Mounter
+from harness.guest.probe import Probe
+from harness.guestimage.build import build_guest_image
+from harness.kernel.kernel import Kernel
+from harness.kernel.resolve import resolve_kernel
+from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
+from harness.repro.spec import Report, load_report
+from harness.vm.machine import VM, VMConfig
+from harness.vm.splats import find_splats
+
+EXIT_NOT_REPRODUCED, EXIT_REPRODUCED, EXIT_SKIP, EXIT_ERROR = 0, 1, 125, 2
+
+
+@dataclass
+class Check:
+    name: str
+    held: bool
+    evidence: str
+
+
+@dataclass
+class Verdict:
+    name: str  # base, a checkpoint name, or "given" for --kernel
+    spec: str
+    release: str = ""
+    reproduced: bool | None = None  # None: the kernel did not build or boot
+    checks: list[Check] = field(default_factory=list)
+    error: str = ""
+    series: list[str] = field(default_factory=list)
+    console: str = ""
+
+    @property
+    def word(self) -> str:
+        if self.reproduced is None:
+            return "ERROR"
+        return "REPRODUCED" if self.reproduced else "NOT REPRODUCED"
+
+
+def kernels_for(report: Report, override: str | None) -> list[tuple[str, KernelSpec]]:
+    """(name, kernel spec) for every kernel the report is run on, in order."""
+    if override:
+        return [("given", parse_kernel_spec(override))]
+    out: list[tuple[str, KernelSpec]] = [("base", report.kernel)]
+    for name, count in report.checkpoints.items():
+        assert isinstance(report.kernel, TreeSpec) and report.patches is not None  # load_report
+        out.append((name, report.kernel.with_patches(report.patches,
+                                                     None if count < 0 else count)))
+    return out
+
+
+def _say(text: str) -> None:
+    print(f"repro: {text}", file=sys.stderr, flush=True)
+
+
+class _Run:
+    """One kernel: boot, mount, reproduce, check."""
+
+    def __init__(self, report: Report, verdict: Verdict, kernel: Kernel, accel: str,
+                 images: dict[str, BuiltImage]) -> None:
+        self.report = report
+        self.verdict = verdict
+        self.kernel = kernel
+        self.accel = accel
+        self.images = images
+        self.mounts: dict[str, Mount] = {}
+        self.exit_code: int | None = None
+        self.probe: Probe | None = None
+
+    def go(self) -> None:
+        if self.report.reproducer.test:
+            self._run_test()
+            return
+        image = build_guest_image(self.kernel)
+        vm = VM(self.kernel, image, VMConfig(accel=self.accel), name=f"repro-{self.verdict.name}",
+                artifacts=ARTIFACTS / f"repro-{self.report.name}")
+        try:
+            vm.start()
+        except VMError as exc:
+            self.verdict.error = f"the kernel did not boot: {exc}"
+            return
+        try:
+            offset = vm.console_offset()
+            alive = True
+            try:
+                self._reproduce(vm)
+            except VMError as exc:
+                alive = False
+                self.verdict.checks.append(Check("guest", False, f"the guest died: {exc}"))
+            console = vm.console.since(offset) if vm.console else ""
+            self.verdict.console = console
+            dmesg = vm.run("dmesg", check=True).stdout if alive and vm.responsive() else console
+            self._check(vm, offset, dmesg, alive)
+        finally:
+            vm.stop()
+
+    def _reproduce(self, vm: VM) -> None:
+        guest = Guest(vm, f"repro-{self.verdict.name}")
+        probe = Probe(vm)
+        mounter = Mounter(guest, probe)
+        for step in self.report.mounts:
+            mount = mounter.attempt(self.images[step.name], step.options, step.source)
+            self.mounts[step.name] = mount
+            _say(f"{self.verdict.name}: mount {step.name} ({step.image}, {step.source}, "
+                 f"-o {step.options or '(none)'}): "
+                 f"{'ok' if mount.result.ok else mount.result.errname}")
+        env = " ".join(f"MNT_{name}={shlex.quote(m.target)}" for name, m in self.mounts.items())
+        rep = self.report.reproducer
+        commands = list(rep.commands)
+        if rep.script is not None:
+            remote = f"{guest.workdir}/{rep.script.name}"
+            guest.write_file(remote, rep.script.read_bytes(), 0o755)
+            commands = [("python3 " if rep.script.suffix == ".py" else "sh ") + remote]
+        for command in commands:
+            ran = vm.run(f"cd {guest.workdir} && export {env} WORK={guest.workdir}; {command}"
+                         if env else f"cd {guest.workdir} && {command}", timeout=rep.timeout)
+            self.exit_code = ran.status
+            _say(f"{self.verdict.name}: $ {command} -> exit {ran.status}")
+        self.probe = probe
+
+    def _ref(self, ref: str) -> tuple[Mount, str]:
+        name, path = ref.split(":", 1)
+        return self.mounts[name], path.lstrip("/")
+
+    def _check(self, vm: VM, offset: int, dmesg: str, alive: bool) -> None:
+        bug = self.report.bug
+        checks = self.verdict.checks
+        if bug.splat:
+            # The console can lag behind the kernel log under TCG: look in both.
+            splats = [s for s in vm.splats_since(offset) + find_splats(dmesg)
+                      if bug.splat in ("any", s.kind)]
+            checks.append(Check(f"splat {bug.splat}", bool(splats),
+                                splats[0].excerpt if splats else "no such report on the console"))
+        if bug.dmesg:
+            lines = [ln for ln in dmesg.splitlines() if re.search(bug.dmesg, ln)]
+            checks.append(Check(f"dmesg /{bug.dmesg}/", bool(lines),
+                                "\n".join(lines[:5]) or "no matching kernel log line"))
+        if bug.exit_code is not None:
+            checks.append(Check(f"exit code {bug.exit_code}", self.exit_code == bug.exit_code,
+                                f"the reproducer exited {self.exit_code}"))
+        for name, want in bug.mount_errno.items():
+            result = self.mounts[name].result
+            checks.append(Check(f"mount {name} fails with {want}", result.errname == want,
+                                f"mount {name}: {result.errname if not result.ok else 'ok'}; "
+                                f"kernel said: {' | '.join(result.kmsg) or 'nothing'}"))
+        if (not alive or self.probe is None) and (bug.no_sharing or bug.wrong_bytes):
+            checks.append(Check("measurements", False, "not taken: the guest died"))
+            return
+        if bug.no_sharing and self.probe is not None:
+            (ma, pa), (mb, pb) = self._ref(bug.no_sharing[0]), self._ref(bug.no_sharing[1])
+            read, resident = self.probe.batch([
+                {"op": "read", "path": ma.path(pa)}, {"op": "mincore", "path": mb.path(pb)}],
+                strict=False)
+            held = "error" not in resident and resident.get("resident") == 0
+            checks.append(Check(f"no sharing {bug.no_sharing[0]} -> {bug.no_sharing[1]}", held,
+                                f"after reading {pa} ({read}), {pb} is {resident}"))
+        if bug.wrong_bytes and self.probe is not None:
+            mount, path = self._ref(bug.wrong_bytes)
+            got = self.probe.one({"op": "read", "path": mount.path(path)}, strict=False)
+            want = mount.image.file(path)["sha256"]
+            checks.append(Check(f"wrong bytes in {bug.wrong_bytes}",
+                                "error" not in got and got.get("sha256") != want,
+                                f"read {got}; the image holds sha256 {want}"))
+
+    def _run_test(self) -> None:
+        test = self.report.reproducer.test
+        assert test is not None
+        argv = [sys.executable, "-m", "pytest", test, f"--kernel={self.verdict.spec}",
+                f"--accel={self.accel}", "-p", "no:cacheprovider", "-q", "-rf"]
+        proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False,
+                              timeout=self.report.reproducer.timeout + 600)
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        if proc.returncode not in (0, 1):
+            self.verdict.error = f"pytest exited {proc.returncode}:\n{tail}"
+            return
+        self.verdict.checks.append(Check(f"test fails: {test}", proc.returncode == 1, tail))
+
+
+def run_report(path: Path, *, override: str | None = None, accel: str = "auto",
+               bisect: bool = False) -> int:
+    catalog = load_catalog(CATALOG)
+    report = load_report(path, set(catalog.images))
+    _say(f"{report.title} ({path})")
+    # The images do not depend on the kernel: build (or find) them once for every run.
+    images: dict[str, BuiltImage] = {}
+    if report.mounts:
+        tools = provide()
+        images = {step.name: build_image(catalog.image(step.image), tools)
+                  for step in report.mounts}
+    verdicts = []
+    for name, spec in kernels_for(report, override):
+        verdict = Verdict(name, str(spec))
+        verdicts.append(verdict)
+        _say(f"{name}: kernel {spec}")
+        try:
+            kernel = resolve_kernel(spec)
+        except HarnessError as exc:
+            verdict.error = f"the kernel could not be built or fetched: {exc}"
+            continue
+        verdict.release, verdict.series = kernel.release, list(kernel.series)
+        run = _Run(report, verdict, kernel, accel, images)
+        run.go()
+        if not verdict.error:
+            held = [c.held for c in verdict.checks if c.name != "guest"]
+            verdict.reproduced = bool(held) and all(held)
+            died = [c for c in verdict.checks if c.name == "guest"]
+            if died and not verdict.reproduced:
+                # A dead guest without the bug's signature says nothing either way.
+                verdict.reproduced = None
+                verdict.error = "no verdict: " + died[0].evidence.splitlines()[0]
+    _print(report, verdicts)
+    _save(report, verdicts)
+    last = verdicts[-1]
+    if last.reproduced is None:
+        return EXIT_SKIP if bisect else EXIT_ERROR
+    return EXIT_REPRODUCED if last.reproduced else EXIT_NOT_REPRODUCED
+
+
+def _print(report: Report, verdicts: list[Verdict]) -> None:
+    print(f"\n== {report.title}")
+    if report.reported:
+        print(f"   reported: {report.reported}")
+    for v in verdicts:
+        expected = report.expect_verdicts.get(v.name)
+        note = ""
+        if expected:
+            note = " (as expected)" if expected == v.word.lower() else \
+                f" (UNEXPECTED: the report expects {expected})"
+        print(f"{v.name:>8}: {v.word}{note}  [{v.spec} = {v.release or '?'}]")
+        if v.series:
+            print(f"          patches: {'; '.join(v.series)}")
+        if v.error:
+            print("          " + v.error.replace("\n", "\n          ")[:3000])
+        for check in v.checks:
+            mark = "yes" if check.held else "no "
+            evidence = check.evidence.strip().replace("\n", "\n              ")
+            print(f"        - [{mark}] {check.name}\n              {evidence[:2000]}")
+    sys.stdout.flush()
+
+
+def _save(report: Report, verdicts: list[Verdict]) -> None:
+    out = ARTIFACTS / f"repro-{report.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"report": str(report.path), "title": report.title, "reported": report.reported,
+            "verdicts": [{**asdict(v), "verdict": v.word} for v in verdicts]}
+    (out / "verdicts.json").write_text(json.dumps(data, indent=1))
+    print(f"repro: verdicts and console logs in {out}", file=sys.stderr)
+

@@ -1,0 +1,62 @@
+"""The combined report of a matrix run: a grid of cells x tests, the sharing measurements
+of each cell as bars, and links to the console logs of failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.core.paths import TEMPLATES
+from harness.plugin.state import safe_name
+
+
+def load_cells(root: Path) -> list[dict[str, Any]]:
+    """Every cell summary under ``root`` (a matrix output, or CI artifacts unpacked there)."""
+    return [json.loads(p.read_text()) for p in sorted(root.glob("**/summary.json"))]
+
+
+def _grid(cells: list[dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, dict[str, str]]]]:
+    tests: dict[str, dict[str, dict[str, str]]] = {}
+    for cell in cells:
+        name = cell["cell"]["name"]
+        unexpected = {u["nodeid"] for u in cell.get("unexpected", [])}
+        for case in (cell.get("results") or {}).get("cases", []):
+            log = f"cells/{name}/artifacts/{safe_name(case['nodeid'])}/console.log"
+            tests.setdefault(case["nodeid"], {})[name] = {
+                "outcome": case["outcome"], "unexpected": str(case["nodeid"] in unexpected),
+                "log": log if case["outcome"] in ("failed", "error") else "",
+                "reason": case.get("reason", "")}
+    return sorted(tests), tests
+
+
+def _bars(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Savings per cell (the mean over its measuring tests), scaled for SVG bars."""
+    rows = []
+    for cell in cells:
+        savings = (cell.get("results") or {}).get("savings", [])
+        by_what: dict[str, list[float]] = {}
+        for row in savings:
+            by_what.setdefault(f"{row['what']}, N={row['readers']}", []).append(row["saving"])
+        for what, values in sorted(by_what.items()):
+            mean = sum(values) / len(values)
+            rows.append({"cell": cell["cell"]["name"], "what": what, "saving": mean,
+                         "width": max(0.0, mean) * 400})
+    return rows
+
+
+def write_matrix_report(root: Path, title: str = "matrix") -> Path:
+    cells = load_cells(root)
+    names, grid = _grid(cells)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             undefined=jinja2.StrictUndefined, autoescape=True)
+    html = env.get_template("matrix.html.j2").render(
+        title=title, cells=cells, tests=names, grid=grid, bars=_bars(cells))
+    index = root / "index.html"
+    index.write_text(html)
+    (root / "matrix.json").write_text(json.dumps(
+        {"cells": [{k: c[k] for k in ("cell", "exit", "seconds", "ok", "unexpected")}
+                   for c in cells]}, indent=1))
+    return index

@@ -1,0 +1,406 @@
+"""The VM: one QEMU process with its console, QMP and SSH, as a context manager.
+
+Modelled on qemu's ``QEMUMachine``: ``__exit__`` always shuts down (QMP ``quit`` with a
+deadline, then kill, cleanup in ``finally``), a failed start raises a VMError carrying the
+command, the exit status and the last console lines, and a small state enum guards calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.core.deadline import Deadline, poll
+from harness.core.errors import (
+    BootTimeout,
+    GuestCommandError,
+    GuestDied,
+    HarnessError,
+    StateError,
+    ToolMissing,
+    VMError,
+)
+from harness.guestimage.build import READY_MARKER, SCRATCH_SERIAL, GuestImage
+from harness.guestimage.sshkeys import GuestKeys, guest_keys
+from harness.kernel.kernel import Kernel, parse_config
+from harness.vm.accel import AccelChoice, choose_accel
+from harness.vm.console import Console
+from harness.vm.qemu_cmd import (
+    DirectKernelBoot,
+    Disk,
+    Machine,
+    QemuCommand,
+    QmpSocket,
+    UserNetwork,
+    qemu_binary,
+)
+from harness.vm.splats import Splat, find_splats
+from harness.vm.sshclient import CommandResult, CommandTimeout, GuestSSH, SSHRefused
+
+log = logging.getLogger(__name__)
+
+
+class VMState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    BROKEN = "broken"  # a splat, a dead guest or a hung command: replace it
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    memory_mb: int = 1024
+    cpus: int = 2
+    accel: str = "auto"
+    scratch_mb: int = 2048
+    boot_timeout: float = 180.0  # TCG on a loaded 2-core machine; KVM takes seconds
+    command_timeout: float = 120.0
+    append: str = ""
+    keep: bool = False  # --vm-keep: leave the work directory (console log, disks) behind
+
+
+# The one set of VM defaults: the command line's and pytest's options read them from here.
+VM_DEFAULTS = VMConfig()
+ACCELS = ("auto", "kvm", "tcg")
+
+# The kernel command line: panic=-1 with -no-reboot makes a panic end QEMU instead of
+# hanging; loglevel=5 keeps warnings and splats on the console without the boot chatter
+# that slows a TCG serial port.
+BASE_APPEND = "console=ttyS0 panic=-1 loglevel=5 oops=panic_on_oops=0 " \
+              "rdinit=/init printk.devkmsg=on"
+BOOT_FAILURE = [r"Kernel panic - not syncing[^\n]*", r"KVM internal error[^\n]*",
+                r"qemu-system-x86_64: [^\n]*", r"Unable to handle kernel[^\n]*"]
+
+
+@dataclass
+class HotplugDisk:
+    disk: Disk
+    device: str  # /dev/vdX in the guest
+
+
+@dataclass
+class VM:
+    kernel: Kernel
+    image: GuestImage
+    config: VMConfig = field(default_factory=VMConfig)
+    artifacts: Path | None = None  # where the console log is kept
+    name: str = "vm"
+    ssh_keys: GuestKeys | None = None  # None: the cache's keys, which the image trusts
+
+    def __post_init__(self) -> None:
+        self.state = VMState.NEW
+        self.accel: AccelChoice | None = None
+        self.console: Console | None = None
+        self.qmp: QEMUMonitorProtocol | None = None
+        self.ssh: GuestSSH | None = None
+        self.ssh_port = 0
+        self.argv: list[str] = []
+        self.workdir: Path | None = None
+        self.boot_seconds = 0.0
+        self._disks: dict[str, HotplugDisk] = {}
+        self._disk_seq = 0
+        self._stack = contextlib.ExitStack()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> VM:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _require(self, *states: VMState) -> None:
+        if self.state not in states:
+            raise StateError(f"{self.name}: this call needs the VM "
+                             f"{' or '.join(s.value for s in states)}, but it is "
+                             f"{self.state.value}")
+
+    @property
+    def console_log(self) -> Path:
+        assert self.workdir is not None
+        return (self.artifacts or self.workdir) / f"{self.name}-console.log"
+
+    def start(self) -> None:
+        self._require(VMState.NEW)
+        started = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            # KeyboardInterrupt included: nothing of a half-started VM may stay behind.
+            self.stop()
+            raise
+        self.boot_seconds = time.monotonic() - started
+
+    def _start(self) -> None:
+        qemu = qemu_binary()
+        self.accel = choose_accel(self.config.accel, self.kernel.vmlinuz)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"harness-{self.name}."))
+        if not self.config.keep:
+            self._stack.callback(shutil.rmtree, self.workdir, True)
+        if self.artifacts:
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+        disks = [self._make_scratch()] if self.config.scratch_mb else []
+        qmp_path = self.workdir / "qmp.sock"
+        if len(str(qmp_path)) > 100:
+            # AF_UNIX paths end at 108 bytes; a deep TMPDIR gets a short socket dir of its own.
+            short = Path(tempfile.mkdtemp(prefix="hq.", dir="/tmp"))
+            self._stack.callback(shutil.rmtree, short, True)
+            qmp_path = short / "qmp.sock"
+        self.qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
+        append = f"{BASE_APPEND} {self.config.append}".strip()
+        command = QemuCommand(qemu, Machine(self.accel.name, self.config.memory_mb,
+                                            self.config.cpus),
+                              DirectKernelBoot(self.kernel.vmlinuz, self.image.initrd_path,
+                                               append),
+                              qmp=QmpSocket(qmp_path), network=UserNetwork(),
+                              disks=tuple(disks))
+        self.argv = command.argv()
+        log.info("starting %s: %s", self.name, " ".join(self.argv))
+        self.console = Console(self.argv, self.console_log)
+        deadline = Deadline(self.config.boot_timeout)
+        try:
+            self.qmp.accept(timeout=min(30.0, deadline.remaining()))
+        except (QMPError, TimeoutError, OSError) as exc:
+            raise self._launch_failure(
+                f"QEMU did not connect to its QMP socket ({exc!r})") from exc
+        self.state = VMState.RUNNING
+        self.ssh_port = self._forwarded_port()
+        self._wait_ready(deadline)
+        self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
+        try:
+            self.ssh.connect(deadline)
+        except SSHRefused as exc:
+            raise VMError(f"{self.name}: {exc}. The guest image trusts the keys in the cache "
+                          f"(ssh/keys-v1); if they were replaced, the image is rebuilt on the "
+                          f"next run.", command=self.argv, console_tail=self._tail()) from exc
+        except TimeoutError as exc:
+            raise BootTimeout(f"{self.name}: the guest printed its ready marker but SSH on "
+                              f"127.0.0.1:{self.ssh_port} never answered: {exc}",
+                              command=self.argv, console_tail=self._tail()) from exc
+        if not self.kernel.config:
+            self._read_back_config()
+
+    def _read_back_config(self) -> None:
+        """A kernel given without its .config: take it from /proc/config.gz if it has one."""
+        assert self.ssh is not None
+        try:
+            result = self.ssh.run("zcat /proc/config.gz 2>/dev/null || "
+                                  "{ modprobe configs 2>/dev/null && zcat /proc/config.gz; }",
+                                  30)
+        except (OSError, ConnectionError, CommandTimeout) as exc:
+            log.warning("%s: could not read the kernel config back: %s", self.name, exc)
+            return
+        if result.ok:
+            self.kernel.config.update(parse_config(result.stdout))
+        else:
+            log.warning("%s: kernel %s came without a config and has no /proc/config.gz; "
+                        "feature checks will treat every option as unset", self.name,
+                        self.kernel.release)
+
+    def _make_scratch(self) -> Disk:
+        """A sparse ext4 image for files the guest mounts (made here, never mounted here)."""
+        assert self.workdir is not None
+        path = self.workdir / "scratch.ext4"
+        with path.open("wb") as fh:
+            fh.truncate(self.config.scratch_mb << 20)
+        try:
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "scratch", "-E",
+                            "lazy_itable_init=1,lazy_journal_init=1", str(path)],
+                           check=True, capture_output=True)
+        except FileNotFoundError as exc:
+            raise ToolMissing("mkfs.ext4 is not installed (Debian package e2fsprogs); run "
+                              "`make deps`") from exc
+        return Disk("scratch", path, SCRATCH_SERIAL, read_only=False)
+
+    def _forwarded_port(self) -> int:
+        assert self.qmp is not None
+        try:
+            text = str(self.qmp.cmd("human-monitor-command",
+                                    **{"command-line": "info usernet"}))
+        except (QMPError, OSError) as exc:
+            raise self._launch_failure(f"{self.name}: QEMU went away during start-up ({exc!r})"
+                                       ) from exc
+        match = re.search(r"HOST_FORWARD\]?\s+\d+\s+127\.0\.0\.1\s+(\d+)", text)
+        if not match:
+            raise self._launch_failure(f"cannot read the SSH forward port from QEMU's "
+                                       f"'info usernet': {text!r}")
+        return int(match.group(1))
+
+    def _wait_ready(self, deadline: Deadline) -> None:
+        assert self.console is not None
+        found = self.console.wait_for([rf"{READY_MARKER}: ready", *BOOT_FAILURE], deadline)
+        if found and found[0] == 0:
+            return
+        if found:
+            # Let a panic finish printing its trace before taking the tail.
+            time.sleep(0.5)
+            raise self._launch_failure(f"{self.name}: the guest failed to boot: "
+                                       f"{found[1].group(0).strip()}")
+        hint = ("" if self._tail().strip() else
+                "; the guest printed nothing on its console, so the kernel most likely never "
+                f"started: check that {self.kernel.vmlinuz} is a complete bootable x86-64 "
+                "bzImage")
+        if self.console.ended:
+            raise self._launch_failure(f"{self.name}: QEMU ended before the guest was "
+                                       f"ready{hint}")
+        raise BootTimeout(f"{self.name}: the guest was not ready after "
+                          f"{self.config.boot_timeout:.0f} s (kernel {self.kernel.release}, "
+                          f"accel {self.accel.name if self.accel else '?'}){hint}",
+                          command=self.argv, console_tail=self._tail())
+
+    def _launch_failure(self, message: str) -> VMError:
+        status = self.console.exitstatus() if self.console else None
+        if self.console is not None:
+            # A panic or a QEMU error on the console says more than the symptom we saw.
+            found = self.console.wait_for(BOOT_FAILURE, Deadline(0))
+            if found and found[1].group(0).strip() not in message:
+                message = (f"{self.name}: the guest failed to boot: "
+                           f"{found[1].group(0).strip()} (seen as: {message})")
+        return VMError(message, command=self.argv, console_tail=self._tail(), exitcode=status)
+
+    def _tail(self, lines: int = 30) -> str:
+        return self.console.tail(lines) if self.console else ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Quit QEMU (QMP quit, then kill) and remove everything the VM made. Idempotent."""
+        if self.state == VMState.STOPPED:
+            return
+        try:
+            if self.ssh:
+                self.ssh.close()
+            if self.qmp and self.console and not self.console.ended:
+                with contextlib.suppress(Exception):
+                    self.qmp.settimeout(timeout)
+                    self.qmp.cmd("quit")
+            if self.console:
+                deadline = Deadline(timeout)
+                poll(lambda: True if not self.console or not self.console.child.isalive()
+                     else None, deadline)
+                self.console.kill()
+        finally:
+            if self.qmp:
+                with contextlib.suppress(Exception):
+                    self.qmp.close()
+            self._stack.close()
+            self.state = VMState.STOPPED
+
+    @property
+    def pid(self) -> int | None:
+        return self.console.pid if self.console else None
+
+    # ---- commands -----------------------------------------------------------------------
+
+    def run(self, command: str, *, timeout: float | None = None, check: bool = False,
+            stdin: bytes | None = None, forensic: bool = False) -> CommandResult:
+        """Run a shell command in the guest; a hung or dead guest marks the VM broken.
+
+        ``forensic`` allows it on a VM already marked broken, to collect evidence (dmesg).
+        """
+        if forensic:
+            self._require(VMState.RUNNING, VMState.BROKEN)
+        else:
+            self._require(VMState.RUNNING)
+        assert self.ssh is not None
+        limit = timeout or self.config.command_timeout
+        try:
+            result = self.ssh.run(command, limit, stdin)
+        except CommandTimeout as exc:
+            alive = self.responsive()
+            self.state = VMState.BROKEN
+            raise GuestDied(f"{self.name}: {exc}; the guest "
+                            f"{'still answers' if alive else 'no longer answers'}",
+                            command=self.argv, console_tail=self._tail()) from exc
+        except (OSError, EOFError, ConnectionError, HarnessError) as exc:
+            self.state = VMState.BROKEN
+            raise GuestDied(f"{self.name}: lost the guest while running {command!r}: {exc}",
+                            command=self.argv, console_tail=self._tail(),
+                            exitcode=self.console.exitstatus() if self.console else None
+                            ) from exc
+        if check and not result.ok:
+            raise GuestCommandError(command, result.status, result.stdout, result.stderr)
+        return result
+
+    def responsive(self, timeout: float = 10.0) -> bool:
+        """Whether the guest answers a trivial command within ``timeout`` seconds."""
+        if self.state not in (VMState.RUNNING, VMState.BROKEN) or self.ssh is None:
+            return False
+        if self.console is not None and self.console.ended:
+            return False
+        try:
+            return self.ssh.run("true", timeout).ok
+        except Exception:  # any failure here means "does not answer"
+            return False
+
+    def splats_since(self, offset: int) -> list[Splat]:
+        return find_splats(self.console.since(offset)) if self.console else []
+
+    def console_offset(self) -> int:
+        return self.console.offset() if self.console else 0
+
+    def mark_broken(self) -> None:
+        if self.state == VMState.RUNNING:
+            self.state = VMState.BROKEN
+
+    # ---- block devices ------------------------------------------------------------------
+
+    def attach_disk(self, path: Path, *, read_only: bool = True,
+                    timeout: float = 60.0) -> HotplugDisk:
+        """Hot-plug a raw image as a virtio disk; returns it with its guest device name."""
+        self._require(VMState.RUNNING)
+        assert self.qmp is not None
+        self._disk_seq += 1
+        node = f"hp{self._disk_seq}"
+        disk = Disk(node, path.resolve(), f"harness-{node}", read_only)
+        self.qmp.cmd("blockdev-add", **disk.blockdev())
+        try:
+            self.qmp.cmd("device_add", **disk.device())
+        except QMPError:
+            self.qmp.cmd("blockdev-del", **{"node-name": node})
+            raise
+        script = (f"for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = "
+                  f"\"{disk.serial}\" ] && echo ${{d##*/}}; done")
+        deadline = Deadline(timeout)
+
+        def found() -> str | None:
+            out = self.run(script, timeout=max(5.0, deadline.remaining())).stdout.strip()
+            return out or None
+        name = poll(found, deadline, first=0.05)
+        if name is None:
+            raise HarnessError(f"{self.name}: hot-plugged {path} but no /dev/vd* with serial "
+                               f"{disk.serial} appeared within {timeout:.0f} s")
+        attached = HotplugDisk(disk, f"/dev/{name}")
+        self._disks[node] = attached
+        return attached
+
+    def detach_disk(self, attached: HotplugDisk, timeout: float = 60.0) -> None:
+        """Unplug a disk and wait until QEMU has released it."""
+        self._require(VMState.RUNNING, VMState.BROKEN)
+        assert self.qmp is not None
+        node = attached.disk.node
+        self.qmp.cmd("device_del", id=f"dev-{node}")
+        deadline = Deadline(timeout)
+        while not deadline.expired():
+            event = self.qmp.pull_event(wait=min(1.0, max(0.01, deadline.remaining())))
+            if event and event.get("event") == "DEVICE_DELETED" and \
+                    event.get("data", {}).get("device") == f"dev-{node}":
+                break
+        else:
+            raise HarnessError(f"{self.name}: the guest did not release {attached.device} "
+                               f"({attached.disk.path}) within {timeout:.0f} s")
+        self.qmp.cmd("blockdev-del", **{"node-name": node})
+        self._disks.pop(node, None)
+
