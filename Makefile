@@ -125,9 +125,17 @@ compare: venv
 	$(PY) -m harness compare $(A) $(B) $(if $(TOL),--tolerance=$(TOL))
 
 # make repro REPORT=reports/<name>.yaml [KERNEL=<spec>]: verdicts on the report's kernels.
+# make can only exit 0 or 2: it succeeds when every kernel got a verdict (reproduced or not,
+# printed with its evidence) and fails on an error. scripts/repro gives the verdict itself
+# as the exit status (0 not reproduced, 1 reproduced, 2 error) for scripts and CI.
 repro: deps venv
 	@test -n "$(REPORT)" || { echo "make repro needs REPORT=reports/<name>.yaml"; exit 2; }
-	$(PY) -m harness repro $(REPORT) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL))
+	@$(PY) -m harness repro $(REPORT) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL)); rc=$$?; \
+	case $$rc in \
+	0) echo "make repro: NOT REPRODUCED on the last kernel (scripts/repro exits 0)";; \
+	1) echo "make repro: REPRODUCED on the last kernel (scripts/repro exits 1)";; \
+	*) echo "make repro: no verdict, error (exit status $$rc)"; exit $$rc;; \
+	esac
 
 # make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>
 bisect: deps venv

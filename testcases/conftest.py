@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
+from harness.core.names import SOURCES
 from harness.erofs.images import PAGE, BuiltImage, content_bytes
-from harness.guest.mounts import SOURCES, Mount, Mounter
-from harness.guest.probe import Probe
+from harness.guest.mounts import Mount, Mounter
+from harness.guest.probe import Probe, Residency
 
 SHARE = "inode_share,domain_id=d1"
 OTHER_DOMAIN = "inode_share,domain_id=d2"
@@ -38,10 +39,9 @@ def mount_twins(mount: Mounter, a: BuiltImage, b: BuiltImage, source: str,
     return ma, mb, ma.path(path), mb.path(twin_of(a, b, path))
 
 
-def read_then_mincore(pagecache: Probe, reader: str, other: str) -> dict[str, int]:
+def read_then_mincore(pagecache: Probe, reader: str, other: str) -> Residency:
     """Read ``reader`` whole, then report how much of ``other`` is resident."""
-    return pagecache.batch([{"op": "read", "path": reader},
-                            {"op": "mincore", "path": other}])[1]
+    return pagecache.read_then_residency(reader, other)[1][0]
 
 
 def check_resized_forgery_kept_apart(erofs_image: Callable[[str], BuiltImage], mount: Mounter,
@@ -54,23 +54,26 @@ def check_resized_forgery_kept_apart(erofs_image: Callable[[str], BuiltImage], m
     paths = {"genuine": mg.path("page"), "forged": mf.path("x/c")}
     own = {"genuine": genuine.file("page")["sha256"], "forged": forged.file("x/c")["sha256"]}
     second = "forged" if first == "genuine" else "genuine"
-    before = len(pagecache.vm.run("dmesg", check=True).stdout.splitlines())
-    read1, resident, read2 = pagecache.batch([{"op": "read", "path": paths[first]},
-                                              {"op": "mincore", "path": paths[second]},
-                                              {"op": "read", "path": paths[second]}])
-    assert (read1["sha256"], read2["sha256"]) == (own[first], own[second]), (
-        f"a file read the other's bytes: {read1} {read2}")
-    assert resident["resident"] == 0, (
+    mark = pagecache.kernel_log_mark()
+    with pagecache.batch() as batch:
+        read1 = batch.read(paths[first])
+        resident = batch.mincore(paths[second])
+        read2 = batch.read(paths[second])
+    assert (read1.value.sha256, read2.value.sha256) == (own[first], own[second]), (
+        f"a file read the other's bytes: {read1.value} {read2.value}")
+    assert resident.value.resident == 0, (
         f"reading the {first} file made the {second} one resident: the size mismatch did "
-        f"not keep them apart ({resident})")
+        f"not keep them apart ({resident.value})")
     frames = pagecache.pfns(paths[first], paths[second])
-    assert not set(frames[paths[first]]["pfns"]) & set(frames[paths[second]]["pfns"]) - {0}, (
+    assert not set(frames[paths[first]].pfns) & set(frames[paths[second]].pfns) - {0}, (
         f"the two files share a page frame: {frames}")
     # The warning proves the fingerprints were compared: without it the files could merely
     # have been kept apart by sharing not working at all.
-    new = pagecache.vm.run("dmesg", check=True).stdout.splitlines()[before:]
+    new = pagecache.kernel_log_since(mark)
     assert any("i_size mismatch" in line and "for the same fingerprint" in line
-               for line in new), f"no i_size mismatch warning in the kernel log: {new}"
+               for line in new.lines), (
+        f"no i_size mismatch warning in the kernel log since the reads ({new.missed} records "
+        f"overwritten unread): {new.lines}")
 
 
 @pytest.fixture(params=SOURCES)

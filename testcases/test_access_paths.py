@@ -3,12 +3,14 @@ on, what one mount read is resident through the other."""
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from conftest import BIG, SHARE, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
-from harness.guest.probe import Probe
+from harness.guest.probe import Probe, ReadResult
 
 METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
            "fadvise_willneed", "readahead", "seek_data",
@@ -24,15 +26,13 @@ def test_access_path_reads_right_bytes_into_the_shared_cache(
         mount: Mounter, pagecache: Probe) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    read, mine, other = pagecache.batch([
-        {"op": "read", "path": ma.path(path), "method": method},
-        {"op": "mincore", "path": ma.path(path)},
-        {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
-    assert read["sha256"] == a.file(path)["sha256"], f"{method} read wrong bytes of {path}"
-    assert mine["resident"] > 0, f"{method} left nothing resident: {mine}"
-    assert other["resident"] == mine["resident"], (
-        f"after {method}: {mine['resident']}/{mine['pages']} resident through the reader's "
-        f"mount, {other['resident']} through the other")
+    read, (mine, other) = pagecache.read_then_residency(
+        ma.path(path), ma.path(path), mb.path(twin_of(a, b, path)), method=method)
+    assert read.sha256 == a.file(path)["sha256"], f"{method} read wrong bytes of {path}"
+    assert mine.resident > 0, f"{method} left nothing resident: {mine}"
+    assert other.resident == mine.resident, (
+        f"after {method}: {mine} through the reader's mount, {other.resident} through the "
+        f"other")
 
 
 @pytest.mark.requires_kernel("erofs")
@@ -44,7 +44,7 @@ def test_access_path_reads_right_bytes_without_sharing(
     a, _ = pair
     ma = mount(a, "", source)
     read = pagecache.read(ma.path(path), method)
-    assert read == {"bytes": a.file(path)["size"], "sha256": a.file(path)["sha256"]}, (
+    assert read == ReadResult(a.file(path)["size"], a.file(path)["sha256"]), (
         f"{method} through a plain {source} mount")
 
 
@@ -54,9 +54,9 @@ def test_o_direct_open_is_refused_on_sharing_mounts(pair: tuple[BuiltImage, Buil
                                                     pagecache: Probe) -> None:
     """Measured on 7.3: O_DIRECT is EINVAL on every inode_share mount."""
     ma = mount(pair[0], SHARE, source)
-    answer = pagecache.one({"op": "read", "path": ma.path(BIG), "method": "odirect"},
-                           strict=False)
-    assert answer.get("errno") == 22, f"O_DIRECT on an inode_share mount gave {answer}"
+    answer = pagecache.try_read(ma.path(BIG), "odirect")
+    assert answer.errno == errno.EINVAL, (
+        f"O_DIRECT on an inode_share mount gave {answer.error or answer.value}")
 
 
 @pytest.mark.requires_kernel("erofs")
@@ -65,12 +65,13 @@ def test_o_direct_without_sharing(pair: tuple[BuiltImage, BuiltImage], source: s
     """Block-backed mounts read O_DIRECT; file-backed ones refuse it (EINVAL)."""
     a = pair[0]
     ma = mount(a, "", source)
-    answer = pagecache.one({"op": "read", "path": ma.path(BIG), "method": "odirect"},
-                           strict=False)
+    answer = pagecache.try_read(ma.path(BIG), "odirect")
     if source == "file":
-        assert answer.get("errno") == 22, f"O_DIRECT on a file-backed mount gave {answer}"
+        assert answer.errno == errno.EINVAL, (
+            f"O_DIRECT on a file-backed mount gave {answer.error or answer.value}")
     else:
-        assert answer.get("sha256") == a.file(BIG)["sha256"], answer
+        assert not answer.failed, f"O_DIRECT on a {source} mount: {answer.error}"
+        assert answer.value.sha256 == a.file(BIG)["sha256"], answer.value
         resident = pagecache.residency(ma.path(BIG))
         assert resident.resident == 0, f"O_DIRECT went through the page cache: {resident}"
 
@@ -84,6 +85,6 @@ def test_copy_file_range_to_another_filesystem_is_exdev(pair: tuple[BuiltImage, 
     if options and not pagecache.vm.kernel.features["page_cache_share"]:
         pytest.skip(f"kernel {pagecache.vm.kernel.release} lacks page_cache_share")
     ma = mount(pair[0], options, source)
-    answer = pagecache.one({"op": "read", "path": ma.path(BIG), "method": "copy_file_range"},
-                           strict=False)
-    assert answer.get("errno") == 18, f"copy_file_range EROFS -> ext4 gave {answer}"
+    answer = pagecache.try_read(ma.path(BIG), "copy_file_range")
+    assert answer.errno == errno.EXDEV, (
+        f"copy_file_range EROFS -> ext4 gave {answer.error or answer.value}")

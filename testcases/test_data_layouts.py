@@ -10,7 +10,7 @@ import pytest
 from conftest import BIG, SHARE, mount_twins, read_then_mincore, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
-from harness.guest.probe import Probe
+from harness.guest.probe import Probe, Residency
 
 Images = Callable[[str], BuiltImage]
 VARIANTS = ["", "-nofp", "-customfp", "-lz4", "-lz4hc", "-lzma", "-deflate", "-zstd",
@@ -27,9 +27,10 @@ def _needs(variant: str, kernel_features: dict[str, bool]) -> None:
 
 def _check_all_files(image: BuiltImage, root: str, pagecache: Probe) -> None:
     files = image.files()
-    answers = pagecache.batch([{"op": "read", "path": f"{root}/{f['path']}"} for f in files])
-    wrong = [f["path"] for f, got in zip(files, answers, strict=True)
-             if got["sha256"] != f["sha256"]]
+    with pagecache.batch() as batch:
+        reads = [batch.read(f"{root}/{f['path']}") for f in files]
+    wrong = [f["path"] for f, got in zip(files, reads, strict=True)
+             if got.value.sha256 != f["sha256"]]
     assert not wrong, f"{image.spec.name}: wrong bytes in {wrong}"
 
 
@@ -56,15 +57,14 @@ def test_fingerprinted_variant_shares_with_its_twin(erofs_image: Images, source:
     _needs(variant, pagecache.vm.kernel.features)
     a, b = erofs_image(f"sizes{variant}"), erofs_image(f"renamed{variant}")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    _, mine, other = pagecache.batch([
-        {"op": "read", "path": ma.path(BIG)}, {"op": "mincore", "path": ma.path(BIG)},
-        {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])
-    assert other["resident"] == mine["resident"] == mine["pages"], (
+    _, (mine, other) = pagecache.read_then_residency(ma.path(BIG), ma.path(BIG),
+                                                     mb.path(twin_of(a, b, BIG)))
+    assert other.resident == mine.resident == mine.pages, (
         f"{a.spec.name} vs {b.spec.name}: reader {mine}, other {other}")
 
 
 def _other_side(pagecache: Probe, mount: Mounter, a: BuiltImage, b: BuiltImage,
-                source: str) -> dict[str, int]:
+                source: str) -> Residency:
     return read_then_mincore(pagecache, *mount_twins(mount, a, b, source)[2:])
 
 
@@ -77,7 +77,7 @@ def test_images_with_different_compressors_share(erofs_image: Images, source: st
                                                  names: tuple[str, str], mount: Mounter,
                                                  pagecache: Probe) -> None:
     other = _other_side(pagecache, mount, erofs_image(names[0]), erofs_image(names[1]), source)
-    assert other["resident"] == other["pages"], f"{names}: {other}"
+    assert other.resident == other.pages, f"{names}: {other}"
 
 
 @pytest.mark.requires_kernel("page_cache_share")
@@ -87,7 +87,7 @@ def test_images_with_different_compressors_share(erofs_image: Images, source: st
 def test_uncompressed_layouts_share(erofs_image: Images, source: str, names: tuple[str, str],
                                     mount: Mounter, pagecache: Probe) -> None:
     other = _other_side(pagecache, mount, erofs_image(names[0]), erofs_image(names[1]), source)
-    assert other["resident"] == other["pages"], f"{names}: {other}"
+    assert other.resident == other.pages, f"{names}: {other}"
 
 
 @pytest.mark.requires_kernel("page_cache_share", "lz4", "lzma")
@@ -100,4 +100,4 @@ def test_compressed_and_uncompressed_images_do_not_share(erofs_image: Images, so
     kernel that starts sharing here turns this red on purpose."""
     other = _other_side(pagecache, mount, erofs_image(compressed), erofs_image("renamed"),
                         source)
-    assert other["resident"] == 0, f"{compressed} vs renamed: {other}"
+    assert other.resident == 0, f"{compressed} vs renamed: {other}"

@@ -18,8 +18,10 @@ def test_image_at_an_offset_reads_back_with_fsoffset(offset_sizes: BuiltImage, s
                                                      mount: Mounter, pagecache: Probe) -> None:
     m = mount(offset_sizes, f"fsoffset={FSOFFSET}", source)
     files = offset_sizes.files()
-    answers = pagecache.batch([{"op": "read", "path": m.path(f["path"])} for f in files])
-    wrong = [f["path"] for f, a in zip(files, answers, strict=True) if a["sha256"] != f["sha256"]]
+    with pagecache.batch() as batch:
+        reads = [batch.read(m.path(f["path"])) for f in files]
+    wrong = [f["path"] for f, got in zip(files, reads, strict=True)
+             if got.value.sha256 != f["sha256"]]
     assert not wrong, f"wrong bytes at fsoffset={FSOFFSET}: {wrong}"
 
 
@@ -39,4 +41,4 @@ def test_image_at_an_offset_shares_with_its_twin(offset_sizes: BuiltImage, erofs
     mo = mount(offset_sizes, f"{SHARE},fsoffset={FSOFFSET}", source)
     mt = mount(twin, SHARE, source)
     other = read_then_mincore(pagecache, mo.path(BIG), mt.path(twin_of(offset_sizes, twin, BIG)))
-    assert other["resident"] == other["pages"], other
+    assert other.resident == other.pages, other

@@ -10,7 +10,7 @@ import pytest
 from conftest import BIG, SHARE, mount_twins, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
-from harness.guest.probe import Probe
+from harness.guest.probe import Probe, ReadResult
 
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 
@@ -26,10 +26,10 @@ def test_unmounting_one_mount_leaves_the_other_serving(pair: tuple[BuiltImage, B
     gone, path = (ma, pb) if first_gone == "a" else (mb, pa)
     result = mount.umount(gone)
     assert result.ok, f"umount {gone.target}: {result.errname} {result.kmsg}"
-    resident, read = pagecache.batch([{"op": "mincore", "path": path},
-                                      {"op": "read", "path": path}])
-    assert read["sha256"] == a.file(BIG)["sha256"], "wrong bytes after the other unmount"
-    assert resident["resident"] == resident["pages"], (
+    resident = pagecache.residency(path)
+    read = pagecache.read(path)
+    assert read.sha256 == a.file(BIG)["sha256"], "wrong bytes after the other unmount"
+    assert resident.resident == resident.pages, (
         f"the shared pages went away with the other mount: {resident}")
 
 
@@ -38,12 +38,13 @@ def test_mapping_survives_close_and_lazy_unmount(pair: tuple[BuiltImage, BuiltIm
                                                  pagecache: Probe) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    pagecache.one({"op": "hold", "path": ma.path(BIG), "tag": "lazy"})  # fd closed after mmap
+    pagecache.hold(ma.path(BIG), "lazy")  # the holder closes the file after mmap
     result = mount.umount(ma, lazy=True)
     assert result.ok, f"lazy umount: {result.errname} {result.kmsg}"
     other = pagecache.residency(mb.path(twin_of(a, b, BIG)))
-    held = pagecache.one({"op": "release", "tag": "lazy"})
-    assert held["sha256"] == a.file(BIG)["sha256"], f"the held mapping read {held}"
+    held = pagecache.release("lazy")
+    assert isinstance(held, ReadResult) and held.sha256 == a.file(BIG)["sha256"], (
+        f"the held mapping read {held}")
     assert other.resident == other.pages, f"after the lazy unmount of a: b shows {other}"
 
 
@@ -52,12 +53,15 @@ def test_drop_caches_empties_both_views_and_refill_is_shared(
         pagecache: Probe) -> None:
     a, b = pair
     *_, pa, pb = mount_twins(mount, a, b, source)
-    answers = pagecache.batch([
-        {"op": "read", "path": pa}, {"op": "drop_caches"},
-        {"op": "mincore", "path": pa}, {"op": "mincore", "path": pb},
-        {"op": "read", "path": pb}, {"op": "mincore", "path": pa}])
-    assert answers[2]["resident"] == answers[3]["resident"] == 0, answers[2:4]
-    assert answers[5]["resident"] == answers[5]["pages"], f"refill through b: {answers[5]}"
+    with pagecache.batch() as batch:
+        batch.read(pa)
+        batch.drop_caches()
+        dropped_a, dropped_b = batch.mincore(pa), batch.mincore(pb)
+        batch.read(pb)
+        refilled = batch.mincore(pa)
+    assert dropped_a.value.resident == dropped_b.value.resident == 0, (
+        f"after drop_caches: a {dropped_a.value}, b {dropped_b.value}")
+    assert refilled.value.resident == refilled.value.pages, f"refill through b: {refilled.value}"
 
 
 def test_fadvise_dontneed_through_one_mount_is_seen_through_both(
@@ -65,11 +69,12 @@ def test_fadvise_dontneed_through_one_mount_is_seen_through_both(
         pagecache: Probe) -> None:
     a, b = pair
     *_, pa, pb = mount_twins(mount, a, b, source)
-    answers = pagecache.batch([
-        {"op": "read", "path": pa}, {"op": "fadvise_dontneed", "path": pb},
-        {"op": "mincore", "path": pa}, {"op": "mincore", "path": pb}])
-    assert answers[2]["resident"] == answers[3]["resident"], (
-        f"the two mounts disagree about the shared cache: a {answers[2]}, b {answers[3]}")
+    with pagecache.batch() as batch:
+        batch.read(pa)
+        batch.fadvise_dontneed(pb)
+        view_a, view_b = batch.mincore(pa), batch.mincore(pb)
+    assert view_a.value.resident == view_b.value.resident, (
+        f"the two mounts disagree about the shared cache: a {view_a.value}, b {view_b.value}")
 
 
 @pytest.mark.parametrize("source", ["loop", "file"])
@@ -79,13 +84,15 @@ def test_thirty_two_mounts_share_one_copy(pair: tuple[BuiltImage, BuiltImage], s
     a, b = pair
     mounts = [mount(a if i % 2 == 0 else b, SHARE, source) for i in range(32)]
     paths = [m.path(BIG if m.image is a else twin_of(a, b, BIG)) for m in mounts]
-    _, *views = pagecache.batch([{"op": "read", "path": paths[0]}]
-                                + [{"op": "mincore", "path": p} for p in paths])
-    cold = [i for i, v in enumerate(views) if v["resident"] != v["pages"]]
+    _, views = pagecache.read_then_residency(paths[0], *paths)
+    cold = [i for i, v in enumerate(views) if v.resident != v.pages]
     assert not cold, f"mounts {cold} of 32 do not see the pages read through mount 0"
-    reads = pagecache.batch([{"op": "meminfo"}] + [{"op": "read", "path": p} for p in paths]
-                            + [{"op": "meminfo"}])
-    grown = reads[-1]["Cached"] - reads[0]["Cached"]
+    with pagecache.batch() as batch:
+        before = batch.meminfo()
+        for path in paths:
+            batch.read(path)
+        after = batch.meminfo()
+    grown = after.value["Cached"] - before.value["Cached"]
     measure(readers=32, file_kib=a.file(BIG)["size"] // 1024, cached_all_kib=grown)
     assert grown <= 512, f"reading through all 32 mounts grew Cached by {grown} KiB"
 
@@ -97,16 +104,15 @@ def test_mount_unmount_cycles_leave_sharing_and_memory_intact(
     before = pagecache.meminfo()
     for _ in range(12):
         m = mount(a, SHARE, source)
-        assert pagecache.read(m.path(BIG))["sha256"] == a.file(BIG)["sha256"]
+        assert pagecache.read(m.path(BIG)).sha256 == a.file(BIG)["sha256"]
         assert mount.umount(m).ok
     pagecache.drop_caches()
     after = pagecache.meminfo()
     assert after["Cached"] - before["Cached"] <= 1024, (
         f"Cached grew by {after['Cached'] - before['Cached']} KiB over 12 mount cycles")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
-                                {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])
-    assert other["resident"] == other["pages"], f"after the cycles: {other}"
+    _, [other] = pagecache.read_then_residency(ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other.resident == other.pages, f"after the cycles: {other}"
 
 
 def test_reclaim_under_memory_max_keeps_bytes_right(pair: tuple[BuiltImage, BuiltImage],
@@ -116,12 +122,11 @@ def test_reclaim_under_memory_max_keeps_bytes_right(pair: tuple[BuiltImage, Buil
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     group = f"tight-{source}"
     limit = 3 << 20  # below the 4 MiB file: its pages must be reclaimed while it is read
-    limited = pagecache.one({"op": "cgroup_read", "cgroup": group, "path": ma.path(BIG),
-                             "method": "stream", "limit": limit})
+    limited = pagecache.cgroup_read(group, ma.path(BIG), "stream", limit)
     pagecache.vm.run(f"rmdir /sys/fs/cgroup/{group}")
-    assert limited["read"].get("sha256") == a.file(BIG)["sha256"], limited
-    assert limited["current"] <= limit, f"memory.max exceeded: {limited}"
+    assert limited.read is not None and limited.read.sha256 == a.file(BIG)["sha256"], limited
+    assert limited.current <= limit, f"memory.max exceeded: {limited}"
     pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
-    va, vb = pagecache.batch([{"op": "mincore", "path": pa}, {"op": "mincore", "path": pb}])
-    assert va["resident"] == vb["resident"] < va["pages"], (
+    va, vb = pagecache.residency(pa), pagecache.residency(pb)
+    assert va.resident == vb.resident < va.pages, (
         f"after reclaim the views must agree and not hold everything: a {va}, b {vb}")

@@ -35,7 +35,7 @@ def test_image_without_fingerprints_mounts_with_sharing_off(erofs_image: Images,
         ma.result.kmsg)
     assert not ma.result.says("EXPERIMENTAL EROFS page cache share support in use")
     other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
-    assert other["resident"] == 0, f"images without fingerprints shared pages: {other}"
+    assert other.resident == 0, f"images without fingerprints shared pages: {other}"
     line = pagecache.vm.run(f"grep ' {ma.target} ' /proc/mounts", check=True).stdout
     assert "inode_share" not in line, f"sharing was turned off, yet /proc/mounts says {line}"
 
@@ -44,7 +44,7 @@ def test_fingerprinted_and_plain_images_do_not_share(erofs_image: Images, source
                                                      mount: Mounter, pagecache: Probe) -> None:
     a, b = erofs_image("sizes"), erofs_image("renamed-nofp")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    assert read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))["resident"] == 0
+    assert read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG))).resident == 0
 
 
 def test_sharing_mount_shows_the_experimental_warning(erofs_image: Images, source: str,
@@ -74,7 +74,7 @@ def test_custom_fingerprint_names_share_by_digest(erofs_image: Images, source: s
     a, b = erofs_image(name), erofs_image("renamed-customfp")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
-    assert other["resident"] == other["pages"], other
+    assert other.resident == other.pages, other
 
 
 @pytest.mark.parametrize("strategy", ["disabled", "readahead", "readaround"])
@@ -85,20 +85,21 @@ def test_cache_strategy_keeps_compressed_sharing(erofs_image: Images, source: st
     options = f"{SHARE},cache_strategy={strategy}"
     ma, mb = mount(a, options, source), mount(b, options, source)
     other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
-    assert other["resident"] == other["pages"], f"cache_strategy={strategy}: {other}"
+    assert other.resident == other.pages, f"cache_strategy={strategy}: {other}"
 
 
 def test_remount_with_another_domain_is_ignored(erofs_image: Images, mount: Mounter,
                                                pagecache: Probe) -> None:
     a, b = erofs_image("sizes"), erofs_image("renamed")
     ma = mount(a, SHARE, "loop")
+    mark = pagecache.kernel_log_mark()
     result = pagecache.vm.run(f"mount -o remount,{OTHER_DOMAIN} {ma.target}")
     assert result.ok, result.stderr
-    log = pagecache.vm.run("dmesg | tail -5", check=True).stdout
-    assert "ignoring reconfiguration for domain_id" in log, log
+    log = pagecache.kernel_log_since(mark)
+    assert any("ignoring reconfiguration for domain_id" in line for line in log.lines), log
     mb = mount(b, SHARE, "loop")  # domain d1, where a still is
     other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
-    assert other["resident"] == other["pages"], f"a left domain d1 after the remount: {other}"
+    assert other.resident == other.pages, f"a left domain d1 after the remount: {other}"
 
 
 @pytest.mark.parametrize("dax", ["dax", "dax=always"])

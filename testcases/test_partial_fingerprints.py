@@ -39,7 +39,7 @@ def test_fingerprinted_files_of_a_partial_image_share(partial, source: str, path
     full, part = partial
     mf, mp = mount(full, SHARE, source), mount(part, SHARE, source)
     other = read_then_mincore(pagecache, mf.path(path), mp.path(path))
-    assert other["resident"] == other["pages"] > 0, (
+    assert other.resident == other.pages > 0, (
         f"{path} has a fingerprint in both images yet is not shared: {other}")
 
 
@@ -51,11 +51,10 @@ def test_files_without_fingerprint_do_not_share_and_read_their_bytes(
     mf, mp = mount(full, SHARE, source), mount(part, SHARE, source)
     paths = {"full": mf.path(path), "partial": mp.path(path)}
     second = "partial" if first == "full" else "full"
-    read, resident = pagecache.batch([{"op": "read", "path": paths[first]},
-                                      {"op": "mincore", "path": paths[second]}])
-    assert read["sha256"] == full.file(path)["sha256"]
-    assert resident["resident"] == 0, (
+    read, [resident] = pagecache.read_then_residency(paths[first], paths[second])
+    assert read.sha256 == full.file(path)["sha256"]
+    assert resident.resident == 0, (
         f"{path} has no fingerprint in {part.spec.name}, yet reading it through the {first} "
         f"image made it resident through the other: {resident}")
-    again = pagecache.batch([{"op": "read", "path": paths[second]}])[0]
-    assert again["sha256"] == full.file(path)["sha256"]
+    again = pagecache.read(paths[second])
+    assert again.sha256 == full.file(path)["sha256"]

@@ -30,16 +30,13 @@ def test_same_domain_shares_page_cache(pair: tuple[BuiltImage, BuiltImage], sour
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     pa, pb = ma.path(path), mb.path(twin_of(a, b, path))
     first, second = (pa, pb) if direction == "a-then-b" else (pb, pa)
-    read, before, after = pagecache.batch([
-        {"op": "read", "path": first}, {"op": "mincore", "path": first},
-        {"op": "mincore", "path": second}])
-    measure(pages=before["pages"], resident_reader=before["resident"],
-            resident_other=after["resident"])
-    assert read["sha256"] == a.file(path)["sha256"], f"wrong bytes read from {first}"
-    assert before["resident"] > 0 or before["pages"] == 0
-    assert after["resident"] == before["resident"], (
-        f"{second} shows {after['resident']}/{after['pages']} pages resident after reading "
-        f"{first} ({before['resident']}/{before['pages']} resident there): not shared")
+    read, (before, after) = pagecache.read_then_residency(first, first, second)
+    measure(pages=before.pages, resident_reader=before.resident,
+            resident_other=after.resident)
+    assert read.sha256 == a.file(path)["sha256"], f"wrong bytes read from {first}"
+    assert before.resident > 0 or before.pages == 0
+    assert after.resident == before.resident, (
+        f"{second} shows {after} after reading {first} ({before} there): not shared")
 
 
 @pytest.mark.parametrize("path", ["page", "dir/deeper/one-mib", BIG])
@@ -48,14 +45,11 @@ def test_different_domains_do_not_share(pair: tuple[BuiltImage, BuiltImage], sou
                                         measure: Measure) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, OTHER_DOMAIN, source)
-    _, first, other = pagecache.batch([
-        {"op": "read", "path": ma.path(path)}, {"op": "mincore", "path": ma.path(path)},
-        {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
-    measure(pages=first["pages"], resident_reader=first["resident"],
-            resident_other=other["resident"])
-    assert first["resident"] == first["pages"] > 0
-    assert other["resident"] == 0, (
-        f"domain d2 sees {other['resident']}/{other['pages']} pages read in domain d1")
+    _, (first, other) = pagecache.read_then_residency(ma.path(path), ma.path(path),
+                                                      mb.path(twin_of(a, b, path)))
+    measure(pages=first.pages, resident_reader=first.resident, resident_other=other.resident)
+    assert first.resident == first.pages > 0
+    assert other.resident == 0, f"domain d2 sees {other} read in domain d1"
 
 
 @pytest.mark.parametrize("path", ["page", BIG])
@@ -66,11 +60,8 @@ def test_no_sharing_unless_both_mounts_share(pair: tuple[BuiltImage, BuiltImage]
                                              mount: Mounter, pagecache: Probe) -> None:
     a, b = pair
     ma, mb = mount(a, options_a, source), mount(b, options_b, source)
-    _, other = pagecache.batch([{"op": "read", "path": ma.path(path)},
-                                {"op": "mincore", "path": mb.path(twin_of(a, b, path))}])
-    assert other["resident"] == 0, (
-        f"-o '{options_b}' sees {other['resident']}/{other['pages']} pages read through "
-        f"-o '{options_a}'")
+    _, [other] = pagecache.read_then_residency(ma.path(path), mb.path(twin_of(a, b, path)))
+    assert other.resident == 0, f"-o '{options_b}' sees {other} read through -o '{options_a}'"
 
 
 @pytest.mark.fast
@@ -82,11 +73,11 @@ def test_shared_pages_are_the_same_page_frames(pair: tuple[BuiltImage, BuiltImag
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     pa, pb = ma.path(path), mb.path(twin_of(a, b, path))
     frames = pagecache.pfns(pa, pb)
-    fa, fb = frames[pa]["pfns"], frames[pb]["pfns"]
+    fa, fb = frames[pa].pfns, frames[pb].pfns
     assert all(fa), f"pagemap gave no frame for some pages of {pa} (need root and pagemap)"
     same = sum(x == y for x, y in zip(fa, fb, strict=True))
     assert same == len(fa), f"only {same}/{len(fa)} pages of {pa} and {pb} share a frame"
-    counts = frames[pb]["counts"]
+    counts = frames[pb].counts
     assert min(counts) >= 2, f"kpagecount shows frames mapped fewer than twice: {counts[:8]}"
 
 
@@ -98,7 +89,7 @@ def test_unshared_pages_are_distinct_page_frames(pair: tuple[BuiltImage, BuiltIm
     ma, mb = mount(a, SHARE, source), mount(b, options, source)
     pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
     frames = pagecache.pfns(pa, pb)
-    common = set(frames[pa]["pfns"]) & set(frames[pb]["pfns"]) - {0}
+    common = set(frames[pa].pfns) & set(frames[pb].pfns) - {0}
     assert not common, f"{len(common)} frames are mapped through both unshared mounts"
 
 
@@ -107,20 +98,18 @@ def test_two_files_with_the_same_content_in_one_image_share(erofs_image, source:
                                                             pagecache: Probe) -> None:
     twins = erofs_image("twins")
     mt = mount(twins, SHARE, source)
-    _, second, other = pagecache.batch([
-        {"op": "read", "path": mt.path("first")}, {"op": "mincore", "path": mt.path("second")},
-        {"op": "mincore", "path": mt.path("other")}])
-    assert second["resident"] == second["pages"], f"second copy: {second}"
-    assert other["resident"] == 0, f"a file with other content became resident: {other}"
+    _, (second, other) = pagecache.read_then_residency(mt.path("first"), mt.path("second"),
+                                                       mt.path("other"))
+    assert second.resident == second.pages, f"second copy: {second}"
+    assert other.resident == 0, f"a file with other content became resident: {other}"
 
 
 def test_files_with_other_content_do_not_share(erofs_image, source: str, mount: Mounter,
                                                pagecache: Probe) -> None:
     a, s = erofs_image("sizes"), erofs_image("strangers")
     ma, ms = mount(a, SHARE, source), mount(s, SHARE, source)
-    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
-                                {"op": "mincore", "path": ms.path(BIG)}])
-    assert other["resident"] == 0, f"same name and size, other bytes, yet resident: {other}"
+    _, [other] = pagecache.read_then_residency(ma.path(BIG), ms.path(BIG))
+    assert other.resident == 0, f"same name and size, other bytes, yet resident: {other}"
 
 
 @pytest.mark.parametrize("kinds", [("loop", "file"), ("file", "loop"), ("block", "file")],
@@ -134,10 +123,8 @@ def test_block_backed_and_file_backed_mounts_do_not_share(pair: tuple[BuiltImage
     test records that behaviour; if a kernel starts sharing here it goes red on purpose."""
     a, b = pair
     ma, mb = mount(a, SHARE, kinds[0]), mount(b, SHARE, kinds[1])
-    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
-                                {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])
-    assert other["resident"] == 0, (
-        f"{kinds[1]}-backed mount sees {other['resident']} pages read {kinds[0]}-backed")
+    _, [other] = pagecache.read_then_residency(ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other.resident == 0, f"{kinds[1]}-backed mount sees {other} read {kinds[0]}-backed"
 
 
 @pytest.mark.parametrize("kinds", [("loop", "block"), ("block", "loop")],
@@ -147,9 +134,8 @@ def test_loop_and_virtio_block_mounts_share(pair: tuple[BuiltImage, BuiltImage],
                                             pagecache: Probe) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, kinds[0]), mount(b, SHARE, kinds[1])
-    _, other = pagecache.batch([{"op": "read", "path": ma.path(BIG)},
-                                {"op": "mincore", "path": mb.path(twin_of(a, b, BIG))}])
-    assert other["resident"] == other["pages"], f"{kinds}: {other}"
+    _, [other] = pagecache.read_then_residency(ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other.resident == other.pages, f"{kinds}: {other}"
 
 
 @pytest.mark.fast
@@ -160,10 +146,14 @@ def test_second_reader_adds_nothing_to_cached(pair: tuple[BuiltImage, BuiltImage
     (64 pages) against a 4 MiB file."""
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    m0, _, m1, _, m2 = pagecache.batch([
-        {"op": "meminfo"}, {"op": "read", "path": ma.path(BIG)}, {"op": "meminfo"},
-        {"op": "read", "path": mb.path(twin_of(a, b, BIG))}, {"op": "meminfo"}])
-    first, second = m1["Cached"] - m0["Cached"], m2["Cached"] - m1["Cached"]
+    with pagecache.batch() as batch:
+        m0 = batch.meminfo()
+        batch.read(ma.path(BIG))
+        m1 = batch.meminfo()
+        batch.read(mb.path(twin_of(a, b, BIG)))
+        m2 = batch.meminfo()
+    first = m1.value["Cached"] - m0.value["Cached"]
+    second = m2.value["Cached"] - m1.value["Cached"]
     measure(cached_first_kib=first, cached_second_kib=second)
     assert first >= 4096 - 256, f"the first read grew Cached by only {first} KiB"
     assert second <= 256, f"the second, shared read grew Cached by {second} KiB (first {first})"
@@ -178,11 +168,11 @@ def test_second_cgroup_is_not_charged_for_shared_pages(pair: tuple[BuiltImage, B
     first = pagecache.cgroup_read(f"first-{source}", ma.path(BIG))
     second = pagecache.cgroup_read(f"second-{source}", mb.path(twin_of(a, b, BIG)))
     pagecache.vm.run(f"rmdir /sys/fs/cgroup/first-{source} /sys/fs/cgroup/second-{source}")
-    measure(memcg_first_kib=first["file"] // 1024, memcg_second_kib=second["file"] // 1024)
-    assert first["file"] >= 4 << 20, f"the first reader's cgroup was charged {first['file']} B"
-    assert second["file"] <= 256 << 10, (
-        f"the second cgroup was charged {second['file']} B for pages already cached by the "
-        f"first ({first['file']} B)")
+    measure(memcg_first_kib=first.file // 1024, memcg_second_kib=second.file // 1024)
+    assert first.file >= 4 << 20, f"the first reader's cgroup was charged {first.file} B"
+    assert second.file <= 256 << 10, (
+        f"the second cgroup was charged {second.file} B for pages already cached by the "
+        f"first ({first.file} B)")
 
 
 def test_fincore_agrees_with_mincore_through_both_mounts(pair: tuple[BuiltImage, BuiltImage],
@@ -210,7 +200,7 @@ def test_smaps_counts_shared_pages_once_per_copy(pair: tuple[BuiltImage, BuiltIm
     (Shared_Clean), and Pss is half of Rss; without sharing the pages are private."""
     a, b = pair
     *_, pa, pb = mount_twins(mount, a, b, source, (options, options))
-    figures = pagecache.one({"op": "smaps", "paths": [pa, pb]})
+    figures = pagecache.smaps(pa, pb)
     size_kib = a.file(BIG)["size"] // 1024
     for path in (pa, pb):
         f = figures[path]

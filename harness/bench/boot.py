@@ -133,7 +133,7 @@ def run_sharing_bench(spec: str | None, vm_config: VMConfig,
     from harness.erofs.tools import provide
     from harness.guest.handle import Guest
     from harness.guest.mounts import Mounter
-    from harness.guest.probe import Probe
+    from harness.guest.session import GuestSession
 
     tools = provide()
     catalog = load_catalog(CATALOG)
@@ -144,20 +144,23 @@ def run_sharing_bench(spec: str | None, vm_config: VMConfig,
     with vm_for(kernel, vm_config, name="bench-share") as vm:
         if not kernel.features["page_cache_share"]:
             raise HarnessError(f"kernel {kernel.release} has no page cache sharing to measure")
-        probe = Probe(vm)
+        session = GuestSession(vm)
+        probe = session.probe
         for n in counts:
             result = {}
             for label, options in (("plain", ""), ("shared", "inode_share,domain_id=bench")):
                 print(f"bench: {n} mounts, {label}", file=sys.stderr, flush=True)
-                guest = Guest(vm, f"bench-{n}-{label}")
-                mounter = Mounter(guest, probe)
+                guest = Guest(session, f"bench-{n}-{label}")
+                mounter = Mounter(guest)
                 mounts = [mounter(a if i % 2 == 0 else b, options, "loop") for i in range(n)]
                 paths = [m.path("four-mib" if m.image is a else "h") for m in mounts]
                 probe.drop_caches()
-                answers = probe.batch([{"op": "meminfo"}]
-                                      + [{"op": "read", "path": p} for p in paths]
-                                      + [{"op": "meminfo"}])
-                result[label] = answers[-1]["Cached"] - answers[0]["Cached"]
+                with probe.batch() as batch:
+                    before = batch.meminfo()
+                    for path in paths:
+                        batch.read(path)
+                    after = batch.meminfo()
+                result[label] = after.value["Cached"] - before.value["Cached"]
                 guest.cleanup()
             rows.append((n, result["plain"], result["shared"]))
     ideal = rows[0][1]  # one mount alone: one copy

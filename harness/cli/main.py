@@ -1,7 +1,8 @@
 """``python -m harness <subcommand>``: the command line the Make targets wrap.
 
 Errors meant for people (HarnessError) print as one paragraph and exit 2; Ctrl-C exits 130
-after the VM and everything it made are gone.
+and SIGTERM 143, after the VM and everything it made are gone (harness/core/signals.py:
+a SIGINT the parent ignored stays ignored).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from harness.core.errors import HarnessError
+from harness.core.signals import Terminated, install_sigterm_cleanup
 from harness.vm.machine import ACCELS, VM_DEFAULTS, VMConfig
 
 
@@ -194,11 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="harness: %(message)s")
+    install_sigterm_cleanup()
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("harness: terminated; the VM was stopped", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("harness: interrupted; the VM was stopped", file=sys.stderr)
         return 130

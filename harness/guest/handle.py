@@ -7,15 +7,17 @@ import shlex
 from pathlib import Path
 
 from harness.core.errors import GuestCommandError
-from harness.vm.machine import VM, HotplugDisk
+from harness.guest.session import GuestSession
+from harness.vm.machine import HotplugDisk
 from harness.vm.sshclient import CommandResult
 
 WORK_ROOT = "/run/harness"
 
 
 class Guest:
-    def __init__(self, vm: VM, name: str = "test") -> None:
-        self.vm = vm
+    def __init__(self, session: GuestSession, name: str = "test") -> None:
+        self.session = session
+        self.vm = session.vm
         self.workdir = f"{WORK_ROOT}/{name}"
         self._disks: list[HotplugDisk] = []
         self.vm.run(f"rm -rf {self.workdir} && mkdir -p {self.workdir}", check=True)

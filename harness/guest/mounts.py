@@ -10,14 +10,11 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
 
 from harness.core.errors import HarnessError
+from harness.core.names import SOURCES
 from harness.erofs.images import BuiltImage
 from harness.guest.handle import Guest
-from harness.guest.probe import Probe
-
-SOURCES = ("loop", "file", "block")
 
 
 @dataclass
@@ -52,29 +49,15 @@ class Mount:
 
 
 class Mounter:
-    """Mounts for one test; images are uploaded to the guest's scratch disk once per VM."""
+    """Mounts for one test; images are uploaded to the guest's scratch disk once per guest."""
 
-    def __init__(self, guest: Guest, probe: Probe) -> None:
+    def __init__(self, guest: Guest) -> None:
         self.guest = guest
-        self.probe = probe
+        self.session = guest.session
+        self.probe = guest.session.probe
         self.count = 0
         self.mounted: list[Mount] = []
-        if not getattr(guest.vm, "erofs_loaded", False):
-            guest.check("modprobe erofs && modprobe loop")
-            guest.vm.erofs_loaded = True  # type: ignore[attr-defined]
-
-    def _upload(self, local: Any, name: str) -> str:
-        vm = self.guest.vm
-        uploaded: dict[str, str] = getattr(vm, "uploaded_images", {})
-        key = f"{local}"
-        if key not in uploaded:
-            remote = f"/scratch/images/{name}"
-            vm.run("mkdir -p /scratch/images", check=True)
-            vm.run(f"cat > {shlex.quote(remote)}", stdin=local.read_bytes(), check=True,
-                   timeout=300)
-            uploaded[key] = remote
-            vm.uploaded_images = uploaded  # type: ignore[attr-defined]
-        return uploaded[key]
+        self.session.need_modules("erofs", "loop")
 
     def _loop(self, path: str) -> str:
         return self.guest.check(f"losetup -f --show -r {shlex.quote(path)}").strip()
@@ -89,20 +72,19 @@ class Mounter:
         if source == "block":
             device = self.guest.attach_disk(image.path)
         else:
-            remote = self._upload(image.path, f"{image.key}.erofs")
+            remote = self.session.upload(image.path, f"{image.key}.erofs")
             device = self._loop(remote) if source == "loop" else remote
         opts = options
         if image.blob is not None:
             # The blob device holds the chunk data; name it with device=.
-            blob_remote = self._upload(image.blob, f"{image.key}.blob")
+            blob_remote = self.session.upload(image.blob, f"{image.key}.blob")
             blob_dev = self.guest.attach_disk(image.blob) if source == "block" else (
                 self._loop(blob_remote) if source == "loop" else blob_remote)
             extra.append(blob_dev)
             opts = ",".join(o for o in (options, f"device={blob_dev}") if o)
-        answer = self.probe.one({"op": "mount", "source": device, "target": target,
-                                 "options": opts})
-        result = MountResult(answer["ok"], answer["errno"], answer["errname"], answer["kmsg"],
-                             target, opts, device)
+        answer = self.probe.mount(device, target, opts)
+        result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target, opts,
+                             device)
         mount = Mount(target, image, source, device, opts, result, extra)
         if result.ok:
             self.mounted.append(mount)
@@ -119,8 +101,8 @@ class Mounter:
         return mount
 
     def umount(self, mount: Mount, lazy: bool = False) -> MountResult:
-        answer = self.probe.one({"op": "umount", "target": mount.target, "lazy": lazy})
-        if answer["ok"] and mount in self.mounted:
+        answer = self.probe.umount(mount.target, lazy)
+        if answer.ok and mount in self.mounted:
             self.mounted.remove(mount)
-        return MountResult(answer["ok"], answer["errno"], answer["errname"], answer["kmsg"],
-                           mount.target, mount.options, mount.device)
+        return MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, mount.target,
+                           mount.options, mount.device)

@@ -1,21 +1,33 @@
-"""The host side of the guest page cache probe (harness/guest/helpers/pcprobe.py).
+"""The host side of the guest page cache probe (harness/guest/helpers/pcprobe.py), as typed
+calls: ``probe.read(path)`` gives a :class:`ReadResult`, ``probe.residency(path)`` a
+:class:`Residency`, and so on. Tests speak these, never the wire format.
 
-One Python start in the guest per batch of operations: under TCG a start costs a few
-hundred milliseconds, so callers group what they measure.
+The probe runs once per guest as a server (Python starts in a TCG guest in a few hundred
+milliseconds, so it is started once and kept). Measurements that belong together go in one
+round trip with :meth:`Probe.batch`::
+
+    with probe.batch() as b:
+        read = b.read(first)
+        other = b.mincore(second)
+    assert other.value.resident == other.value.pages
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from harness.core.errors import HarnessError
 from harness.vm.machine import VM
 
 PROBE_SOURCE = Path(__file__).parent / "helpers" / "pcprobe.py"
 GUEST_PROBE = "/run/harness-pcprobe.py"
+TIMEOUT = 300.0
+T = TypeVar("T")
 
 
 class ProbeError(HarnessError):
@@ -27,6 +39,14 @@ class ProbeError(HarnessError):
         super().__init__(f"guest probe {op['op']} failed: {result.get('error')} (op: {op})")
 
 
+# ---- what the probe answers -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReadResult:
+    bytes: int
+    sha256: str
+
+
 @dataclass(frozen=True)
 class Residency:
     pages: int
@@ -36,8 +56,142 @@ class Residency:
         return f"{self.resident}/{self.pages} pages resident"
 
 
+@dataclass(frozen=True)
+class Frames:
+    """Page frame numbers of a file's pages (0: not present) and each frame's map count."""
+    pfns: list[int]
+    counts: list[int]
+
+
+@dataclass(frozen=True)
+class CgroupRead:
+    read: ReadResult | None
+    error: str
+    file: int  # memory.stat "file" after the read, bytes
+    file_mapped: int
+    current: int  # memory.current
+
+
+@dataclass(frozen=True)
+class MountAnswer:
+    ok: bool
+    errno: int
+    errname: str
+    kmsg: list[str]
+
+
+@dataclass(frozen=True)
+class KernelLogSlice:
+    """Kernel log records after a mark, the mark to use next, and how many records were
+    overwritten in the ring buffer before the probe could read them."""
+    lines: list[str]
+    mark: int
+    missed: int
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+MemInfo = dict[str, int]  # /proc/meminfo in KiB, by field name
+
+
+def _read(answer: dict[str, Any]) -> ReadResult:
+    return ReadResult(int(answer["bytes"]), str(answer["sha256"]))
+
+
+def _residency(answer: dict[str, Any]) -> Residency:
+    return Residency(int(answer["pages"]), int(answer["resident"]))
+
+
+def _mount(answer: dict[str, Any]) -> MountAnswer:
+    return MountAnswer(bool(answer["ok"]), int(answer["errno"]), str(answer["errname"]),
+                       list(answer["kmsg"]))
+
+
+def _cgroup(answer: dict[str, Any]) -> CgroupRead:
+    read = answer["read"]
+    return CgroupRead(None if "error" in read else _read(read), str(read.get("error", "")),
+                      int(answer["file"]), int(answer["file_mapped"]), int(answer["current"]))
+
+
+def _nothing(answer: dict[str, Any]) -> None:
+    return None
+
+
+# ---- one batch, one round trip ------------------------------------------------------------
+
+class Pending(Generic[T]):
+    """The answer to one operation of a batch, there once the batch has run."""
+
+    def __init__(self, op: dict[str, Any], convert: Callable[[dict[str, Any]], T],
+                 may_fail: bool) -> None:
+        self.op = op
+        self.may_fail = may_fail
+        self._convert = convert
+        self._answer: dict[str, Any] | None = None
+
+    def _set(self, answer: dict[str, Any]) -> None:
+        self._answer = answer
+
+    @property
+    def failed(self) -> bool:
+        return self._raw() is not None and "error" in self._raw()
+
+    @property
+    def errno(self) -> int:
+        """The errno of a failed operation, 0 when it succeeded."""
+        return int(self._raw().get("errno", 0)) if self.failed else 0
+
+    @property
+    def error(self) -> str:
+        return str(self._raw().get("error", "")) if self.failed else ""
+
+    @property
+    def value(self) -> T:
+        answer = self._raw()
+        if "error" in answer:
+            raise ProbeError(self.op, answer)
+        return self._convert(answer)
+
+    def _raw(self) -> dict[str, Any]:
+        if self._answer is None:
+            raise HarnessError(f"the batch holding {self.op['op']} has not run yet")
+        return self._answer
+
+
+class Batch:
+    """Operations queued for one round trip; run when the ``with`` block ends. A failed
+    operation raises ProbeError then, unless it was queued with ``may_fail=True``."""
+
+    def __init__(self) -> None:
+        self.pending: list[Pending[Any]] = []
+
+    def _add(self, op: dict[str, Any], convert: Callable[[dict[str, Any]], T],
+             may_fail: bool = False) -> Pending[T]:
+        item = Pending(op, convert, may_fail)
+        self.pending.append(item)
+        return item
+
+    def read(self, path: str, method: str = "read", *, may_fail: bool = False
+             ) -> Pending[ReadResult]:
+        return self._add({"op": "read", "path": path, "method": method}, _read, may_fail)
+
+    def mincore(self, path: str) -> Pending[Residency]:
+        return self._add({"op": "mincore", "path": path}, _residency)
+
+    def meminfo(self) -> Pending[MemInfo]:
+        return self._add({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
+
+    def drop_caches(self) -> Pending[None]:
+        return self._add({"op": "drop_caches"}, _nothing)
+
+    def fadvise_dontneed(self, path: str) -> Pending[None]:
+        return self._add({"op": "fadvise_dontneed", "path": path}, _nothing)
+
+
 class _Server:
-    """The probe running as a server in the guest, one per VM (kept on the VM object)."""
+    """The probe running as a server in the guest."""
 
     def __init__(self, vm: VM) -> None:
         assert vm.ssh is not None
@@ -57,54 +211,122 @@ class _Server:
         return answers
 
 
-TIMEOUT = 300.0
-
-
 class Probe:
+    """The page cache probe of one guest. Its owner is the guest's GuestSession, so there is
+    one server per guest however many tests and helpers ask."""
+
     def __init__(self, vm: VM) -> None:
         self.vm = vm
+        self._server: _Server | None = None
 
-    def _server(self) -> _Server:
-        server = getattr(self.vm, "probe_server", None)
-        if server is None or server.channel.closed:
-            server = _Server(self.vm)
-            self.vm.probe_server = server  # type: ignore[attr-defined]
-        return server
-
-    def batch(self, ops: list[dict[str, Any]], *, strict: bool = True) -> list[dict[str, Any]]:
+    def _ask(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self._server is None or self._server.channel.closed:
+            self._server = _Server(self.vm)
         try:
-            answers = self._server().ask(ops)
+            return self._server.ask(ops)
         except (OSError, EOFError, TimeoutError) as exc:
-            self.vm.probe_server = None  # type: ignore[attr-defined]
+            self._server = None
             self.vm.mark_broken()
             raise HarnessError(f"lost the guest probe during {[o['op'] for o in ops]}: "
                                f"{exc!r}") from exc
-        if strict:
-            for op, answer in zip(ops, answers, strict=True):
-                if "error" in answer:
-                    raise ProbeError(op, answer)
-        return answers
 
-    def one(self, op: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
-        return self.batch([op], strict=strict)[0]
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        batch = Batch()
+        yield batch
+        if not batch.pending:
+            return
+        answers = self._ask([item.op for item in batch.pending])
+        for item, answer in zip(batch.pending, answers, strict=True):
+            item._set(answer)
+        for item in batch.pending:
+            if item.failed and not item.may_fail:
+                raise ProbeError(item.op, item._raw())
 
-    # Conveniences over single operations.
-    def read(self, path: str, method: str = "read") -> dict[str, Any]:
-        return self.one({"op": "read", "path": path, "method": method})
+    def _one(self, op: dict[str, Any], convert: Callable[[dict[str, Any]], T]) -> T:
+        answer = self._ask([op])[0]
+        if "error" in answer:
+            raise ProbeError(op, answer)
+        return convert(answer)
+
+    # ---- reading and residency ---------------------------------------------------------
+
+    def read(self, path: str, method: str = "read") -> ReadResult:
+        """Read the whole file through ``method`` (read, pread, readv, mmap_shared, ...)."""
+        return self._one({"op": "read", "path": path, "method": method}, _read)
+
+    def try_read(self, path: str, method: str = "read") -> Pending[ReadResult]:
+        """A read that may fail: the Pending carries errno or the result."""
+        with self.batch() as b:
+            result = b.read(path, method, may_fail=True)
+        return result
 
     def residency(self, path: str) -> Residency:
-        answer = self.one({"op": "mincore", "path": path})
-        return Residency(answer["pages"], answer["resident"])
+        """mincore() over a mapping of the file: its pages in the page cache it reads."""
+        return self._one({"op": "mincore", "path": path}, _residency)
 
-    def pfns(self, *paths: str) -> dict[str, dict[str, list[int]]]:
-        return self.one({"op": "pfns", "paths": list(paths)})
+    def read_then_residency(self, reader: str, *others: str, method: str = "read"
+                            ) -> tuple[ReadResult, list[Residency]]:
+        """Read ``reader`` whole, then how much of each of ``others`` is resident: the
+        question every sharing test asks, in one round trip."""
+        with self.batch() as b:
+            read = b.read(reader, method)
+            views = [b.mincore(path) for path in others]
+        return read.value, [view.value for view in views]
 
-    def meminfo(self) -> dict[str, int]:
-        return self.one({"op": "meminfo"})
+    def pfns(self, *paths: str) -> dict[str, Frames]:
+        """Map and touch each file; the page frames its pages sit in (pagemap, kpagecount)."""
+        answer = self._one({"op": "pfns", "paths": list(paths)}, lambda a: a)
+        return {path: Frames(list(v["pfns"]), list(v["counts"])) for path, v in answer.items()}
+
+    def smaps(self, *paths: str) -> dict[str, dict[str, int]]:
+        """Map and touch every file in one process; each mapping's /proc/self/smaps figures."""
+        return self._one({"op": "smaps", "paths": list(paths)}, lambda a: a)
+
+    def meminfo(self) -> MemInfo:
+        return self._one({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
 
     def drop_caches(self) -> None:
-        self.one({"op": "drop_caches"})
+        self._one({"op": "drop_caches"}, _nothing)
 
-    def cgroup_read(self, cgroup: str, path: str, method: str = "read") -> dict[str, Any]:
-        return self.one({"op": "cgroup_read", "cgroup": cgroup, "path": path,
-                         "method": method})
+    def fadvise_dontneed(self, path: str) -> None:
+        self._one({"op": "fadvise_dontneed", "path": path}, _nothing)
+
+    def cgroup_read(self, cgroup: str, path: str, method: str = "read",
+                    limit: int | None = None) -> CgroupRead:
+        """Read ``path`` from a child in ``cgroup`` (memory.max ``limit`` if given)."""
+        return self._one({"op": "cgroup_read", "cgroup": cgroup, "path": path,
+                          "method": method, "limit": limit}, _cgroup)
+
+    # ---- a mapping held by another process ---------------------------------------------
+
+    def hold(self, path: str, tag: str) -> int:
+        """A child maps ``path``, closes the file, touches every page and waits; its pid."""
+        return self._one({"op": "hold", "path": path, "tag": tag}, lambda a: int(a["pid"]))
+
+    def release(self, tag: str) -> ReadResult | str:
+        """The holder hashes its mapping and exits: what it read, or its error text."""
+        answer = self._one({"op": "release", "tag": tag}, lambda a: a)
+        return str(answer["error"]) if "error" in answer else _read(answer)
+
+    # ---- mounts ------------------------------------------------------------------------
+
+    def mount(self, source: str, target: str, options: str) -> MountAnswer:
+        return self._one({"op": "mount", "source": source, "target": target,
+                          "options": options}, _mount)
+
+    def umount(self, target: str, lazy: bool = False) -> MountAnswer:
+        return self._one({"op": "umount", "target": target, "lazy": lazy}, _mount)
+
+    # ---- the kernel log ----------------------------------------------------------------
+
+    def kernel_log_mark(self) -> int:
+        """A mark in the kernel log: the sequence number of its newest record."""
+        return self._one({"op": "kmsg_mark"}, lambda a: int(a["seq"]))
+
+    def kernel_log_since(self, mark: int) -> KernelLogSlice:
+        """Every kernel log record after ``mark`` (sequence numbers, not line counts: a full
+        ring buffer drops old lines as new ones come, so counts stay the same)."""
+        return self._one({"op": "kmsg_since", "mark": mark},
+                         lambda a: KernelLogSlice(list(a["lines"]), int(a["seq"]),
+                                                  int(a["missed"])))

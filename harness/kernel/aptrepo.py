@@ -136,24 +136,52 @@ class Mirrors:
     keyring: str
 
 
+# Debian's release codenames and aliases. An archive is taken as Debian's only when it
+# serves one of these: an Ubuntu machine's sources (noble, jammy, ...) have the same shape,
+# but no Debian kernel and none of the suites the harness adds exist there.
+DEBIAN_SUITES = frozenset({
+    "buzz", "rex", "bo", "hamm", "slink", "potato", "woody", "sarge", "etch", "lenny",
+    "squeeze", "wheezy", "jessie", "stretch", "buster", "bullseye", "bookworm", "trixie",
+    "forky", "duke", "sid", "stable", "testing", "unstable", "oldstable", "oldoldstable",
+    "experimental"})
+
+
+def _release(suite: str) -> str:
+    """``bookworm-security`` -> ``bookworm``; ``bookworm/updates`` (old security) likewise."""
+    return re.split(r"[-/]", suite, maxsplit=1)[0]
+
+
 def find_mirrors(entries: list[SourceEntry]) -> Mirrors:
     """The Debian archive and security mirrors the machine is configured with.
 
     The archive mirror is the one serving a plain Debian release suite with ``main``; the
-    security mirror the one serving a ``-security`` suite.
+    security mirror the one serving a Debian ``-security`` suite. Sources of another
+    distribution are refused with a message that says what was found.
     """
     archive = security = None
     keyring = None
+    foreign: list[str] = []
     for entry in entries:
         if "deb" not in entry.types or "main" not in entry.components:
             continue
         for suite in entry.suites:
+            if _release(suite) not in DEBIAN_SUITES:
+                foreign.append(f"{suite} ({entry.origin})")
+                continue
             if suite.endswith("-security") and security is None:
                 security = entry.uris[0]
                 keyring = keyring or entry.signed_by
             elif re.fullmatch(r"[a-z]+", suite) and archive is None:
                 archive = entry.uris[0]
                 keyring = entry.signed_by or keyring
+    if archive is None and foreign:
+        raise HarnessError(
+            "the machine's apt sources are not Debian's: they serve "
+            f"{', '.join(foreign[:4])}, which are no Debian suites. Debian kernels and the "
+            "suites the harness adds (sid, trixie-backports, bookworm-security) cannot come "
+            "from there. Run the harness in a Debian container (for example the "
+            "debian:bookworm image, with --device /dev/kvm where the host has it), or give a "
+            "kernel you built with KERNEL=path:<vmlinuz>.")
     if archive is None:
         origins = ", ".join(sorted({e.origin.rsplit(":", 1)[0] for e in entries})) or "none"
         raise HarnessError(

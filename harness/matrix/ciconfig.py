@@ -12,6 +12,9 @@ from harness.core.paths import PROJECT, TEMPLATES
 from harness.matrix.run import load_matrix
 
 CI_TEMPLATES = TEMPLATES / "ci"
+# The Debian release the CI cells run in: the harness builds erofs-utils and its guest from
+# this release's packages, as on a developer's Debian 12 machine.
+CONTAINER = "debian:bookworm"
 OUTPUTS = {"github-nightly.yml.j2": Path(".github/workflows/nightly.yml"),
            "gitlab-ci.yml.j2": Path(".gitlab-ci.yml")}
 
@@ -22,7 +25,8 @@ def render_ci_files(matrix_path: Path, root: Path = PROJECT) -> dict[Path, str]:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(CI_TEMPLATES)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    return {root / out: env.get_template(name).render(cells=matrix.cells, matrix_path=rel)
+    return {root / out: env.get_template(name).render(cells=matrix.cells, matrix_path=rel,
+                                                         container=CONTAINER)
             for name, out in OUTPUTS.items()}
 
 

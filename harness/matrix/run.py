@@ -195,9 +195,13 @@ def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = No
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         summaries = list(pool.map(one, cells))
+    wall = time.monotonic() - started
+    # The run as a whole: the wall time of all cells at this many jobs, for the report.
+    (out / "run.json").write_text(json.dumps(
+        {"matrix": str(path), "jobs": jobs, "wall_seconds": round(wall, 1),
+         "cells": [s["cell"]["name"] for s in summaries]}, indent=1))
     from harness.results.matrix_report import write_matrix_report
     index = write_matrix_report(out, title=f"{path.name}")
-    wall = time.monotonic() - started
     bad = [s["cell"]["name"] for s in summaries if not s["ok"]]
     print(f"matrix: {len(cells) - len(bad)}/{len(cells)} cells as expected in {wall / 60:.1f} "
           f"min; report {index}" + (f"; not as expected: {', '.join(bad)}" if bad else ""))

@@ -6,15 +6,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from harness.core.names import safe_name
 from harness.core.paths import CATALOG
 from harness.erofs.images import BuiltImage, Catalog, build_image, load_catalog
 from harness.erofs.tools import ErofsUtils, provide
 from harness.guest.handle import Guest
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
+from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage
 from harness.kernel.kernel import Kernel
-from harness.plugin.state import VMPool, pool_key, safe_name
+from harness.plugin.state import VMPool, pool_key
 from harness.vm.machine import VM
 
 
@@ -44,11 +46,17 @@ def vm(vm_pool: VMPool) -> VM:
 
 
 @pytest.fixture
-def guest(vm: VM, request: pytest.FixtureRequest) -> Iterator[Guest]:
+def guest_session(vm: VM, vm_pool: VMPool) -> GuestSession:
+    """What the harness keeps about the running guest: modules, uploads, probe, log mark."""
+    return vm_pool.guest_session()
+
+
+@pytest.fixture
+def guest(guest_session: GuestSession, request: pytest.FixtureRequest) -> Iterator[Guest]:
     """A work directory in the guest and everything the test attaches, undone afterwards."""
-    handle = Guest(vm, safe_name(request.node.name)[:60])
+    handle = Guest(guest_session, safe_name(request.node.name)[:60])
     yield handle
-    if vm.responsive():
+    if guest_session.vm.responsive():
         handle.cleanup()
 
 
@@ -78,7 +86,7 @@ def erofs_image(erofs_tools: ErofsUtils, image_catalog: Catalog) -> Callable[[st
 @pytest.fixture
 def pagecache(guest: Guest) -> Probe:
     """The page cache probe in the guest, caches dropped so that every test starts cold."""
-    probe = Probe(guest.vm)
+    probe = guest.session.probe
     probe.drop_caches()
     return probe
 
@@ -86,7 +94,7 @@ def pagecache(guest: Guest) -> Probe:
 @pytest.fixture
 def mount(guest: Guest, pagecache: Probe) -> Mounter:
     """``mount(image, options, source)`` in the guest; undone by the guest's cleanup."""
-    return Mounter(guest, pagecache)
+    return Mounter(guest)
 
 
 @pytest.fixture

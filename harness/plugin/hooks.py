@@ -3,15 +3,13 @@ test that uses the VM, artifacts of failed tests."""
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Generator
-from typing import Any
 
 import pytest
 
-from harness.core.cache import content_key
 from harness.core.errors import HarnessError
+from harness.core.names import safe_name
+from harness.core.signals import install_sigterm_cleanup
 from harness.kernel.kernel import Kernel
 from harness.plugin.markers import (
     MARKERS,
@@ -22,21 +20,19 @@ from harness.plugin.markers import (
     release_tuple,
     requirement_names,
 )
+from harness.plugin.reporter import SuiteReporter
 from harness.plugin.state import (
     Options,
     VMPool,
     env_default,
     options_key,
     pool_key,
-    safe_name,
     worker_id,
 )
-from harness.results.report import CaseResult, Report
 from harness.vm.machine import VM
-from harness.vm.splats import find_splats
+from harness.vm.splats import splats_seen
 
 VM_FIXTURES = {"vm", "guest"}
-_DMESG_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM stops the session the way Ctrl-C does, so the VM pool is closed
+    # (harness/core/signals.py says why an ignored SIGINT stays ignored).
+    install_sigterm_cleanup()
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     options = Options.from_config(config)
@@ -68,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--vm-cpus={options.cpus}: at least 1")
     config.stash[options_key] = options
     config.stash[pool_key] = VMPool(options, f"vm-{worker_id(config)}")
+    if not config.pluginmanager.has_plugin(SuiteReporter.NAME):
+        config.pluginmanager.register(SuiteReporter(config), SuiteReporter.NAME)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -135,41 +136,26 @@ def _vm_of(item: pytest.Item) -> VM | None:
     return vm if isinstance(vm, VM) else None
 
 
-def _new_dmesg(vm: VM, after: float) -> tuple[str, float]:
-    """dmesg lines stamped after ``after`` (seconds since boot), and the newest stamp."""
-    result = vm.run("dmesg", timeout=30)
-    newest = after
-    lines = []
-    for line in result.stdout.splitlines():
-        match = _DMESG_TIME.match(line)
-        if match and float(match.group(1)) > after:
-            lines.append(line)
-            newest = max(newest, float(match.group(1)))
-    return "\n".join(lines), newest
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     vm = _vm_of(item) if VM_FIXTURES & set(getattr(item, "fixturenames", ())) else None
     if vm is None:
         return (yield)
     start = vm.console_offset()
-    stamp = getattr(vm, "dmesg_seen", 0.0)
     if vm.accel is not None:
         item.user_properties.append(("harness_accel", vm.accel.name))
     item.stash[_start_key] = (vm, start)
     try:
         outcome = yield
     finally:
-        problem = _after_test(item, vm, start, stamp)
+        problem = _after_test(item, vm, start)
     if problem:
         pytest.fail(problem, pytrace=False)
     return outcome
 
 
-def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | None:
+def _after_test(item: pytest.Item, vm: VM, start: int) -> str | None:
     """A splat or a dead guest fails the test that caused it and retires the VM."""
-    splats = vm.splats_since(start)
     if vm.console is not None and vm.console.ended:
         vm.mark_broken()
         return (f"the guest died during this test (QEMU exit status "
@@ -178,10 +164,14 @@ def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | No
         vm.mark_broken()
         return (f"the guest stopped answering during this test; last console lines:\n"
                 f"{vm.console.tail(40) if vm.console else ''}")
-    if not splats:
-        text, newest = _new_dmesg(vm, stamp)
-        vm.dmesg_seen = newest  # type: ignore[attr-defined]
-        splats = find_splats(text)
+    log = ""
+    session = item.config.stash[pool_key].session
+    if session is not None and session.vm is vm:
+        # From where the previous test's check stopped: sequence numbers, not line counts.
+        since = session.probe.kernel_log_since(session.kernel_log_seen)
+        session.kernel_log_seen = since.mark
+        log = since.text
+    splats = splats_seen(vm.console.since(start) if vm.console else "", log)
     if splats:
         vm.mark_broken()
         return "kernel reported a problem during this test:\n" + "\n\n".join(map(str, splats))
@@ -189,7 +179,6 @@ def _after_test(item: pytest.Item, vm: VM, start: int, stamp: float) -> str | No
 
 
 _start_key = pytest.StashKey[tuple[VM, int]]()
-started_key = pytest.StashKey[float]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -218,96 +207,6 @@ def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestRe
         (folder / "dmesg.txt").write_text(dmesg)
         report.sections.append(("dmesg (tail)", "\n".join(dmesg.splitlines()[-60:])))
     report.sections.append(("artifacts", str(folder)))
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # pytest_runtest_logreport gets no config, so results live in this module; a new
-    # session (pytester runs several in one process) starts them afresh.
-    _results.clear()
-    _accels.clear()
-    session.config.stash[started_key] = time.monotonic()
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Collect outcomes and measurements of the tests that used a VM (on the xdist
-    controller too: the workers' reports carry their user_properties)."""
-    props = dict(report.user_properties)
-    if "harness_vm" not in props:
-        return
-    outcome: str | None = None
-    reason = ""
-    if report.when == "call":
-        outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else (
-            "xpassed" if hasattr(report, "wasxfail") else report.outcome)
-        if report.failed:
-            # Kept for make compare: the failure's message, with any splat's first line.
-            reason = report.longreprtext[-3000:]
-    elif report.skipped and report.when == "setup":
-        outcome = "skipped"
-        longrepr = report.longrepr
-        reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
-    elif report.failed:
-        outcome = "error"
-        reason = report.longreprtext[-3000:]
-    if outcome is None:
-        return
-    measurements = {k[len("measure:"):]: v for k, v in props.items()
-                    if str(k).startswith("measure:")}
-    _results.append(CaseResult(report.nodeid, outcome, report.duration, measurements, reason))
-    if "harness_accel" in props:
-        _accels.append(str(props["harness_accel"]))
-
-
-_results: list[CaseResult] = []
-_accels: list[str] = []
-
-
-def _suite_report(config: pytest.Config) -> Report | None:
-    if not _results or hasattr(config, "workerinput"):
-        return None
-    pool = config.stash[pool_key]
-    options = config.stash[options_key]
-    kernel = (pool.kernel_error is None and pool.kernel) or None
-    settings = {"kernel": kernel.release if kernel else "?",
-                "kernel_spec": options.kernel or "default (pinned)",
-                "kernel_config_hash": content_key(f"{k}={v}" for k, v in
-                                                  sorted(kernel.config.items()))
-                if kernel and kernel.config else "?",
-                "kernel_patches": list(kernel.series) if kernel else [],
-                "guest_image": _guest_image_key(pool) if kernel else "?",
-                "accel": max(set(_accels), key=_accels.count) if _accels else options.accel,
-                "mkfs": _mkfs_version()}
-    report = Report(settings, list(_results))
-    report.seconds = time.monotonic() - config.stash.get(started_key, time.monotonic())
-    return report
-
-
-def _guest_image_key(pool: VMPool) -> str:
-    # Under xdist the controller booted nothing: the image the workers built is in the
-    # cache by then, so asking for it only looks it up.
-    try:
-        return pool.image_key or pool.image.key
-    except HarnessError:
-        return "?"
-
-
-def _mkfs_version() -> str:
-    # Only what is at hand: a summary must not fetch or build anything.
-    from harness.erofs.tools import known_version
-    return known_version() or "not used"
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
-                            config: pytest.Config) -> None:
-    report = _suite_report(config)
-    if report is None:
-        return
-    folder = config.stash[options_key].artifacts / (
-        f"report-{report.config['kernel']}-{report.config['accel']}")
-    json_path, html_path = report.write(folder)
-    terminalreporter.write_sep("=", "EROFS page cache sharing report")
-    terminalreporter.write_line(report.table())
-    terminalreporter.write_line(f"report: {html_path} and {json_path}")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from harness.core.errors import HarnessError
+from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
-from harness.kernel.resolve import resolve_kernel
+from harness.pipeline import kernel_for, vm_for
 from harness.vm.machine import VM, VMConfig, VMState
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class VMPool:
     _kernel: Kernel | None = None
     _image: GuestImage | None = None
     current: VM | None = None
+    session: GuestSession | None = None  # the state kept about the current VM's guest
     boots: int = 0
     kernel_error: HarnessError | None = None
     boot_error: HarnessError | None = None
@@ -63,7 +64,7 @@ class VMPool:
             raise self.kernel_error
         if self._kernel is None:
             try:
-                self._kernel = resolve_kernel(self.options.kernel)
+                self._kernel = kernel_for(self.options.kernel)
             except HarnessError as exc:
                 self.kernel_error = exc
                 raise
@@ -84,7 +85,7 @@ class VMPool:
         if self.current is not None and self.current.state != VMState.RUNNING:
             log.info("replacing %s: it is %s", self.current.name, self.current.state.value)
             self.current.stop()
-            self.current = None
+            self.current = self.session = None
         if self.boot_error is not None:
             # After a boot failed twice, every later test fails at once with the first cause
             # instead of timing out one by one.
@@ -95,6 +96,7 @@ class VMPool:
             for _ in range(2):  # one retry: a boot can die of a host hiccup, twice is real
                 try:
                     self.current = self._boot()
+                    self.session = GuestSession(self.current)
                     break
                 except HarnessError as exc:
                     log.warning("boot failed: %s", str(exc).splitlines()[0])
@@ -111,20 +113,22 @@ class VMPool:
         config = VMConfig(memory_mb=self.options.memory_mb, cpus=self.options.cpus,
                           accel=self.options.accel, keep=self.options.keep,
                           boot_timeout=self.options.boot_timeout)
-        vm = VM(self.kernel, self.image, config, artifacts=self.options.artifacts / "vms",
-                name=f"{self.name}-boot{self.boots}")
+        vm = vm_for(self.kernel, config, image=self.image, artifacts=self.options.artifacts / "vms",
+                    name=f"{self.name}-boot{self.boots}", announce=False)
         vm.start()
         return vm
+
+    def guest_session(self) -> GuestSession:
+        """The session of the running VM (booting one if needed)."""
+        self.get()
+        assert self.session is not None
+        return self.session
 
     def close(self) -> None:
         if self.current is not None:
             with contextlib.suppress(Exception):
                 self.current.stop()
-            self.current = None
-
-
-def safe_name(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150] or "test"
+            self.current = self.session = None
 
 
 def env_default(name: str, fallback: str | None) -> str | None:

@@ -22,14 +22,14 @@ from harness.erofs.images import BuiltImage, build_image, load_catalog
 from harness.erofs.tools import provide
 from harness.guest.handle import Guest
 from harness.guest.mounts import Mount, Mounter
-from harness.guest.probe import Probe
-from harness.guestimage.build import build_guest_image
+from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
 from harness.kernel.resolve import resolve_kernel
 from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
+from harness.pipeline import vm_for
 from harness.repro.spec import Report, load_report
-from harness.vm.machine import VM, VMConfig
-from harness.vm.splats import find_splats
+from harness.vm.machine import VMConfig
+from harness.vm.splats import splats_seen
 
 EXIT_NOT_REPRODUCED, EXIT_REPRODUCED, EXIT_SKIP, EXIT_ERROR = 0, 1, 125, 2
 
@@ -87,15 +87,14 @@ class _Run:
         self.images = images
         self.mounts: dict[str, Mount] = {}
         self.exit_code: int | None = None
-        self.probe: Probe | None = None
+        self.session: GuestSession | None = None
 
     def go(self) -> None:
         if self.report.reproducer.test:
             self._run_test()
             return
-        image = build_guest_image(self.kernel)
-        vm = VM(self.kernel, image, VMConfig(accel=self.accel), name=f"repro-{self.verdict.name}",
-                artifacts=ARTIFACTS / f"repro-{self.report.name}")
+        vm = vm_for(self.kernel, VMConfig(accel=self.accel), name=f"repro-{self.verdict.name}",
+                    artifacts=ARTIFACTS / f"repro-{self.report.name}", announce=False)
         try:
             vm.start()
         except VMError as exc:
@@ -103,23 +102,27 @@ class _Run:
             return
         try:
             offset = vm.console_offset()
+            session = GuestSession(vm)
+            mark = session.probe.kernel_log_mark()
             alive = True
             try:
-                self._reproduce(vm)
+                self._reproduce(session)
             except VMError as exc:
                 alive = False
                 self.verdict.checks.append(Check("guest", False, f"the guest died: {exc}"))
             console = vm.console.since(offset) if vm.console else ""
             self.verdict.console = console
-            dmesg = vm.run("dmesg", check=True).stdout if alive and vm.responsive() else console
-            self._check(vm, offset, dmesg, alive)
+            # What the kernel logged since the mark; a dead guest leaves only its console.
+            log = session.probe.kernel_log_since(mark).text \
+                if alive and vm.responsive() else console
+            self._check(console, log, alive)
         finally:
             vm.stop()
 
-    def _reproduce(self, vm: VM) -> None:
-        guest = Guest(vm, f"repro-{self.verdict.name}")
-        probe = Probe(vm)
-        mounter = Mounter(guest, probe)
+    def _reproduce(self, session: GuestSession) -> None:
+        vm = session.vm
+        guest = Guest(session, f"repro-{self.verdict.name}")
+        mounter = Mounter(guest)
         for step in self.report.mounts:
             mount = mounter.attempt(self.images[step.name], step.options, step.source)
             self.mounts[step.name] = mount
@@ -138,23 +141,22 @@ class _Run:
                          if env else f"cd {guest.workdir} && {command}", timeout=rep.timeout)
             self.exit_code = ran.status
             _say(f"{self.verdict.name}: $ {command} -> exit {ran.status}")
-        self.probe = probe
+        self.session = session
 
     def _ref(self, ref: str) -> tuple[Mount, str]:
         name, path = ref.split(":", 1)
         return self.mounts[name], path.lstrip("/")
 
-    def _check(self, vm: VM, offset: int, dmesg: str, alive: bool) -> None:
+    def _check(self, console: str, log: str, alive: bool) -> None:
         bug = self.report.bug
         checks = self.verdict.checks
         if bug.splat:
             # The console can lag behind the kernel log under TCG: look in both.
-            splats = [s for s in vm.splats_since(offset) + find_splats(dmesg)
-                      if bug.splat in ("any", s.kind)]
+            splats = [s for s in splats_seen(console, log) if bug.splat in ("any", s.kind)]
             checks.append(Check(f"splat {bug.splat}", bool(splats),
                                 splats[0].excerpt if splats else "no such report on the console"))
         if bug.dmesg:
-            lines = [ln for ln in dmesg.splitlines() if re.search(bug.dmesg, ln)]
+            lines = [ln for ln in log.splitlines() if re.search(bug.dmesg, ln)]
             checks.append(Check(f"dmesg /{bug.dmesg}/", bool(lines),
                                 "\n".join(lines[:5]) or "no matching kernel log line"))
         if bug.exit_code is not None:
@@ -165,24 +167,26 @@ class _Run:
             checks.append(Check(f"mount {name} fails with {want}", result.errname == want,
                                 f"mount {name}: {result.errname if not result.ok else 'ok'}; "
                                 f"kernel said: {' | '.join(result.kmsg) or 'nothing'}"))
-        if (not alive or self.probe is None) and (bug.no_sharing or bug.wrong_bytes):
+        probe = self.session.probe if self.session is not None and alive else None
+        if probe is None and (bug.no_sharing or bug.wrong_bytes):
             checks.append(Check("measurements", False, "not taken: the guest died"))
             return
-        if bug.no_sharing and self.probe is not None:
+        if bug.no_sharing and probe is not None:
             (ma, pa), (mb, pb) = self._ref(bug.no_sharing[0]), self._ref(bug.no_sharing[1])
-            read, resident = self.probe.batch([
-                {"op": "read", "path": ma.path(pa)}, {"op": "mincore", "path": mb.path(pb)}],
-                strict=False)
-            held = "error" not in resident and resident.get("resident") == 0
+            with probe.batch() as batch:
+                read = batch.read(ma.path(pa), may_fail=True)
+                resident = batch.mincore(mb.path(pb))
+            held = resident.value.resident == 0
             checks.append(Check(f"no sharing {bug.no_sharing[0]} -> {bug.no_sharing[1]}", held,
-                                f"after reading {pa} ({read}), {pb} is {resident}"))
-        if bug.wrong_bytes and self.probe is not None:
+                                f"after reading {pa} ({read.error or read.value}), {pb} is "
+                                f"{resident.value}"))
+        if bug.wrong_bytes and probe is not None:
             mount, path = self._ref(bug.wrong_bytes)
-            got = self.probe.one({"op": "read", "path": mount.path(path)}, strict=False)
+            got = probe.try_read(mount.path(path))
             want = mount.image.file(path)["sha256"]
             checks.append(Check(f"wrong bytes in {bug.wrong_bytes}",
-                                "error" not in got and got.get("sha256") != want,
-                                f"read {got}; the image holds sha256 {want}"))
+                                not got.failed and got.value.sha256 != want,
+                                f"read {got.error or got.value}; the image holds sha256 {want}"))
 
     def _run_test(self) -> None:
         test = self.report.reproducer.test

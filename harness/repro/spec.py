@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import SpecError
+from harness.core.names import SOURCES
 from harness.core.paths import PROJECT
 from harness.core.yamlconf import check_keys, load_yaml, where
-from harness.guest.mounts import SOURCES
 from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
 from harness.vm.splats import KINDS
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import jinja2
 
+from harness.core.names import safe_name
 from harness.core.paths import TEMPLATES
-from harness.plugin.state import safe_name
 
 
 def load_cells(root: Path) -> list[dict[str, Any]]:
@@ -52,11 +52,14 @@ def write_matrix_report(root: Path, title: str = "matrix") -> Path:
     names, grid = _grid(cells)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, autoescape=True)
+    # run.json: the wall time of a local `make matrix` (CI jobs have none: they run apart).
+    run = json.loads((root / "run.json").read_text()) if (root / "run.json").is_file() else {}
     html = env.get_template("matrix.html.j2").render(
-        title=title, cells=cells, tests=names, grid=grid, bars=_bars(cells))
+        title=title, cells=cells, tests=names, grid=grid, bars=_bars(cells), run=run)
     index = root / "index.html"
     index.write_text(html)
     (root / "matrix.json").write_text(json.dumps(
-        {"cells": [{k: c[k] for k in ("cell", "exit", "seconds", "ok", "unexpected")}
+        {"run": run,
+         "cells": [{k: c[k] for k in ("cell", "exit", "seconds", "ok", "unexpected")}
                    for c in cells]}, indent=1))
     return index

@@ -46,7 +46,6 @@ from harness.vm.qemu_cmd import (
     UserNetwork,
     qemu_binary,
 )
-from harness.vm.splats import Splat, find_splats
 from harness.vm.sshclient import CommandResult, CommandTimeout, GuestSSH, SSHRefused
 
 log = logging.getLogger(__name__)
@@ -344,9 +343,6 @@ class VM:
             return self.ssh.run("true", timeout).ok
         except Exception:  # any failure here means "does not answer"
             return False
-
-    def splats_since(self, offset: int) -> list[Splat]:
-        return find_splats(self.console.since(offset)) if self.console else []
 
     def console_offset(self) -> int:
         return self.console.offset() if self.console else 0

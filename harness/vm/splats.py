@@ -57,3 +57,15 @@ def find_splats(text: str) -> list[Splat]:
         # A WARNING's "cut here" line and its "WARNING: CPU" line are one report.
         skip_until = number + 3 if kind == "warning" else number
     return found
+
+
+def splats_seen(console: str, kernel_log: str) -> list[Splat]:
+    """The reports in a stretch of console output and of the kernel log, each once.
+
+    Both are read because either can miss one: the console lags behind the log under TCG
+    (and a dead guest leaves only its console), while the log keeps what a low console
+    loglevel does not print.
+    """
+    found = find_splats(console)
+    seen = {splat.first_line for splat in found}
+    return found + [s for s in find_splats(kernel_log) if s.first_line not in seen]

@@ -52,6 +52,38 @@ def test_no_debian_source_is_a_clear_error() -> None:
         find_mirrors(entries)
 
 
+# What an Ubuntu runner (GitHub's ubuntu-latest) has: deb822 sources of noble, with main,
+# signed by the Ubuntu keyring. Same shape as Debian's; the suites give it away.
+UBUNTU = """\
+Types: deb
+URIs: file:///srv/mirror/ubuntu/
+Suites: noble noble-updates noble-backports
+Components: main restricted universe multiverse
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+
+Types: deb
+URIs: file:///srv/mirror/ubuntu-security/
+Suites: noble-security
+Components: main restricted universe multiverse
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+"""
+
+
+def test_ubuntu_sources_are_refused_with_what_was_found() -> None:
+    entries = parse_deb822(UBUNTU, "/etc/apt/sources.list.d/ubuntu.sources")
+    with pytest.raises(HarnessError) as info:
+        find_mirrors(entries)
+    message = str(info.value)
+    assert "not Debian's" in message and "noble" in message and "ubuntu.sources" in message
+    assert "Debian container" in message
+
+
+def test_debian_security_suite_of_the_old_layout_is_debian() -> None:
+    entries = parse_one_line("deb file:///srv/m/debian buster main\n"
+                             "deb file:///srv/m/security buster/updates main\n", "/x.list")
+    assert find_mirrors(entries).archive == "file:///srv/m/debian"
+
+
 def test_private_sources_use_the_discovered_mirror(tmp_path: Path) -> None:
     apt = PrivateApt(tmp_path, Mirrors("file:///srv/m/debian", None, "/k.gpg"))
     text = apt.sources_text()

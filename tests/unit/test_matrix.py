@@ -108,4 +108,6 @@ def test_cell_command_runs_pytest_through_the_nonempty_wrapper(tmp_path: Path) -
     cell = load_matrix(NIGHTLY).cells[0]
     argv = cell_command(cell, tmp_path)
     assert argv[0].endswith("scripts/pytest-nonempty") and argv[2:4] == ["-m", "pytest"]
-    assert f"--kernel={cell.kernel}" in argv and "-k" in argv
+    assert f"--kernel={cell.kernel}" in argv
+    # The nightly's selection is the whole suite: nothing narrows it.
+    assert "-k" not in argv and argv[2:].count("-m") == 1 and "testcases" in argv

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,30 @@ def test_panic_mid_test_fails_that_test_and_the_next_gets_a_fresh_vm(
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*lost the guest*", "*Kernel panic - not syncing*"])
     assert qemu_processes(str(isolated_tmp)) == []
+
+
+def test_a_splat_only_in_a_full_kernel_log_still_fails_its_test(
+        pytester: pytest.Pytester, isolated_tmp: Path) -> None:
+    """After hundreds of tests the ring buffer is full and a line count stays the same as
+    lines arrive; the check reads by sequence number. The report goes to the log at level 6,
+    below the console's loglevel, so only the kernel log carries it."""
+    pytester.makepyfile("""
+        FILL = ("i=0; while [ $i -lt 6000 ]; do echo \\"<6>filler $i of a full ring buffer\\" "
+                "> /dev/kmsg; i=$((i+1)); done")
+
+        def test_fills_the_log(vm):
+            vm.run(FILL, timeout=300)
+
+        def test_warns_in_a_full_log(vm):
+            vm.run(FILL, timeout=300)
+            vm.run("echo '<6>WARNING: CPU: 0 PID: 1 at fs/erofs/selftest.c:2 selftest+0x0/0x1'"
+                   " > /dev/kmsg", timeout=30)
+            vm.run("echo '<6>filler after the report' > /dev/kmsg", timeout=30)
+    """)
+    result = _run(pytester, isolated_tmp)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_warns_in_a_full_log*",
+                                 "*kernel warning report*fs/erofs/selftest.c:2*"])
 
 
 def test_kernel_warning_fails_the_test_with_the_excerpt_and_artifacts(
@@ -101,7 +126,8 @@ def test_ctrl_c_during_a_test_leaves_no_qemu(pytester: pytest.Pytester,
     """)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", ACCEL, "-p", "no:cacheprovider"],
                             cwd=pytester.path, env={**os.environ, "TMPDIR": str(isolated_tmp)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=sigint_default)
     deadline = time.monotonic() + 300
     while not (pytester.path / "booted").exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
@@ -115,17 +141,50 @@ def test_ctrl_c_during_a_test_leaves_no_qemu(pytester: pytest.Pytester,
 
 
 def test_ctrl_c_during_boot_leaves_no_qemu(isolated_tmp: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "exec", "--accel=tcg", "--",
-                             "true"], env={**os.environ, "TMPDIR": str(isolated_tmp)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while not qemu_processes(str(isolated_tmp)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert qemu_processes(str(isolated_tmp)), "QEMU never started"
-    time.sleep(1.0)  # inside the boot, before the guest is ready
+    proc = _exec_booting(isolated_tmp, sigint_default)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert b"interrupted" in out
     assert qemu_processes(str(isolated_tmp)) == []
     assert [p for p in isolated_tmp.iterdir() if p.name.startswith("harness-")] == []
+
+
+def test_sigterm_cleans_up_when_started_with_sigint_ignored(isolated_tmp: Path) -> None:
+    """A background job's SIGINT is ignored, and the harness keeps it so (Ctrl-C at the
+    terminal is not for it); SIGTERM still ends it cleanly, as it does CI timeouts."""
+    proc = _exec_booting(isolated_tmp, sigint_ignored)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(2.0)
+    assert proc.poll() is None, "SIGINT was ignored by the parent, yet it ended the harness"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert b"terminated" in out
+    assert qemu_processes(str(isolated_tmp)) == []
+    assert [p for p in isolated_tmp.iterdir() if p.name.startswith("harness-")] == []
+
+
+def _exec_booting(tmp: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:
+    """``harness exec`` of a long command, returned once its QEMU runs and boots."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "exec", "--accel=tcg", "--",
+                             "sleep 300"], env={**os.environ, "TMPDIR": str(tmp)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=preexec)
+    deadline = time.monotonic() + 120
+    while not qemu_processes(str(tmp)) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.05)
+    assert qemu_processes(str(tmp)), "QEMU never started"
+    time.sleep(1.0)  # inside the boot, before the guest is ready
+    return proc
+
+
+# Each test sets the SIGINT disposition its child starts with: inherited from whatever ran
+# pytest (a background job, nohup, a CI runner), it may be ignored.
+def sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -410,50 +410,87 @@ def release(tag, timeout=120.0):
 
 # ---- mounts ----------------------------------------------------------------------------
 
-def _kmsg_open():
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return None
-    os.lseek(fd, 0, os.SEEK_END)
-    return fd
+class KernelLog:
+    """The kernel log as /dev/kmsg records, each with its sequence number.
+
+    A mark is the sequence number of the last record read; "since a mark" is every record
+    with a higher number. Counting lines cannot work: once the ring buffer is full, old
+    records drop off as new ones arrive and the count stays the same. One reader is kept
+    for the life of the server, so it sees each record once even as the buffer wraps; when
+    records were overwritten before it read them, it says how many (``missed``).
+    """
+
+    KEEP = 20000  # records remembered for since(); a test logs far fewer
+
+    def __init__(self):
+        # Opening /dev/kmsg starts at the oldest record still in the buffer.
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        self.records = []  # (seq, message)
+        self.last = -1
+
+    def pump(self):
+        while True:
+            try:
+                raw = os.read(self.fd, 8192)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten before we read them: go on
+                    continue
+                raise
+            prefix, _, rest = raw.decode(errors="replace").partition(";")
+            fields = prefix.split(",")
+            seq = int(fields[1])
+            self.last = seq
+            # Continuation lines (" SUBSYSTEM=...") are dictionary data, not the message.
+            self.records.append((seq, rest.split("\n", 1)[0]))
+        del self.records[:-self.KEEP]
+
+    def mark(self):
+        self.pump()
+        return {"seq": self.last}
+
+    def since(self, mark):
+        self.pump()
+        lines = [text for seq, text in self.records if seq > mark]
+        # Sequence numbers have no gaps: whatever is not here was overwritten unread.
+        missed = max(0, self.last - max(mark, -1) - len(lines)) if mark >= 0 else 0
+        return {"lines": lines, "seq": self.last, "missed": missed}
 
 
-def _kmsg_drain(fd):
-    lines = []
-    if fd is None:
-        return lines
+_KERNEL_LOG = []
+
+
+def kernel_log():
+    if not _KERNEL_LOG:
+        _KERNEL_LOG.append(KernelLog())
+    return _KERNEL_LOG[0]
+
+
+def _settle():
     time.sleep(0.05)  # let printk from the syscall reach the ring buffer
-    while True:
-        try:
-            record = os.read(fd, 8192).decode(errors="replace")
-        except BlockingIOError:
-            break
-        except OSError as exc:
-            if exc.errno == errno.EPIPE:  # overwritten records: skip on
-                continue
-            break
-        lines.append(record.split(";", 1)[-1].rstrip("\n"))
-    os.close(fd)
-    return lines
 
 
 def do_mount(source, target, options, fstype="erofs", readonly=True):
     os.makedirs(target, exist_ok=True)
-    fd = _kmsg_open()
+    log = kernel_log()
+    mark = log.mark()["seq"]
     rc = libc.mount(source.encode(), target.encode(), fstype.encode(),
                     MS_RDONLY if readonly else 0, options.encode() if options else None)
     err = ctypes.get_errno() if rc != 0 else 0
+    _settle()
     return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
-            "kmsg": _kmsg_drain(fd)}
+            "kmsg": log.since(mark)["lines"]}
 
 
 def do_umount(target, lazy=False):
-    fd = _kmsg_open()
+    log = kernel_log()
+    mark = log.mark()["seq"]
     rc = libc.umount2(target.encode(), MNT_DETACH if lazy else 0)
     err = ctypes.get_errno() if rc != 0 else 0
+    _settle()
     return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
-            "kmsg": _kmsg_drain(fd)}
+            "kmsg": log.since(mark)["lines"]}
 
 
 def drop_caches():
@@ -487,6 +524,8 @@ OPS = {
     "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
     "drop_caches": lambda op: drop_caches(),
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
+    "kmsg_mark": lambda op: kernel_log().mark(),
+    "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
 
 

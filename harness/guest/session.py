@@ -1,0 +1,43 @@
+"""Everything the harness knows about one running guest, with one owner.
+
+Whoever boots a VM (the plugin's VM pool, ``repro``, a benchmark) makes its GuestSession
+next to it and drops both together. Tests, fixtures and hooks reach this state through the
+session, never by attaching attributes to the VM.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from harness.guest.probe import Probe
+from harness.vm.machine import VM
+
+UPLOADS = "/scratch/images"
+
+
+class GuestSession:
+    def __init__(self, vm: VM) -> None:
+        self.vm = vm
+        self.probe = Probe(vm)  # one probe server per guest
+        self._modules: set[str] = set()
+        self._uploads: dict[Path, str] = {}  # host file -> its copy on the guest's scratch disk
+        # The kernel log record the splat check has read up to (-1: none yet).
+        self.kernel_log_seen = -1
+
+    def need_modules(self, *names: str) -> None:
+        """modprobe each module once per guest (built-in ones succeed at once)."""
+        missing = [name for name in names if name not in self._modules]
+        if missing:
+            self.vm.run(" && ".join(f"modprobe {shlex.quote(n)}" for n in missing), check=True)
+            self._modules.update(missing)
+
+    def upload(self, local: Path, name: str) -> str:
+        """The guest path of ``local`` on the scratch disk, copied there once per guest."""
+        if local not in self._uploads:
+            remote = f"{UPLOADS}/{name}"
+            self.vm.run(f"mkdir -p {UPLOADS}", check=True)
+            self.vm.run(f"cat > {shlex.quote(remote)}", stdin=local.read_bytes(), check=True,
+                        timeout=300)
+            self._uploads[local] = remote
+        return self._uploads[local]
