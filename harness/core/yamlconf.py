@@ -1,6 +1,6 @@
 """YAML files read strictly: duplicate keys and unknown keys are errors naming file and line.
 
-Config that silently drops a misspelt key is one of the complaints STYLE.md lists; every
+Config that silently drops a misspelt key is a classic harness complaint; every
 YAML file the harness reads goes through ``load_yaml`` and ``check_keys``.
 """
 

@@ -1,7 +1,7 @@
 """mkfs.erofs new enough for fingerprints (>= 1.9, ``--xattr-inode-digest``).
 
 Debian 12 ships erofs-utils 1.5 and sid's binary package needs a newer libc, so the project
-builds sid's *source* package on this host (FIELD-NOTES: about 30 s) and caches the
+builds sid's *source* package on this host (about 30 s on 2 cores) and caches the
 binaries by source version. ``$MKFS_EROFS`` (a path) overrides, and is version-checked too.
 """
 

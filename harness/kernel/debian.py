@@ -123,7 +123,8 @@ def _build_debian_entry(apt: PrivateApt, pkg: DebianPackage, names: list[str],
         tree = Path(tmp) / "tree"
         for deb in debs:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-        # Layouts differ between versions (FIELD-NOTES): look rather than assume.
+        # Layouts differ between versions (7.2.13 splits linux-binary- and linux-modules- out of a
+        # meta package; some keep boot/vmlinuz-*): look rather than assume.
         vmlinuz = _find_one(tree, ["boot/vmlinuz-*", "usr/lib/modules/*/vmlinuz",
                                    "lib/modules/*/vmlinuz"], "vmlinuz")
         config = _find_one(tree, ["boot/config-*", "usr/lib/modules/*/config",

@@ -1,7 +1,7 @@
 """Kernel config fragments: parse them, merge them, and prove the result kept every request.
 
 ``merge_config.sh`` only warns when ``olddefconfig`` drops an option whose dependencies are
-unmet (FIELD-NOTES: ``CONFIG_EROFS_FS=y`` without ``CONFIG_MISC_FILESYSTEMS=y`` silently
+unmet (seen with 7.3: ``CONFIG_EROFS_FS=y`` without ``CONFIG_MISC_FILESYSTEMS=y`` silently
 loses every EROFS option). So every requested option is checked in the final ``.config``,
 and a dropped one is reported with the ``depends on`` expressions that are false, found by
 walking the tree's Kconfig files.

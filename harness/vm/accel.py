@@ -1,6 +1,6 @@
 """Choosing the accelerator: KVM where it really works, TCG otherwise.
 
-``/dev/kvm`` can be present and open while KVM is unusable (FIELD-NOTES: no vmx flag, the
+``/dev/kvm`` can be present and open while KVM is unusable (seen on CI machines: no vmx flag, the
 guest dies with ``KVM internal error``), so "auto" boots the kernel under test with KVM for
 a few seconds and reads what it prints. The verdict is cached per host boot and QEMU
 binary, so the probe runs once.

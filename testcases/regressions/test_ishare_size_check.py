@@ -18,7 +18,7 @@ from harness.guest.probe import Probe
 pytestmark = [
     pytest.mark.requires_kernel("page_cache_share"),
     # The check is in every release that has the feature; 7.2 is the oldest Debian kernel
-    # with it (FIELD-NOTES).
+    # with it (Debian 7.2.13 in sid).
     pytest.mark.regression(report="reports/ishare-size-check.yaml",
                            fix="erofs: ishare: refuse to share inodes whose sizes differ",
                            fixed_in="7.2"),
