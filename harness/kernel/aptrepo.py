@@ -28,7 +28,8 @@ from harness.core.errors import HarnessError, ToolMissing
 log = logging.getLogger(__name__)
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-# Suites that carry the kernels and erofs-utils sources the project needs (docs/ARCHITECTURE.md, "Kernels").
+# Suites that carry the kernels and erofs-utils sources the project needs
+# (docs/ARCHITECTURE.md, "Kernels").
 ARCHIVE_SUITES = ("sid", "trixie-backports")
 SECURITY_SUITES = ("bookworm-security",)
 LISTS_MAX_AGE = 24 * 3600.0

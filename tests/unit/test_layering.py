@@ -38,7 +38,7 @@ def _imports() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE.parent).with_suffix("")
-        if "helpers" in rel.parts or rel.name == "__init__" and len(rel.parts) == 1:
+        if "helpers" in rel.parts or (rel.name == "__init__" and len(rel.parts) == 1):
             continue
         name = ".".join(p for p in rel.parts if p != "__init__")
         found = set()
