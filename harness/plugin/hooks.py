@@ -29,7 +29,7 @@ from harness.plugin.state import (
     pool_key,
     worker_id,
 )
-from harness.vm.machine import VM
+from harness.vm.machine import ACCELS, VM, VM_DEFAULTS
 from harness.vm.splats import splats_seen
 
 VM_FIXTURES = {"vm", "guest"}
@@ -40,16 +40,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel", default=env_default("HARNESS_KERNEL", None),
                     help="kernel spec: debian:<prefix>, path:<vmlinuz>[,modules=<dir>] "
                          "(default: the pinned default kernel)")
-    group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+    group.addoption("--accel", default=VM_DEFAULTS.accel, choices=ACCELS,
                     help="accelerator: auto (KVM when a probe shows it works), kvm, tcg")
-    group.addoption("--vm-memory", type=int, default=1024, metavar="MB",
-                    help="guest memory in MiB (default 1024)")
-    group.addoption("--vm-cpus", type=int, default=2, metavar="N",
-                    help="guest CPUs (default 2)")
+    group.addoption("--vm-memory", type=int, default=VM_DEFAULTS.memory_mb, metavar="MB",
+                    help=f"guest memory in MiB (default {VM_DEFAULTS.memory_mb})")
+    group.addoption("--vm-cpus", type=int, default=VM_DEFAULTS.cpus, metavar="N",
+                    help=f"guest CPUs (default {VM_DEFAULTS.cpus})")
     group.addoption("--vm-keep", action="store_true", default=False,
                     help="keep each VM's work directory (disks, sockets) after it stops")
-    group.addoption("--vm-boot-timeout", type=float, default=180.0, metavar="S",
-                    help="seconds a boot may take before it fails (default 180)")
+    group.addoption("--vm-boot-timeout", type=float, default=VM_DEFAULTS.boot_timeout,
+                    metavar="S", help=f"seconds a boot may take before it fails (default "
+                                      f"{VM_DEFAULTS.boot_timeout:.0f})")
     group.addoption("--artifacts", default="artifacts", metavar="DIR",
                     help="where console logs and dmesg of failed tests go (default artifacts)")
 
