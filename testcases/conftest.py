@@ -12,7 +12,7 @@ import pytest
 from harness.core.names import SOURCES
 from harness.erofs.images import PAGE, BuiltImage, content_bytes
 from harness.guest.mounts import Mount, Mounter
-from harness.guest.probe import Probe, Residency
+from harness.guest.probe import Probe, ReadResult, Residency
 
 SHARE = "inode_share,domain_id=d1"
 OTHER_DOMAIN = "inode_share,domain_id=d2"
@@ -39,9 +39,35 @@ def mount_twins(mount: Mounter, a: BuiltImage, b: BuiltImage, source: str,
     return ma, mb, ma.path(path), mb.path(twin_of(a, b, path))
 
 
+def read_and_look(pagecache: Probe, reader: str, *others: str, method: str = "read"
+                  ) -> tuple[ReadResult, Residency, list[Residency]]:
+    """Read ``reader`` whole through ``method`` from a cold cache; then how much of it and
+    of each of ``others`` is resident. One round trip, with two controls that make a
+    verdict about ``others`` mean something:
+
+    - every file starts cold (0 pages resident): nothing left by an earlier test (a mapping
+      still held, a leak) can pass for sharing;
+    - the read made all of ``reader``'s own pages resident: "nothing resident through the
+      other mount" only says "not shared" when the reader did fill its cache.
+    """
+    paths = (reader, *others)
+    with pagecache.batch() as batch:
+        cold = [batch.mincore(path) for path in paths]
+        read = batch.read(reader, method)
+        after = [batch.mincore(path) for path in paths]
+    warm = {path: view.value for path, view in zip(paths, cold, strict=True)
+            if view.value.resident}
+    assert not warm, f"files were resident before anything read them: {warm}"
+    mine = after[0].value
+    assert mine.resident == mine.pages, (
+        f"reading {reader} whole through {method} left {mine} in its own cache")
+    return read.value, mine, [view.value for view in after[1:]]
+
+
 def read_then_mincore(pagecache: Probe, reader: str, other: str) -> Residency:
-    """Read ``reader`` whole, then report how much of ``other`` is resident."""
-    return pagecache.read_then_residency(reader, other)[1][0]
+    """Read ``reader`` whole (from a cold cache, filling its own), then how much of
+    ``other`` is resident."""
+    return read_and_look(pagecache, reader, other)[2][0]
 
 
 def check_resized_forgery_kept_apart(erofs_image: Callable[[str], BuiltImage], mount: Mounter,

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from conftest import BIG, SHARE, twin_of
+from conftest import BIG, SHARE, read_and_look, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe, ReadResult
@@ -26,13 +26,32 @@ def test_access_path_reads_right_bytes_into_the_shared_cache(
         mount: Mounter, pagecache: Probe) -> None:
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    read, (mine, other) = pagecache.read_then_residency(
-        ma.path(path), ma.path(path), mb.path(twin_of(a, b, path)), method=method)
+    read, mine, [other] = read_and_look(pagecache, ma.path(path),
+                                        mb.path(twin_of(a, b, path)), method=method)
     assert read.sha256 == a.file(path)["sha256"], f"{method} read wrong bytes of {path}"
-    assert mine.resident > 0, f"{method} left nothing resident: {mine}"
-    assert other.resident == mine.resident, (
-        f"after {method}: {mine} through the reader's mount, {other.resident} through the "
-        f"other")
+    assert other.resident == other.pages, (
+        f"after {method}: {mine} through the reader's mount, {other} through the other")
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.parametrize("advice", ["willneed", "readahead"])
+def test_read_hint_alone_fills_the_shared_cache(pair: tuple[BuiltImage, BuiltImage],
+                                                source: str, advice: str, mount: Mounter,
+                                                pagecache: Probe) -> None:
+    """POSIX_FADV_WILLNEED or readahead(2) through one mount, and no read at all: the pages
+    it brings in are the shared ones, so both mounts see the whole file resident."""
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
+    with pagecache.batch() as batch:
+        cold = batch.mincore(pa), batch.mincore(pb)
+        batch.hint(pa, advice)
+        mine, other = batch.mincore(pa), batch.mincore(pb)
+    assert [c.value.resident for c in cold] == [0, 0], f"not cold: {[c.value for c in cold]}"
+    assert mine.value.resident == mine.value.pages, (
+        f"{advice} through a brought in {mine.value} of a's own view")
+    assert other.value.resident == other.value.pages, (
+        f"{advice} through a: a shows {mine.value}, its twin through b {other.value}")
 
 
 @pytest.mark.requires_kernel("erofs")
@@ -82,6 +101,9 @@ def test_copy_file_range_to_another_filesystem_is_exdev(pair: tuple[BuiltImage, 
                                                         source: str, options: str,
                                                         mount: Mounter,
                                                         pagecache: Probe) -> None:
+    """This is the VFS's own check (copy_file_range across superblocks without a
+    ->copy_file_range of the filesystem's is EXDEV): it runs no EROFS code, and is kept as a
+    statement of what users meet, not as a test of EROFS."""
     if options and not pagecache.vm.kernel.features["page_cache_share"]:
         pytest.skip(f"kernel {pagecache.vm.kernel.release} lacks page_cache_share")
     ma = mount(pair[0], options, source)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, mount_twins, read_then_mincore, twin_of
+from conftest import BIG, SHARE, mount_twins, read_and_look, read_then_mincore, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe, Residency
@@ -57,8 +57,7 @@ def test_fingerprinted_variant_shares_with_its_twin(erofs_image: Images, source:
     _needs(variant, pagecache.vm.kernel.features)
     a, b = erofs_image(f"sizes{variant}"), erofs_image(f"renamed{variant}")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    _, (mine, other) = pagecache.read_then_residency(ma.path(BIG), ma.path(BIG),
-                                                     mb.path(twin_of(a, b, BIG)))
+    _, mine, [other] = read_and_look(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other.resident == mine.resident == mine.pages, (
         f"{a.spec.name} vs {b.spec.name}: reader {mine}, other {other}")
 

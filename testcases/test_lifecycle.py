@@ -71,10 +71,14 @@ def test_fadvise_dontneed_through_one_mount_is_seen_through_both(
     *_, pa, pb = mount_twins(mount, a, b, source)
     with pagecache.batch() as batch:
         batch.read(pa)
+        full = batch.mincore(pa)
         batch.fadvise_dontneed(pb)
         view_a, view_b = batch.mincore(pa), batch.mincore(pb)
-    assert view_a.value.resident == view_b.value.resident, (
-        f"the two mounts disagree about the shared cache: a {view_a.value}, b {view_b.value}")
+    assert full.value.resident == full.value.pages, f"the read filled {full.value}"
+    # Nothing maps the pages and they are clean: DONTNEED must drop every one of them, and
+    # the shared cache is the only cache, so both views must show it gone.
+    assert view_a.value.resident == view_b.value.resident == 0, (
+        f"POSIX_FADV_DONTNEED through b left a {view_a.value}, b {view_b.value}")
 
 
 @pytest.mark.parametrize("source", ["loop", "file"])
@@ -101,15 +105,18 @@ def test_mount_unmount_cycles_leave_sharing_and_memory_intact(
         pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
         pagecache: Probe) -> None:
     a, b = pair
-    before = pagecache.meminfo()
+    cached = []
     for _ in range(12):
         m = mount(a, SHARE, source)
         assert pagecache.read(m.path(BIG)).sha256 == a.file(BIG)["sha256"]
         assert mount.umount(m).ok
-    pagecache.drop_caches()
-    after = pagecache.meminfo()
-    assert after["Cached"] - before["Cached"] <= 1024, (
-        f"Cached grew by {after['Cached'] - before['Cached']} KiB over 12 mount cycles")
+        cached.append(pagecache.meminfo()["Cached"])
+    # No drop_caches: it would free exactly what a leak holds. The first cycle may leave the
+    # backing image file's pages (loop, file-backed) cached; every later cycle reads the same
+    # file, so a cycle that leaves its 4 MiB of EROFS pages behind shows as growth.
+    grown = cached[-1] - cached[0]
+    assert grown <= 1024, (
+        f"Cached grew by {grown} KiB from cycle 1 to 12 (per cycle: {cached})")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     _, [other] = pagecache.read_then_residency(ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other.resident == other.pages, f"after the cycles: {other}"

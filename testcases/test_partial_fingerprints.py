@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SHARE, read_then_mincore
+from conftest import SHARE, read_and_look, read_then_mincore
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
@@ -51,7 +51,7 @@ def test_files_without_fingerprint_do_not_share_and_read_their_bytes(
     mf, mp = mount(full, SHARE, source), mount(part, SHARE, source)
     paths = {"full": mf.path(path), "partial": mp.path(path)}
     second = "partial" if first == "full" else "full"
-    read, [resident] = pagecache.read_then_residency(paths[first], paths[second])
+    read, _, [resident] = read_and_look(pagecache, paths[first], paths[second])
     assert read.sha256 == full.file(path)["sha256"]
     assert resident.resident == 0, (
         f"{path} has no fingerprint in {part.spec.name}, yet reading it through the {first} "

@@ -50,6 +50,8 @@ class Guest:
         """Undo what the test set up; errors here are real failures (a mount that will not
         go away is a finding), so they are raised after everything was tried."""
         problems = []
+        # A mapping held by a child keeps its mount busy and its pages resident.
+        self.session.probe.end_holders()
         for point in sorted(self.mounts_under(self.workdir), key=len, reverse=True):
             result = self.vm.run(f"umount {shlex.quote(point)} || umount -l {shlex.quote(point)}")
             if not result.ok:

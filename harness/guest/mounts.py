@@ -43,6 +43,10 @@ class Mount:
     options: str
     result: MountResult
     extra: list[str] = field(default_factory=list)
+    # The image file in the guest behind a loop or file-backed mount (None for a virtio
+    # disk): its own page cache on the scratch ext4 counts in Cached and in memcg charges,
+    # so measurements of EROFS pages subtract it.
+    backing: str | None = None
 
     def path(self, rel: str) -> str:
         return f"{self.target}/{rel}"
@@ -69,6 +73,7 @@ class Mounter:
         self.count += 1
         target = f"{self.guest.workdir}/mnt{self.count}"
         extra: list[str] = []
+        remote: str | None = None
         if source == "block":
             device = self.guest.attach_disk(image.path)
         else:
@@ -85,7 +90,7 @@ class Mounter:
         answer = self.probe.mount(device, target, opts)
         result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target, opts,
                              device)
-        mount = Mount(target, image, source, device, opts, result, extra)
+        mount = Mount(target, image, source, device, opts, result, extra, remote)
         if result.ok:
             self.mounted.append(mount)
         return mount

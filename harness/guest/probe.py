@@ -189,6 +189,11 @@ class Batch:
     def fadvise_dontneed(self, path: str) -> Pending[None]:
         return self._add({"op": "fadvise_dontneed", "path": path}, _nothing)
 
+    def hint(self, path: str, advice: str) -> Pending[None]:
+        """A read hint without a read: ``willneed`` (POSIX_FADV_WILLNEED) or ``readahead``
+        (readahead(2)); returns once the file's residency has settled."""
+        return self._add({"op": "hint", "path": path, "advice": advice}, _nothing)
+
 
 class _Server:
     """The probe running as a server in the guest."""
@@ -303,6 +308,12 @@ class Probe:
     def hold(self, path: str, tag: str) -> int:
         """A child maps ``path``, closes the file, touches every page and waits; its pid."""
         return self._one({"op": "hold", "path": path, "tag": tag}, lambda a: int(a["pid"]))
+
+    def end_holders(self) -> list[str]:
+        """Kill the holders a test left behind (if the probe ever ran); their tags."""
+        if self._server is None:
+            return []
+        return self._one({"op": "end_holders"}, lambda a: [str(x) for x in a["ended"]])
 
     def release(self, tag: str) -> ReadResult | str:
         """The holder hashes its mapping and exits: what it read, or its error text."""

@@ -25,7 +25,7 @@ def test_a_reproduced_bug_exits_1_from_the_script_and_0_from_make() -> None:
 
 def test_a_broken_report_is_an_error_from_both(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("title: x\nkernel: debian:7.3\nreproducer: {commands: [true]}\n"
+    bad.write_text("title: x\nkernel: debian:7.3\nreproducer: {commands: [\"true\"]}\n"
                    "bug: {nonsense: 1}\n")
     script = _run(["scripts/repro", str(bad), "--accel=tcg"])
     assert script.returncode == 2, script.stdout + script.stderr

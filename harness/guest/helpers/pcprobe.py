@@ -400,6 +400,21 @@ def hold(path, tag, timeout=120.0):
     return {"pid": pid}
 
 
+def end_holders():
+    """Kill every holder still alive: a test that failed before release() would otherwise
+    leave mapped pages resident (drop_caches cannot drop them) for the tests after it."""
+    ended = []
+    for tag, pid in list(HOLDERS.items()):
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        ended.append(tag)
+        del HOLDERS[tag]
+    return {"ended": ended}
+
+
 def release(tag, timeout=120.0):
     pid = HOLDERS.pop(tag)
     open(f"/run/hold-{tag}.go", "w").close()
@@ -509,6 +524,32 @@ def fadvise_dontneed(path):
     return {}
 
 
+def hint(path, advice, settle=5.0):
+    """Give the kernel a read hint (no read): POSIX_FADV_WILLNEED or readahead(2). Both
+    start I/O and may return before it ends, so wait until the file's residency through
+    its own mapping stops growing (at most ``settle`` seconds)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if advice == "willneed":
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        elif advice == "readahead":
+            if libc.readahead(fd, 0, size) != 0:
+                _oserror("readahead")
+        else:
+            raise ValueError(f"unknown hint {advice!r}")
+    finally:
+        os.close(fd)
+    deadline, last = time.monotonic() + settle, -1
+    while time.monotonic() < deadline:
+        now = mincore(path)["resident"]
+        if now == last:
+            break
+        last = now
+        time.sleep(0.05)
+    return {}
+
+
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
@@ -524,6 +565,8 @@ OPS = {
     "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
     "drop_caches": lambda op: drop_caches(),
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
+    "hint": lambda op: hint(op["path"], op["advice"]),
+    "end_holders": lambda op: end_holders(),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
