@@ -13,9 +13,9 @@ from harness.core.signals import install_sigterm_cleanup
 from harness.kernel.kernel import Kernel
 from harness.plugin.markers import (
     MARKERS,
+    KnownBug,
     check_known_bug_mark,
     check_regression_mark,
-    known_bug_applies,
     missing_requirements,
     release_tuple,
     requirement_names,
@@ -120,13 +120,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"kernel {kernel.release} predates the fix {fix} (in {fixed_in}) for "
                         f"{report}")
     for mark in bugs:
-        reason, releases, when, unless = check_known_bug_mark(mark, where)
-        if known_bug_applies(kernel.release, kernel.series, releases, when, unless):
-            scope = ", ".join(releases) or "any release"
-            patched = f", patched with '{when}'" if when else ""
-            item.add_marker(pytest.mark.xfail(
-                strict=True, reason=f"known kernel bug on {kernel.release} ({scope}"
-                                    f"{patched}): {reason}"))
+        bug = check_known_bug_mark(mark, where)
+        if bug.applies(kernel.release, kernel.series):
+            item.stash[known_bug_key] = (bug, kernel.release)
 
 
 def _vm_of(item: pytest.Item) -> VM | None:
@@ -180,6 +176,7 @@ def _after_test(item: pytest.Item, vm: VM, start: int) -> str | None:
 
 
 _start_key = pytest.StashKey[tuple[VM, int]]()
+known_bug_key = pytest.StashKey[tuple[KnownBug, str]]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -190,7 +187,27 @@ def pytest_runtest_makereport(item: pytest.Item,
     if report.when == "call" and report.failed and _start_key in item.stash:
         vm, start = item.stash[_start_key]
         _save_artifacts(item, vm, start, report)
+    if report.when == "call" and known_bug_key in item.stash:
+        _judge_known_bug(report, *item.stash[known_bug_key])
     return report
+
+
+def _judge_known_bug(report: pytest.TestReport, bug: KnownBug, release: str) -> None:
+    """On a kernel that carries the bug: its signature makes the failure an expected one;
+    another failure stays a failure; a pass is an error (the bug did not show)."""
+    if report.failed:
+        if bug.signature.search(report.longreprtext):
+            report.outcome = "skipped"
+            report.wasxfail = f"known kernel bug on {release}: {bug.reason}"
+        else:
+            report.sections.append(("known bug", f"this test expects the known bug "
+                                    f"'{bug.reason}' on {release}, but it failed without the "
+                                    f"bug's signature /{bug.signature.pattern}/: another "
+                                    f"failure"))
+    elif report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"[XPASS(strict)] the known bug '{bug.reason}' is expected on "
+                           f"{release}, but the test passed: is it fixed there?")
 
 
 def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestReport) -> None:

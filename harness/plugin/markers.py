@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
 
@@ -14,29 +15,54 @@ MARKERS = [
     "minimum release ('>=6.16')",
     "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
     "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
-    "known_bug(reason, releases=None, when_patched=None, unless_patched=None): a known kernel "
-    "bug; the test is xfail(strict=True) on kernels whose release is in `releases` (e.g. "
-    "'>=7.2,<7.4') and, if given, that carry a patch whose subject contains `when_patched` "
-    "and none containing `unless_patched`",
+    "known_bug(reason, signature, releases=None, when_patched=None, unless_patched=None): a "
+    "known kernel bug, expected on kernels whose release is in `releases` (e.g. '>=7.2,<7.4') "
+    "and, if given, that carry a patch whose subject contains `when_patched` and none "
+    "containing `unless_patched`. There the test is xfailed only when its failure matches "
+    "the regular expression `signature` (splat text, errno, wrong bytes); any other failure "
+    "stays a failure, and a pass is an error (strict)",
     "fast: part of the fast slice that `make test` runs",
 ]
 
 
-def check_known_bug_mark(mark: pytest.Mark, where: str) -> tuple[str, list[str], str | None,
-                                                                  str | None]:
+@dataclass(frozen=True)
+class KnownBug:
+    reason: str
+    signature: re.Pattern[str]
+    releases: tuple[str, ...]
+    when_patched: str | None
+    unless_patched: str | None
+
+    def applies(self, release: str, series: tuple[str, ...]) -> bool:
+        return known_bug_applies(release, series, list(self.releases), self.when_patched,
+                                 self.unless_patched)
+
+
+def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
     reason = mark.kwargs.get("reason", mark.args[0] if mark.args else None)
     if not reason:
         raise pytest.UsageError(f"{where}: @known_bug needs a reason")
+    signature = mark.kwargs.get("signature", mark.args[1] if len(mark.args) > 1 else None)
+    if not signature:
+        raise pytest.UsageError(f"{where}: @known_bug needs a signature: a regular expression "
+                                f"that the bug's failure matches (splat text, errno, bytes), so "
+                                f"that no other failure passes for it")
+    try:
+        pattern = re.compile(str(signature))
+    except re.error as exc:
+        raise pytest.UsageError(f"{where}: @known_bug signature {signature!r} is not a "
+                                f"regular expression: {exc}") from None
     releases = [r.strip() for r in str(mark.kwargs.get("releases") or "").split(",") if r.strip()]
     for bound in releases:
         if not re.fullmatch(r"(>=|<=|<|>|==)\d+(\.\d+)*", bound):
             raise pytest.UsageError(f"{where}: @known_bug releases={bound!r}: expected bounds "
                                     f"such as '>=7.2,<7.4'")
-    unknown = set(mark.kwargs) - {"reason", "releases", "when_patched", "unless_patched"}
+    unknown = set(mark.kwargs) - {"reason", "signature", "releases", "when_patched",
+                                  "unless_patched"}
     if unknown:
         raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
-    return (str(reason), releases, mark.kwargs.get("when_patched"),
-            mark.kwargs.get("unless_patched"))
+    return KnownBug(str(reason), pattern, tuple(releases), mark.kwargs.get("when_patched"),
+                    mark.kwargs.get("unless_patched"))
 
 
 def known_bug_applies(release: str, series: tuple[str, ...], releases: list[str],

@@ -1,5 +1,7 @@
 """The plugin's options and markers, in-process with pytester (no VM)."""
 
+from pathlib import Path
+
 import pytest
 
 
@@ -54,3 +56,55 @@ def test_minimum_release_requirement_skips_older_kernels() -> None:
     assert missing_requirements(old, [">=6.16"]) == [
         "release >=6.16 (it is 6.12.117+deb12-cloud-amd64)"]
     assert missing_requirements(old, [">=6.12", "erofs"]) == []
+
+
+def _fake_bzimage(path: Path, release: str) -> Path:
+    """Just enough of an x86 setup header for the release to be read (nothing boots it)."""
+    image = bytearray(0x1000)
+    image[0x202:0x206] = b"HdrS"
+    image[0x20E:0x210] = (0x300).to_bytes(2, "little")
+    text = f"{release} (root@host) #1 SMP\0".encode()
+    image[0x500:0x500 + len(text)] = text
+    path.write_bytes(bytes(image))
+    return path
+
+
+def test_known_bug_is_expected_only_with_its_signature(pytester: pytest.Pytester,
+                                                       tmp_path: Path) -> None:
+    kernel = _fake_bzimage(tmp_path / "bzImage", "7.3.4-test")
+    pytester.makepyfile("""
+        import pytest
+        BUG = dict(reason="demo", signature=r"wrong bytes: 42", releases=">=7.3")
+
+        @pytest.mark.known_bug(**BUG)
+        def test_fails_with_the_signature():
+            assert False, "wrong bytes: 42"
+
+        @pytest.mark.known_bug(**BUG)
+        def test_fails_otherwise():
+            assert False, "something else broke"
+
+        @pytest.mark.known_bug(**BUG)
+        def test_passes_where_the_bug_is_expected():
+            pass
+
+        @pytest.mark.known_bug(reason="old", signature="x", releases="<7.0")
+        def test_on_a_kernel_without_the_bug():
+            pass
+    """)
+    result = pytester.runpytest(f"--kernel=path:{kernel}", "-rxXf")
+    result.assert_outcomes(passed=1, failed=2, xfailed=1)
+    result.stdout.fnmatch_lines(["*failed without the bug's signature*",
+                                 "*XPASS(strict)*the known bug 'demo'*"])
+
+
+def test_known_bug_without_signature_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.known_bug("no signature")
+        def test_x():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*@known_bug needs a signature*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
