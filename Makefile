@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro bisect matrix ci-config compare clean help
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help
 
 all: help
 
@@ -39,6 +39,7 @@ help:
 	@echo "make bench    boot and round-trip benchmarks"
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
+	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
 	@echo "make compare A=<results> B=<results>  differences between two runs"
@@ -136,6 +137,19 @@ repro: deps venv
 	1) echo "make repro: REPRODUCED on the last kernel (scripts/repro exits 1)";; \
 	*) echo "make repro: no verdict, error (exit status $$rc)"; exit $$rc;; \
 	esac
+
+# make mutations: every deliberate break of fs/erofs in reports/mutations/ must turn its
+# tests red (patched: reproduced) while the unchanged tree passes them (base: not).
+MUTATIONS ?= $(sort $(wildcard reports/mutations/*.yaml))
+mutations: deps venv
+	@failed=; for r in $(MUTATIONS); do \
+		scripts/repro $$r --accel=$(ACCEL) > $(ARTIFACTS)/mutation-$$(basename $$r .yaml).log 2>&1; rc=$$?; \
+		tail -n 20 $(ARTIFACTS)/mutation-$$(basename $$r .yaml).log | grep -E '^ *(base|patched):'; \
+		if [ $$rc -ne 1 ] || grep -q UNEXPECTED $(ARTIFACTS)/mutation-$$(basename $$r .yaml).log; then \
+			failed="$$failed $$r"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make mutations: not as expected:$$failed"; exit 1; fi; \
+	echo "make mutations: every mutation turned its tests red, the unchanged tree passed them"
 
 # make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>
 bisect: deps venv

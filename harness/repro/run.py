@@ -189,9 +189,9 @@ class _Run:
                                 f"read {got.error or got.value}; the image holds sha256 {want}"))
 
     def _run_test(self) -> None:
-        test = self.report.reproducer.test
-        assert test is not None
-        argv = [sys.executable, "-m", "pytest", test, f"--kernel={self.verdict.spec}",
+        tests = self.report.reproducer.test
+        test = " ".join(tests)
+        argv = [sys.executable, "-m", "pytest", *tests, f"--kernel={self.verdict.spec}",
                 f"--accel={self.accel}", "-p", "no:cacheprovider", "-q", "-rf"]
         proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False,
                               timeout=self.report.reproducer.timeout + 600)

@@ -40,7 +40,7 @@ class MountStep:
 class Reproducer:
     commands: tuple[str, ...] = ()
     script: Path | None = None
-    test: str | None = None
+    test: tuple[str, ...] = ()  # test ids of testcases/, run in one pytest session
     timeout: float = 300.0
 
 
@@ -130,12 +130,13 @@ def _reproducer(raw: Any, report: Path) -> Reproducer:
     if "script" in raw:
         return Reproducer(script=_resolve(str(raw["script"]), report, where(raw, "script")),
                           timeout=timeout)
-    test = str(raw["test"])
-    if not test.startswith("testcases/") or "::" not in test:
-        raise SpecError(f"{where(raw, 'test')}: a test id looks like "
-                        f"testcases/<file>.py::<test>[<params>], got {test!r}")
-    _resolve(test.split("::", 1)[0], report, where(raw, "test"))
-    return Reproducer(test=test, timeout=timeout)
+    tests = raw["test"] if isinstance(raw["test"], list) else [raw["test"]]
+    for test in map(str, tests):
+        if not test.startswith("testcases/") or "::" not in test:
+            raise SpecError(f"{where(raw, 'test')}: a test id looks like "
+                            f"testcases/<file>.py::<test>[<params>], got {test!r}")
+        _resolve(test.split("::", 1)[0], report, where(raw, "test"))
+    return Reproducer(test=tuple(map(str, tests)), timeout=timeout)
 
 
 def _bug(raw: Any, names: set[str], reproducer: Reproducer) -> BugSignature:
@@ -169,7 +170,7 @@ def _bug(raw: Any, names: set[str], reproducer: Reproducer) -> BugSignature:
             raise SpecError(f"{where(raw, 'mount_errno')}: {name}: {err} needs a declared "
                             f"mount and an errno name such as EINVAL")
         mount_errno[str(name)] = str(err)
-    if raw.get("test_fails") and reproducer.test is None:
+    if raw.get("test_fails") and not reproducer.test:
         raise SpecError(f"{where(raw, 'test_fails')}: test_fails needs a 'test' reproducer")
     return BugSignature(
         splat=splat, dmesg=None if dmesg is None else str(dmesg),
