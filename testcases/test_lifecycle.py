@@ -3,6 +3,7 @@ unmount under a live mapping, cache drops, many mounts, mount cycles, memory lim
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -137,3 +138,31 @@ def test_reclaim_under_memory_max_keeps_bytes_right(pair: tuple[BuiltImage, Buil
     va, vb = pagecache.residency(pa), pagecache.residency(pb)
     assert va.resident == vb.resident < va.pages, (
         f"after reclaim the views must agree and not hold everything: a {va}, b {vb}")
+
+
+def test_shared_inodes_go_when_every_mount_of_the_domain_is_gone(
+        pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
+        pagecache: Probe, measure: Callable[..., None]) -> None:
+    """EROFS inodes (real and shared alike come from the erofs_inode slab) return to what
+    there was before the mounts, without drop_caches, once every mount is unmounted."""
+    a, b = pair
+    baseline = pagecache.slab_objects("erofs_inode")
+    mounts = [mount(a if i % 2 == 0 else b, SHARE, source) for i in range(4)]
+    for m in mounts:
+        pagecache.read(m.path(BIG if m.image is a else twin_of(a, b, BIG)))
+    during = pagecache.slab_objects("erofs_inode")
+    for m in mounts:
+        assert mount.umount(m).ok, f"umount {m.target}"
+    # Inodes are freed after an RCU grace period: give it a few seconds.
+    deadline, after = time.monotonic() + 10, during
+    while time.monotonic() < deadline:
+        after = pagecache.slab_objects("erofs_inode")
+        if after <= baseline:
+            break
+        time.sleep(0.2)
+    measure(erofs_inodes_before=baseline, erofs_inodes_mounted=during,
+            erofs_inodes_after=after)
+    assert during > baseline, f"four mounts made no EROFS inodes ({baseline} -> {during})"
+    assert after <= baseline, (
+        f"{after - baseline} EROFS inodes outlive every mount of the domain "
+        f"(before {baseline}, mounted {during}, after unmounting all {after})")

@@ -303,6 +303,22 @@ class Probe:
         return self._one({"op": "cgroup_read", "cgroup": cgroup, "path": path,
                           "method": method, "limit": limit}, _cgroup)
 
+    def data_ranges(self, path: str) -> list[tuple[int, int]]:
+        """[start, end) ranges that SEEK_DATA/SEEK_HOLE report as data."""
+        return self._one({"op": "seek_map", "path": path},
+                         lambda a: [(int(s), int(e)) for s, e in a["data"]])
+
+    def parallel_read(self, *paths: str) -> list[ReadResult | str]:
+        """Open and read each file from its own process, all started at the same moment:
+        each result, or the error text of a reader that failed."""
+        answer = self._one({"op": "parallel_read", "paths": list(paths)}, lambda a: a)
+        return [str(r["error"]) if "error" in r else _read(r) for r in answer["reads"]]
+
+    def slab_objects(self, cache: str) -> int:
+        """Active objects of a slab cache (``erofs_inode``: every EROFS inode, real or
+        shared)."""
+        return self._one({"op": "slab", "name": cache}, lambda a: int(a["active"]))
+
     # ---- a mapping held by another process ---------------------------------------------
 
     def hold(self, path: str, tag: str) -> int:

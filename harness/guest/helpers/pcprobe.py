@@ -550,6 +550,68 @@ def hint(path, advice, settle=5.0):
     return {}
 
 
+def seek_map(path):
+    """The data ranges SEEK_DATA and SEEK_HOLE report, as [start, end) pairs."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        ranges, offset = [], 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break
+                raise
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            ranges.append([start, end])
+            offset = end
+        return {"data": ranges, "size": size}
+    finally:
+        os.close(fd)
+
+
+def parallel_read(paths, timeout=120.0):
+    """One child per path, all released at once by one write to a pipe, each opening and
+    reading its file: concurrent first opens (lookups) of twins. Their hashes, in order."""
+    gate_r, gate_w = os.pipe()
+    children = []
+    for index, path in enumerate(paths):
+        out = f"/run/parallel-{os.getpid()}-{index}.json"
+        pid = os.fork()
+        if pid == 0:
+            os.close(gate_w)
+            try:
+                os.read(gate_r, 1)  # blocks until the parent closes the write end
+                result = read_file(path, "read")
+            except Exception as exc:
+                result = {"error": str(exc)}
+            with open(out, "w") as fh:
+                json.dump(result, fh)
+            os._exit(0)
+        children.append((pid, out))
+    os.close(gate_r)
+    time.sleep(0.2)  # every child is waiting on the gate
+    os.close(gate_w)
+    results = []
+    for pid, out in children:
+        os.waitpid(pid, 0)
+        with open(out) as fh:
+            results.append(json.load(fh))
+        os.unlink(out)
+    return {"reads": results}
+
+
+def slab_objects(name):
+    """Active objects of one slab cache (/proc/slabinfo), e.g. erofs_inode."""
+    with open("/proc/slabinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            if fields and fields[0] == name:
+                return {"active": int(fields[1]), "total": int(fields[2])}
+    raise OSError(errno.ENOENT, f"no slab cache {name} in /proc/slabinfo")
+
+
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
@@ -567,6 +629,9 @@ OPS = {
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
     "hint": lambda op: hint(op["path"], op["advice"]),
     "end_holders": lambda op: end_holders(),
+    "seek_map": lambda op: seek_map(op["path"]),
+    "parallel_read": lambda op: parallel_read(op["paths"]),
+    "slab": lambda op: slab_objects(op["name"]),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
