@@ -4,6 +4,7 @@ on, what one mount read is resident through the other."""
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 import pytest
 
@@ -34,24 +35,37 @@ def test_access_path_reads_right_bytes_into_the_shared_cache(
 
 
 @pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.known_bug(
+    "a hint on a shared file reads ahead only the 128 KiB default of the ishare pseudo "
+    "filesystem's bdi, not the device's io_pages (reports/ishare-readahead-window.yaml)",
+    signature=r"brought in 32 pages through a sharing mount and \d+ through a plain",
+    releases=">=7.2", params=["loop-*", "block-*"])
 @pytest.mark.parametrize("advice", ["willneed", "readahead"])
-def test_read_hint_alone_fills_the_shared_cache(pair: tuple[BuiltImage, BuiltImage],
-                                                source: str, advice: str, mount: Mounter,
-                                                pagecache: Probe) -> None:
-    """POSIX_FADV_WILLNEED or readahead(2) through one mount, and no read at all: the pages
-    it brings in are the shared ones, so both mounts see the whole file resident."""
+def test_read_hint_through_a_sharing_mount_reads_ahead_as_a_plain_one(
+        pair: tuple[BuiltImage, BuiltImage], source: str, advice: str, mount: Mounter,
+        pagecache: Probe, measure: Callable[..., None]) -> None:
+    """POSIX_FADV_WILLNEED or readahead(2), and no read at all. The pages a hint brings in
+    through a sharing mount are the shared ones (the twin sees them), and as many as the
+    same hint brings in through a plain mount of the same image: sharing must not change
+    how far the kernel reads ahead."""
     a, b = pair
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    plain = mount(a, "", source)
     pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
     with pagecache.batch() as batch:
-        cold = batch.mincore(pa), batch.mincore(pb)
+        cold = [batch.mincore(p) for p in (pa, pb, plain.path(BIG))]
         batch.hint(pa, advice)
         mine, other = batch.mincore(pa), batch.mincore(pb)
-    assert [c.value.resident for c in cold] == [0, 0], f"not cold: {[c.value for c in cold]}"
-    assert mine.value.resident == mine.value.pages, (
-        f"{advice} through a brought in {mine.value} of a's own view")
-    assert other.value.resident == other.value.pages, (
+        batch.hint(plain.path(BIG), advice)
+        alone = batch.mincore(plain.path(BIG))
+    assert [c.value.resident for c in cold] == [0, 0, 0], f"not cold: {[c.value for c in cold]}"
+    measure(hint_pages_sharing=mine.value.resident, hint_pages_plain=alone.value.resident)
+    assert alone.value.resident > 0, f"{advice} through a plain mount brought in nothing"
+    assert other.value.resident == mine.value.resident > 0, (
         f"{advice} through a: a shows {mine.value}, its twin through b {other.value}")
+    assert mine.value.resident == alone.value.resident, (
+        f"{advice} of a 4 MiB file brought in {mine.value.resident} pages through a sharing "
+        f"mount and {alone.value.resident} through a plain mount of the same image")
 
 
 @pytest.mark.requires_kernel("erofs")

@@ -30,6 +30,10 @@ TIMEOUT = 300.0
 T = TypeVar("T")
 
 
+class ProbeLost(HarnessError):
+    """The probe process in the guest ended (killed by an oops, the OOM killer, ...)."""
+
+
 class ProbeError(HarnessError):
     """An operation of the probe failed; carries errno."""
 
@@ -211,7 +215,8 @@ class _Server:
             err = b""
             while self.channel.recv_stderr_ready():
                 err += self.channel.recv_stderr(65536)
-            raise HarnessError(f"the guest probe ended: {err.decode(errors='replace')[-2000:]}")
+            raise ProbeLost(f"the guest probe ended while answering {[o['op'] for o in ops]}"
+                            f"{': ' if err else ''}{err.decode(errors='replace')[-2000:]}")
         answers: list[dict[str, Any]] = json.loads(line)
         return answers
 
@@ -229,6 +234,11 @@ class Probe:
             self._server = _Server(self.vm)
         try:
             return self._server.ask(ops)
+        except ProbeLost:
+            # The guest may well be alive (the after-test check decides); the next call
+            # starts a new probe.
+            self._server = None
+            raise
         except (OSError, EOFError, TimeoutError) as exc:
             self._server = None
             self.vm.mark_broken()
@@ -341,6 +351,11 @@ class Probe:
     def mount(self, source: str, target: str, options: str) -> MountAnswer:
         return self._one({"op": "mount", "source": source, "target": target,
                           "options": options}, _mount)
+
+    def remount(self, target: str, options: str) -> MountAnswer:
+        """mount(2) with MS_REMOUNT and exactly ``options`` (mount(8) would add the options
+        in effect)."""
+        return self._one({"op": "remount", "target": target, "options": options}, _mount)
 
     def umount(self, target: str, lazy: bool = False) -> MountAnswer:
         return self._one({"op": "umount", "target": target, "lazy": lazy}, _mount)

@@ -17,7 +17,7 @@ from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage
 from harness.kernel.kernel import Kernel
 from harness.plugin.state import VMPool, pool_key
-from harness.vm.machine import VM
+from harness.vm.machine import VM, VMState
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,9 @@ def guest(guest_session: GuestSession, request: pytest.FixtureRequest) -> Iterat
     """A work directory in the guest and everything the test attaches, undone afterwards."""
     handle = Guest(guest_session, safe_name(request.node.name)[:60])
     yield handle
-    if guest_session.vm.responsive():
+    # A VM the test broke (a splat, a dead guest) is replaced before the next test: there
+    # is nothing to clean up in it, and trying would only add an error to the failure.
+    if guest_session.vm.state == VMState.RUNNING and guest_session.vm.responsive():
         handle.cleanup()
 
 

@@ -29,7 +29,7 @@ from harness.plugin.state import (
     pool_key,
     worker_id,
 )
-from harness.vm.machine import ACCELS, VM, VM_DEFAULTS
+from harness.vm.machine import ACCELS, VM, VM_DEFAULTS, VMState
 from harness.vm.splats import splats_seen
 
 VM_FIXTURES = {"vm", "guest"}
@@ -51,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vm-boot-timeout", type=float, default=VM_DEFAULTS.boot_timeout,
                     metavar="S", help=f"seconds a boot may take before it fails (default "
                                       f"{VM_DEFAULTS.boot_timeout:.0f})")
+    group.addoption("--ignore-known-bugs", action="store_true", default=False,
+                    help="report tests marked known_bug as plain failures (repro uses it: "
+                         "there the bug is the point)")
     group.addoption("--artifacts", default="artifacts", metavar="DIR",
                     help="where console logs and dmesg of failed tests go (default artifacts)")
 
@@ -121,7 +124,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                         f"{report}")
     for mark in bugs:
         bug = check_known_bug_mark(mark, where)
-        if bug.applies(kernel.release, kernel.series):
+        if item.config.getoption("ignore_known_bugs"):
+            continue
+        callspec = getattr(item, "callspec", None)
+        if bug.applies(kernel.release, kernel.series, callspec.id if callspec else ""):
             item.stash[known_bug_key] = (bug, kernel.release)
 
 
@@ -144,8 +150,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     item.stash[_start_key] = (vm, start)
     try:
         outcome = yield
-    finally:
+    except Exception as exc:
+        # A splat is the cause, whatever the test saw of it (a lost probe, an EIO, a wrong
+        # byte): report it first, with what the test raised after it.
         problem = _after_test(item, vm, start)
+        if problem:
+            pytest.fail(f"{problem}\n\nthe test itself then failed with: "
+                        f"{str(exc).strip()[:2000] or type(exc).__name__}", pytrace=False)
+        raise
+    problem = _after_test(item, vm, start)
     if problem:
         pytest.fail(problem, pytrace=False)
     return outcome
@@ -163,11 +176,14 @@ def _after_test(item: pytest.Item, vm: VM, start: int) -> str | None:
                 f"{vm.console.tail(40) if vm.console else ''}")
     log = ""
     session = item.config.stash[pool_key].session
-    if session is not None and session.vm is vm:
+    if session is not None and session.vm is vm and vm.state == VMState.RUNNING:
         # From where the previous test's check stopped: sequence numbers, not line counts.
-        since = session.probe.kernel_log_since(session.kernel_log_seen)
-        session.kernel_log_seen = since.mark
-        log = since.text
+        try:
+            since = session.probe.kernel_log_since(session.kernel_log_seen)
+            session.kernel_log_seen = since.mark
+            log = since.text
+        except HarnessError as exc:  # the console below still tells what happened
+            log = f"(the kernel log could not be read: {exc})"
     splats = splats_seen(vm.console.since(start) if vm.console else "", log)
     if splats:
         vm.mark_broken()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 
@@ -15,12 +16,13 @@ MARKERS = [
     "minimum release ('>=6.16')",
     "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
     "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
-    "known_bug(reason, signature, releases=None, when_patched=None, unless_patched=None): a "
-    "known kernel bug, expected on kernels whose release is in `releases` (e.g. '>=7.2,<7.4') "
-    "and, if given, that carry a patch whose subject contains `when_patched` and none "
-    "containing `unless_patched`. There the test is xfailed only when its failure matches "
-    "the regular expression `signature` (splat text, errno, wrong bytes); any other failure "
-    "stays a failure, and a pass is an error (strict)",
+    "known_bug(reason, signature, releases=None, when_patched=None, unless_patched=None, "
+    "params=None): a known kernel bug, expected on kernels whose release is in `releases` "
+    "(e.g. '>=7.2,<7.4') and, if given, that carry a patch whose subject contains "
+    "`when_patched` and none containing `unless_patched`, for the parametrizations whose id "
+    "matches one of the shell patterns `params` (default: all). There the test is xfailed "
+    "only when its failure matches the regular expression `signature` (splat text, errno, "
+    "wrong bytes); any other failure stays a failure, and a pass is an error (strict)",
     "fast: part of the fast slice that `make test` runs",
 ]
 
@@ -32,8 +34,11 @@ class KnownBug:
     releases: tuple[str, ...]
     when_patched: str | None
     unless_patched: str | None
+    params: tuple[str, ...] = ()
 
-    def applies(self, release: str, series: tuple[str, ...]) -> bool:
+    def applies(self, release: str, series: tuple[str, ...], param_id: str = "") -> bool:
+        if self.params and not any(fnmatch.fnmatchcase(param_id, p) for p in self.params):
+            return False
         return known_bug_applies(release, series, list(self.releases), self.when_patched,
                                  self.unless_patched)
 
@@ -58,11 +63,15 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
             raise pytest.UsageError(f"{where}: @known_bug releases={bound!r}: expected bounds "
                                     f"such as '>=7.2,<7.4'")
     unknown = set(mark.kwargs) - {"reason", "signature", "releases", "when_patched",
-                                  "unless_patched"}
+                                  "unless_patched", "params"}
     if unknown:
         raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
+    params = mark.kwargs.get("params") or ()
+    if isinstance(params, str) or not all(isinstance(p, str) for p in params):
+        raise pytest.UsageError(f"{where}: @known_bug params= is a list of shell patterns "
+                                f"over parametrization ids, e.g. ['loop-*', 'block-*']")
     return KnownBug(str(reason), pattern, tuple(releases), mark.kwargs.get("when_patched"),
-                    mark.kwargs.get("unless_patched"))
+                    mark.kwargs.get("unless_patched"), tuple(params))
 
 
 def known_bug_applies(release: str, series: tuple[str, ...], releases: list[str],

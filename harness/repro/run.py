@@ -192,7 +192,8 @@ class _Run:
         tests = self.report.reproducer.test
         test = " ".join(tests)
         argv = [sys.executable, "-m", "pytest", *tests, f"--kernel={self.verdict.spec}",
-                f"--accel={self.accel}", "-p", "no:cacheprovider", "-q", "-rf"]
+                f"--accel={self.accel}", "-p", "no:cacheprovider", "-q", "-rf",
+                "--ignore-known-bugs"]
         proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False,
                               timeout=self.report.reproducer.timeout + 600)
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])

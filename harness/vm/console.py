@@ -27,6 +27,10 @@ class Console:
         self._text = ""
         self._dropped = 0  # characters dropped from the front of the buffer
         self._cond = threading.Condition()
+        # pexpect reaps QEMU with waitpid() both in isalive() and, at EOF, inside
+        # read_nonblocking(): the reader thread and the caller must not race there (the
+        # loser gets ECHILD, "did someone else call waitpid()?").
+        self._child_lock = threading.Lock()
         self.child = pexpect.spawn(argv[0], argv[1:], echo=False, timeout=None,
                                    preexec_fn=procs.die_with_parent, dimensions=(50, 200))
         procs.register(self.child.pid, "qemu")
@@ -42,7 +46,8 @@ class Console:
     def _pump(self) -> None:
         while True:
             try:
-                data = self.child.read_nonblocking(65536, timeout=0.2)
+                with self._child_lock:
+                    data = self.child.read_nonblocking(65536, timeout=0.2)
             except pexpect.TIMEOUT:
                 continue
             except (pexpect.EOF, OSError, ValueError):
@@ -96,23 +101,32 @@ class Console:
                     return None
                 self._cond.wait(min(0.5, deadline.remaining()))
 
+    def alive(self) -> bool:
+        """Whether QEMU still runs (reaping it if it has ended)."""
+        with self._child_lock:
+            try:
+                return bool(self.child.isalive())
+            except pexpect.ExceptionPexpect:  # already reaped: it has ended
+                return False
+
     def exitstatus(self) -> int | None:
         """QEMU's exit status once it has ended (negative: killed by that signal)."""
-        if self.child.isalive():
+        if self.alive():
             return None
         if self.child.signalstatus is not None:
             return -int(self.child.signalstatus)
         return int(self.child.exitstatus) if self.child.exitstatus is not None else None
 
     def kill(self) -> None:
-        if self.child.isalive():
+        if self.alive():
             self.child.kill(9)
         self.close()
 
     def close(self) -> None:
-        try:
-            self.child.close(force=True)
-        except pexpect.ExceptionPexpect:
-            pass
+        with self._child_lock:
+            try:
+                self.child.close(force=True)
+            except pexpect.ExceptionPexpect:
+                pass
         procs.unregister(self.child.pid)
         self._thread.join(timeout=5)

@@ -287,8 +287,8 @@ class VM:
                     self.qmp.cmd("quit")
             if self.console:
                 deadline = Deadline(timeout)
-                poll(lambda: True if not self.console or not self.console.child.isalive()
-                     else None, deadline)
+                poll(lambda: True if not self.console or not self.console.alive() else None,
+                     deadline)
                 self.console.kill()
         finally:
             if self.qmp:

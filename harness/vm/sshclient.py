@@ -175,11 +175,19 @@ class GuestSSH:
         deadline = Deadline(timeout)
         channel = transport.open_session(timeout=timeout)
         try:
-            channel.settimeout(0.2)
             channel.exec_command(command)
             if stdin is not None:
-                channel.sendall(stdin)
+                # The guest takes the data as fast as it can: under TCG on a busy host its
+                # window can stay full for seconds. Only the command's deadline bounds that
+                # (a short timeout here once made a slow upload look like a dead guest).
+                channel.settimeout(max(0.1, deadline.remaining()))
+                try:
+                    channel.sendall(stdin)
+                except TimeoutError as exc:
+                    raise CommandTimeout(f"{command!r} did not take its {len(stdin)} bytes of "
+                                         f"input in {timeout:.0f} s") from exc
             channel.shutdown_write()
+            channel.settimeout(0.2)  # the loop below polls
             out, err = bytearray(), bytearray()
             while True:
                 got = False

@@ -91,9 +91,16 @@ def test_known_bug_is_expected_only_with_its_signature(pytester: pytest.Pytester
         @pytest.mark.known_bug(reason="old", signature="x", releases="<7.0")
         def test_on_a_kernel_without_the_bug():
             pass
+
+        @pytest.mark.known_bug(**BUG, params=["loop-*"])
+        @pytest.mark.parametrize("where", ["loop-a", "file-a"])
+        def test_only_some_parametrizations_carry_it(where):
+            assert where == "file-a", "wrong bytes: 42"
     """)
     result = pytester.runpytest(f"--kernel=path:{kernel}", "-rxXf")
-    result.assert_outcomes(passed=1, failed=2, xfailed=1)
+    result.assert_outcomes(passed=2, failed=2, xfailed=2)
+    ignored = pytester.runpytest(f"--kernel=path:{kernel}", "--ignore-known-bugs")
+    ignored.assert_outcomes(passed=3, failed=3)
     result.stdout.fnmatch_lines(["*failed without the bug's signature*",
                                  "*XPASS(strict)*the known bug 'demo'*"])
 

@@ -498,6 +498,22 @@ def do_mount(source, target, options, fstype="erofs", readonly=True):
             "kmsg": log.since(mark)["lines"]}
 
 
+MS_REMOUNT = 32
+
+
+def do_remount(target, options):
+    """mount(2) with MS_REMOUNT and exactly ``options``: what a program that does not go
+    through mount(8) (which re-sends the options in effect) asks of the kernel."""
+    log = kernel_log()
+    mark = log.mark()["seq"]
+    rc = libc.mount(b"none", target.encode(), None, MS_REMOUNT | MS_RDONLY,
+                    options.encode() if options else None)
+    err = ctypes.get_errno() if rc != 0 else 0
+    _settle()
+    return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
+            "kmsg": log.since(mark)["lines"]}
+
+
 def do_umount(target, lazy=False):
     log = kernel_log()
     mark = log.mark()["seq"]
@@ -625,6 +641,7 @@ OPS = {
     "mount": lambda op: do_mount(op["source"], op["target"], op.get("options", ""),
                                  op.get("fstype", "erofs"), op.get("readonly", True)),
     "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
+    "remount": lambda op: do_remount(op["target"], op.get("options", "")),
     "drop_caches": lambda op: drop_caches(),
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
     "hint": lambda op: hint(op["path"], op["advice"]),

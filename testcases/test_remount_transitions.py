@@ -1,0 +1,92 @@
+"""Changing options on a live mount. EROFS fixes ``domain_id`` at mount time ("ignoring
+reconfiguration for domain_id"); whatever else a remount changes, every file must still read
+its bytes, the kernel must not splat, and sharing must follow what /proc/mounts says, for
+files looked up before the remount and for files looked up after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from conftest import BIG, SHARE, read_then_mincore, twin_of
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mount, Mounter
+from harness.guest.probe import Probe
+
+pytestmark = pytest.mark.requires_kernel("page_cache_share")
+Images = Callable[[str], BuiltImage]
+NEVER_LOOKED_UP = "dir/deeper/one-mib"
+
+
+def _remount(pagecache: Probe, m: Mount, options: str, how: str = "mount(8)"
+             ) -> tuple[bool, str]:
+    """Remount with ``options`` through util-linux mount(8), which sends the options in
+    effect along with the new ones, or through mount(2) itself with only ``options``."""
+    if how == "mount(2)":
+        answer = pagecache.remount(m.target, options)
+        return answer.ok, f"{answer.errname} {' | '.join(answer.kmsg)}".strip()
+    result = pagecache.vm.run(f"mount -o {','.join(['remount', *filter(None, [options])])} "
+                              f"{m.target}")
+    return result.ok, result.stderr.strip()
+
+
+def _shown_options(pagecache: Probe, m: Mount) -> list[str]:
+    line = pagecache.vm.run(f"grep ' {m.target} ' /proc/mounts", check=True).stdout
+    return line.split()[3].split(",")
+
+
+@pytest.mark.known_bug(
+    "remount,inode_share of a plain mount turns sharing on without a domain_id, and the next "
+    "lookup dereferences it (reports/remount-inode-share-null-domain.yaml)",
+    signature=r"erofs_xattr_fill_inode_fingerprint|NULL pointer dereference",
+    releases=">=7.2", unless_patched="keep inode_share as it was mounted")
+@pytest.mark.parametrize("options", ["inode_share", SHARE], ids=["inode_share", "with-domain"])
+@pytest.mark.parametrize("looked_up", [False, True], ids=["cold", "looked-up"])
+def test_remount_turning_inode_share_on_keeps_files_readable(
+        erofs_image: Images, source: str, options: str, looked_up: bool, mount: Mounter,
+        pagecache: Probe) -> None:
+    """A plain mount of a fingerprinted image, remounted with inode_share. The mount has no
+    domain (domain_id cannot be set by a remount), so it has nothing to share in: the remount
+    may be refused, or accepted with sharing off, but every file must read right."""
+    a = erofs_image("sizes")
+    m = mount(a, "", source)
+    if looked_up:
+        assert pagecache.read(m.path(BIG)).sha256 == a.file(BIG)["sha256"]
+    ok, stderr = _remount(pagecache, m, options)
+    for path in (NEVER_LOOKED_UP, BIG, "page", "sparse"):
+        got = pagecache.try_read(m.path(path))
+        assert not got.failed and got.value.sha256 == a.file(path)["sha256"], (
+            f"after `mount -o remount,{options}` ({'accepted' if ok else stderr}) {path} "
+            f"read {got.error or got.value}")
+    assert "inode_share" not in _shown_options(pagecache, m) or not ok, (
+        f"/proc/mounts shows inode_share on a mount without a domain: "
+        f"{_shown_options(pagecache, m)}")
+
+
+@pytest.mark.parametrize("how", ["mount(8)", "mount(2)"])
+@pytest.mark.parametrize("options", ["", "cache_strategy=disabled"],
+                         ids=["bare-remount", "other-option"])
+def test_remount_without_inode_share_changes_nothing_about_sharing(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, how: str,
+        mount: Mounter, pagecache: Probe) -> None:
+    """`mount -o remount` of a sharing mount, as an administrator does to change another
+    option. /proc/mounts and the files looked up after the remount must agree: a mount
+    whose files share half before and half after is in no state the user can see."""
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    before = read_then_mincore(pagecache, ma.path("page"), mb.path(twin_of(a, b, "page")))
+    assert before.resident == before.pages, f"the twins did not share before: {before}"
+    ok, stderr = _remount(pagecache, ma, options, how)
+    assert ok, f"remount through {how} with '{options}': {stderr}"
+    shown = "inode_share" in _shown_options(pagecache, ma)
+    # BIG was never looked up through ma: its inode is made after the remount.
+    after = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    shared = after.resident == after.pages
+    assert shared == shown, (
+        f"after the remount /proc/mounts {'shows' if shown else 'no longer shows'} "
+        f"inode_share, but a file looked up after it is {'' if shared else 'not '}shared "
+        f"({after} through the twin), while the file looked up before still is")
+    assert shown, (
+        f"a remount without inode_share turned sharing off: {_shown_options(pagecache, ma)}")
