@@ -65,6 +65,12 @@ def test_remount_turning_inode_share_on_keeps_files_readable(
         f"{_shown_options(pagecache, m)}")
 
 
+@pytest.mark.known_bug(
+    "a remount(2) without inode_share clears it: files looked up before it keep sharing, "
+    "files looked up after it do not (reports/remount-inode-share-null-domain.yaml, the same "
+    "fix)", signature=r"a remount without inode_share turned sharing off",
+    releases=">=7.2", unless_patched="keep inode_share as it was mounted",
+    params=["*-mount(2)"])
 @pytest.mark.parametrize("how", ["mount(8)", "mount(2)"])
 @pytest.mark.parametrize("options", ["", "cache_strategy=disabled"],
                          ids=["bare-remount", "other-option"])
@@ -90,3 +96,21 @@ def test_remount_without_inode_share_changes_nothing_about_sharing(
         f"({after} through the twin), while the file looked up before still is")
     assert shown, (
         f"a remount without inode_share turned sharing off: {_shown_options(pagecache, ma)}")
+
+
+@pytest.mark.parametrize("how", ["mount(8)", "mount(2)"])
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_remount_asking_for_dax_keeps_files_readable(
+        erofs_image: Images, source: str, options: str, how: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """dax=always is refused at mount time where it cannot work (no DAX device; with
+    inode_share, "FSDAX is not allowed"). Asked for on a remount, it must be refused or
+    ignored: files looked up afterwards must still read their bytes."""
+    a = erofs_image("sizes")
+    m = mount(a, options, source)
+    ok, stderr = _remount(pagecache, m, "dax=always", how)
+    for path in (NEVER_LOOKED_UP, BIG, "page"):
+        got = pagecache.try_read(m.path(path))
+        assert not got.failed and got.value.sha256 == a.file(path)["sha256"], (
+            f"after remount,dax=always through {how} ({'accepted' if ok else stderr}) "
+            f"{path} read {got.error or got.value}")
