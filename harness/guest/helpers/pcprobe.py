@@ -184,17 +184,8 @@ def read_file(path, method):
             data = _io_uring_read(fd, size)
         elif method == "seek_data":
             data = bytearray(size)
-            offset = 0
-            while offset < size:
-                try:
-                    start = os.lseek(fd, offset, os.SEEK_DATA)
-                except OSError as exc:
-                    if exc.errno == errno.ENXIO:
-                        break
-                    raise
-                end = os.lseek(fd, start, os.SEEK_HOLE)
+            for start, end in _data_ranges(fd, size):
                 data[start:end] = os.pread(fd, end - start, start)
-                offset = end
             data = bytes(data)
         else:
             raise ValueError(f"unknown read method {method!r}")
@@ -571,20 +562,25 @@ def seek_map(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        ranges, offset = [], 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    break
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            ranges.append([start, end])
-            offset = end
-        return {"data": ranges, "size": size}
+        return {"data": [list(r) for r in _data_ranges(fd, size)], "size": size}
     finally:
         os.close(fd)
+
+
+def _data_ranges(fd, size):
+    """[start, end) ranges of data, walking SEEK_DATA and SEEK_HOLE from 0 to size."""
+    ranges, offset = [], 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        ranges.append((start, end))
+        offset = end
+    return ranges
 
 
 def parallel_read(paths, timeout=120.0):
