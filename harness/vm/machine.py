@@ -194,12 +194,13 @@ class VM:
             self._read_back_config()
 
     def _kernel_append(self) -> str:
-        """Command-line words this kernel needs. Without PCI_MSI (tinyconfig builds) virtio
-        interrupts go through ACPI's _PRT, and a KASAN+lockdep kernel under TCG runs that
-        AML so slowly that ACPICA aborts it (AE_AML_LOOP_TIMEOUT): no interrupts, no
-        network, no boot. acpi=noirq routes them by the MP table instead; ACPI stays on for
-        PCI hot-plug."""
-        if self.kernel.config and not self.kernel.has("PCI_MSI"):
+        """Command-line words this kernel needs. Without PCI_MSI virtio interrupts go
+        through ACPI's _PRT, and a KASAN kernel under TCG runs that AML so slowly that
+        ACPICA aborts it (AE_AML_LOOP_TIMEOUT): no interrupts, no network, no boot.
+        acpi=noirq routes them by the MP table instead, which boots, but hot-plugged disks
+        then get no interrupt; kconfigs/base.config asks for PCI_MSI so that new builds
+        need neither."""
+        if self.kernel.config and self.kernel.has("KASAN") and not self.kernel.has("PCI_MSI"):
             return "acpi=noirq"
         return ""
 
