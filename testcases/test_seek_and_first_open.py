@@ -75,6 +75,13 @@ def test_simultaneous_first_opens_of_twins_build_one_cache(
     frames = pagecache.pfns(*paths)
     first = frames[paths[0]].pfns
     apart = [p for p in paths[1:] if frames[p].pfns != first]
+    # Which cache each file reads from, by its first frame: one group is sharing; several
+    # groups of many files would be several shared inodes for one fingerprint; groups of
+    # one are files that never joined.
+    groups: dict[int, list[int]] = {}
+    for index, path in enumerate(paths):
+        groups.setdefault(frames[path].pfns[0], []).append(index)
     assert all(first) and not apart, (
         f"{len(apart)} of {readers} files opened together are not in the first one's page "
-        f"frames: {apart}")
+        f"frames: {apart}; files by first frame (mount index): {groups}; map counts of the "
+        f"first page: {[frames[p].counts[0] for p in paths]}")
