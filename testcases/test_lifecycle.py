@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, mount_twins, twin_of
+from conftest import BIG, SHARE, mount_twins, read_and_look, read_then_mincore, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe, ReadResult
@@ -89,8 +89,8 @@ def test_thirty_two_mounts_share_one_copy(pair: tuple[BuiltImage, BuiltImage], s
     a, b = pair
     mounts = [mount(a if i % 2 == 0 else b, SHARE, source) for i in range(32)]
     paths = [m.path(BIG if m.image is a else twin_of(a, b, BIG)) for m in mounts]
-    _, views = pagecache.read_then_residency(paths[0], *paths)
-    cold = [i for i, v in enumerate(views) if v.resident != v.pages]
+    _, _, views = read_and_look(pagecache, paths[0], *paths[1:])
+    cold = [i + 1 for i, v in enumerate(views) if v.resident != v.pages]
     assert not cold, f"mounts {cold} of 32 do not see the pages read through mount 0"
     with pagecache.batch() as batch:
         before = batch.meminfo()
@@ -119,7 +119,7 @@ def test_mount_unmount_cycles_leave_sharing_and_memory_intact(
     assert grown <= 1024, (
         f"Cached grew by {grown} KiB from cycle 1 to 12 (per cycle: {cached})")
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
-    _, [other] = pagecache.read_then_residency(ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     assert other.resident == other.pages, f"after the cycles: {other}"
 
 

@@ -280,15 +280,6 @@ class Probe:
         """mincore() over a mapping of the file: its pages in the page cache it reads."""
         return self._one({"op": "mincore", "path": path}, _residency)
 
-    def read_then_residency(self, reader: str, *others: str, method: str = "read"
-                            ) -> tuple[ReadResult, list[Residency]]:
-        """Read ``reader`` whole, then how much of each of ``others`` is resident: the
-        question every sharing test asks, in one round trip."""
-        with self.batch() as b:
-            read = b.read(reader, method)
-            views = [b.mincore(path) for path in others]
-        return read.value, [view.value for view in views]
-
     def pfns(self, *paths: str) -> dict[str, Frames]:
         """Map and touch each file; the page frames its pages sit in (pagemap, kpagecount)."""
         answer = self._one({"op": "pfns", "paths": list(paths)}, lambda a: a)
@@ -303,9 +294,6 @@ class Probe:
 
     def drop_caches(self) -> None:
         self._one({"op": "drop_caches"}, _nothing)
-
-    def fadvise_dontneed(self, path: str) -> None:
-        self._one({"op": "fadvise_dontneed", "path": path}, _nothing)
 
     def cgroup_read(self, cgroup: str, path: str, method: str = "read",
                     limit: int | None = None) -> CgroupRead:
@@ -323,11 +311,6 @@ class Probe:
         each result, or the error text of a reader that failed."""
         answer = self._one({"op": "parallel_read", "paths": list(paths)}, lambda a: a)
         return [str(r["error"]) if "error" in r else _read(r) for r in answer["reads"]]
-
-    def slab_objects(self, cache: str) -> int:
-        """Active objects of a slab cache (``erofs_inode``: every EROFS inode, real or
-        shared)."""
-        return self._one({"op": "slab", "name": cache}, lambda a: int(a["active"]))
 
     # ---- a mapping held by another process ---------------------------------------------
 

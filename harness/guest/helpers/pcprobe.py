@@ -614,16 +614,6 @@ def parallel_read(paths, timeout=120.0):
     return {"reads": results}
 
 
-def slab_objects(name):
-    """Active objects of one slab cache (/proc/slabinfo), e.g. erofs_inode."""
-    with open("/proc/slabinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields and fields[0] == name:
-                return {"active": int(fields[1]), "total": int(fields[2])}
-    raise OSError(errno.ENOENT, f"no slab cache {name} in /proc/slabinfo")
-
-
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
@@ -644,7 +634,6 @@ OPS = {
     "end_holders": lambda op: end_holders(),
     "seek_map": lambda op: seek_map(op["path"]),
     "parallel_read": lambda op: parallel_read(op["paths"]),
-    "slab": lambda op: slab_objects(op["name"]),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
