@@ -62,9 +62,11 @@ class Residency:
 
 @dataclass(frozen=True)
 class Frames:
-    """Page frame numbers of a file's pages (0: not present) and each frame's map count."""
+    """Page frame numbers of a file's pages (0: not present), each frame's map count, and
+    whether it belongs to a transparent huge page."""
     pfns: list[int]
     counts: list[int]
+    huge: list[bool]
 
 
 @dataclass(frozen=True)
@@ -281,9 +283,17 @@ class Probe:
         return self._one({"op": "mincore", "path": path}, _residency)
 
     def pfns(self, *paths: str) -> dict[str, Frames]:
-        """Map and touch each file; the page frames its pages sit in (pagemap, kpagecount)."""
+        """Map and touch all files at once; the page frames their pages sit in (pagemap,
+        kpagecount, kpageflags), as one snapshot that a second look found unchanged."""
         answer = self._one({"op": "pfns", "paths": list(paths)}, lambda a: a)
-        return {path: Frames(list(v["pfns"]), list(v["counts"])) for path, v in answer.items()}
+        return {path: Frames(list(v["pfns"]), list(v["counts"]), [bool(h) for h in v["huge"]])
+                for path, v in answer.items()}
+
+    def collapse_huge(self, path: str, touch: bool = False) -> int:
+        """madvise(MADV_COLLAPSE) over a mapping of the whole file (its pages touched first
+        if ``touch``): 0, or the errno it failed with."""
+        return self._one({"op": "collapse", "path": path, "touch": touch},
+                         lambda a: int(a["errno"]))
 
     def smaps(self, *paths: str) -> dict[str, dict[str, int]]:
         """Map and touch every file in one process; each mapping's /proc/self/smaps figures."""

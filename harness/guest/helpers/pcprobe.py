@@ -243,27 +243,48 @@ def mincore(path):
     return {"pages": pages, "resident": resident}
 
 
+def _frames(pagemap, mapping):
+    frames = []
+    for offset in range(0, mapping.size, PAGE):
+        pagemap.seek(((mapping.address + offset) // PAGE) * 8)
+        entry = struct.unpack("<Q", pagemap.read(8))[0]
+        present = entry >> 63 & 1
+        frames.append(entry & ((1 << 55) - 1) if present else 0)
+    return frames
+
+
+# Page frames are not fixed for a file's lifetime: khugepaged may collapse page cache pages
+# into a huge page (it zaps the old mappings and puts a new folio in the cache) and
+# compaction may migrate them, both while this process reads pagemap. A view taken file by
+# file can then put two files of one page cache on two frames. So all files are mapped and
+# touched first, and the view counts only when a second look, after touching again, gives
+# the same frames: a consistent snapshot of one moment, whatever moved before it.
+PFN_SNAPSHOT_TRIES = 8
+
+
 def pfns(paths):
-    """Page frame numbers of each file's pages, mapped and touched in this process."""
-    out = {}
+    """Page frame numbers of each file's pages, all mapped and touched in this process at
+    once; a snapshot that a second look confirmed unchanged."""
     mappings = []
     try:
+        for path in paths:
+            mappings.append(Mapping(path))
         with open("/proc/self/pagemap", "rb") as pagemap:
-            for path in paths:
-                mapping = Mapping(path)
-                mappings.append(mapping)
-                mapping.touch()
-                frames = []
-                for offset in range(0, mapping.size, PAGE):
-                    pagemap.seek(((mapping.address + offset) // PAGE) * 8)
-                    entry = struct.unpack("<Q", pagemap.read(8))[0]
-                    present = entry >> 63 & 1
-                    frames.append(entry & ((1 << 55) - 1) if present else 0)
-                out[path] = {"pfns": frames, "counts": _kpagecount(frames)}
+            seen = []
+            for _ in range(PFN_SNAPSHOT_TRIES):
+                for mapping in mappings:
+                    mapping.touch()
+                now = [_frames(pagemap, mapping) for mapping in mappings]
+                if now == seen:
+                    return {path: {"pfns": frames, "counts": _kpagecount(frames),
+                                   "huge": _huge(frames)}
+                            for path, frames in zip(paths, now, strict=True)}
+                seen = now
     finally:
         for mapping in mappings:
             mapping.close()
-    return out
+    raise RuntimeError(f"page frames of {list(paths)} kept changing over "
+                       f"{PFN_SNAPSHOT_TRIES} looks (huge page collapse or migration)")
 
 
 def smaps(paths):
@@ -302,6 +323,40 @@ def _kpagecount(frames):
             kpc.seek(pfn * 8)
             counts.append(struct.unpack("<Q", kpc.read(8))[0])
     return counts
+
+
+KPF_THP = 22  # /proc/kpageflags: the page belongs to a transparent huge page
+
+
+def _huge(frames):
+    flags = []
+    with open("/proc/kpageflags", "rb") as kpf:
+        for pfn in frames:
+            if pfn == 0:
+                flags.append(False)
+                continue
+            kpf.seek(pfn * 8)
+            flags.append(bool(struct.unpack("<Q", kpf.read(8))[0] >> KPF_THP & 1))
+    return flags
+
+
+MADV_COLLAPSE = 25
+
+
+def collapse(path, touch):
+    """madvise(MADV_COLLAPSE) over a fresh shared mapping of ``path``, after touching its
+    pages first if ``touch`` (else the kernel reads what is missing while collapsing). The
+    errno, 0 on success; the mapping is gone afterwards, the huge pages stay in the cache."""
+    mapping = Mapping(path)
+    try:
+        if touch:
+            mapping.touch()
+        if libc.madvise(ctypes.c_void_p(mapping.address), ctypes.c_size_t(mapping.size),
+                        MADV_COLLAPSE) != 0:
+            return {"errno": ctypes.get_errno()}
+        return {"errno": 0}
+    finally:
+        mapping.close()
 
 
 def meminfo():
@@ -619,6 +674,7 @@ OPS = {
     "mincore": lambda op: mincore(op["path"]),
     "pfns": lambda op: pfns(op["paths"]),
     "smaps": lambda op: smaps(op["paths"]),
+    "collapse": lambda op: collapse(op["path"], op.get("touch", False)),
     "meminfo": lambda op: meminfo(),
     "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
                                           op.get("limit")),

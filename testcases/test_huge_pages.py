@@ -1,0 +1,53 @@
+"""A shared page cache whose pages are collapsed into transparent huge pages stays one cache.
+
+The shared inode's mapping allows large folios, and its files are mapped at huge-page
+aligned addresses, so khugepaged (or MADV_COLLAPSE) may replace its small pages with huge
+ones while mounts are live: it zaps every mapping of the old pages and puts new folios in
+the cache. Collapsing a file that is not all resident also reads the missing pages, through
+the shared inode's readahead, from a kernel thread's point of view rather than a reader's.
+After either, every twin must still read its bytes from the one (now huge) cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import BIG, mount_twins
+from harness.erofs.images import BuiltImage
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe, ReadResult
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.parametrize("start", ["resident", "cold"])
+def test_huge_page_collapse_keeps_twins_on_one_cache(
+        pair: tuple[BuiltImage, BuiltImage], source: str, start: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    a, b = pair
+    ma, _, pa, pb = mount_twins(mount, a, b, source)
+    want = ReadResult(a.file(BIG)["size"], a.file(BIG)["sha256"])
+    cold = [pagecache.residency(path) for path in (pa, pb)]
+    assert not any(view.resident for view in cold), f"twins resident before any read: {cold}"
+
+    err = pagecache.collapse_huge(pa, touch=start == "resident")
+    assert err == 0, f"MADV_COLLAPSE over {pa} ({start}) failed with errno {err}"
+
+    frames = pagecache.pfns(pa, pb)
+    fa, fb = frames[pa], frames[pb]
+    assert all(fa.huge), (
+        f"after a successful collapse only {sum(fa.huge)}/{len(fa.huge)} pages of {pa} are "
+        f"in huge pages")
+    same = sum(x == y for x, y in zip(fa.pfns, fb.pfns, strict=True))
+    assert all(fa.pfns) and same == len(fa.pfns), (
+        f"after the collapse only {same}/{len(fa.pfns)} pages of the twins {pa} and {pb} "
+        f"share a frame")
+    got = {path: pagecache.read(path) for path in (pa, pb)}
+    assert all(r == want for r in got.values()), f"bytes after the collapse: {got}, want {want}"
+
+    # The huge pages belong to the shared cache, not to the mount that collapsed them.
+    gone = mount.umount(ma)
+    assert gone.ok, f"umount {ma.target}: {gone.errname} {gone.kmsg}"
+    assert pagecache.read(pb) == want, f"{pb} after the collapsing mount went"
+    assert pagecache.residency(pb).resident == len(fb.pfns), (
+        f"{pb}: the collapsed cache did not stay with the remaining mount: "
+        f"{pagecache.residency(pb)}")
