@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore
 
 all: help
 
@@ -39,6 +39,7 @@ help:
 	@echo "make bench    boot and round-trip benchmarks"
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
+	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]  random sequences checked against the model"
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
@@ -87,6 +88,16 @@ test: deps venv
 RUN_JOBS ?= 2
 run: deps venv
 	$(PYTEST) testcases -n $(RUN_JOBS) $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
+
+# make explore [KERNEL=] [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]: stateful exploration; a
+# divergence is shrunk and written to reports/found/<id>.yaml (exit 1).
+SEED ?=
+STEPS ?= 100000
+MINUTES ?= 10
+KNOWN ?=
+explore: deps venv
+	$(PY) -m harness explore $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --steps=$(STEPS) \
+		--minutes=$(MINUTES) $(if $(KNOWN),--known-bugs) --out=$(ARTIFACTS)/explore
 
 shell: deps venv
 	$(PY) -m harness shell $(VM_OPTS)

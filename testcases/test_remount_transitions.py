@@ -120,3 +120,36 @@ def test_remount_asking_for_dax_keeps_files_readable(
         assert not got.failed and got.value.sha256 == a.file(path)["sha256"], (
             f"after remount,dax=always through {how} ({'accepted' if ok else stderr}) "
             f"{path} read {got.error or got.value}")
+
+
+@pytest.mark.known_bug(
+    "a remount turns inode_share back on for an image without fingerprints (the mount had "
+    "turned it off); lookups then take the image's first long xattr prefix for the "
+    "fingerprint, so files with equal values of that xattr share one cache and read each "
+    "other's bytes (reports/remount-reenables-inode-share.yaml, the same fix)",
+    signature=r"after the remount .* read the bytes of|/proc/mounts shows inode_share on a "
+              r"mount that turned it off",
+    releases=">=7.2", unless_patched="keep dax and inode_share as mounted")
+@pytest.mark.parametrize("how", ["mount(8)", "mount(2)"])
+def test_remount_cannot_turn_on_sharing_the_mount_turned_off(
+        erofs_image: Images, source: str, how: str, mount: Mounter, pagecache: Probe) -> None:
+    """`overlay-origin` has no fingerprints, and its files `a` and `b` (other bytes, one size)
+    carry an equal `trusted.overlay.origin`, stored under a long xattr prefix. Mounted with
+    sharing, the kernel turns it off. A remount with the same options (mount(8) sends them
+    again on any remount) must leave it off: no file may read another's bytes."""
+    image = erofs_image("overlay-origin")
+    m = mount(image, SHARE, source)
+    assert m.result.says("on-disk ishare xattrs not found. Turning off inode_share"), (
+        m.result.kmsg)
+    ok, said = _remount(pagecache, m, SHARE, how)
+    with pagecache.batch() as batch:
+        reads = {path: batch.read(m.path(path)) for path in ("a", "b")}
+    want = {path: image.file(path)["sha256"] for path in ("a", "b")}
+    for path, other in (("a", "b"), ("b", "a")):
+        got = reads[path].value.sha256
+        assert got == want[path], (
+            f"after the remount ({how}, {'accepted' if ok else said}) {path} read the bytes "
+            f"of {other}" if got == want[other] else f"{path} read {got}, want {want[path]}")
+    shown = _shown_options(pagecache, m)
+    assert "inode_share" not in shown, (
+        f"/proc/mounts shows inode_share on a mount that turned it off: {shown}")

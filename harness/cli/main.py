@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild",
                          type=lambda s: set(s.split(",")),
                          help="which benchmarks: boot,sharing,suite,kbuild (default all)")
+    p_explore = sub.add_parser("explore", help="random sequences of mounts, reads, mappings "
+                                               "and unmounts checked against a model")
+    _vm_options(p_explore)
+    p_explore.add_argument("--seed", type=int, default=None,
+                           help="hypothesis seed (default: from the clock, printed)")
+    p_explore.add_argument("--steps", type=int, default=100000, help="step budget")
+    p_explore.add_argument("--minutes", type=float, default=10.0, help="time budget")
+    p_explore.add_argument("--known-bugs", action="store_true",
+                           help="do not steer around known bugs (they may be found again)")
+    p_explore.add_argument("--out", type=Path, default=Path("artifacts") / "explore")
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
@@ -128,6 +138,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.explore.run import run_explore
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
+    return run_explore(args.kernel, _vm_config(args), seed=seed, steps=args.steps,
+                       minutes=args.minutes, out=args.out, known_bugs=args.known_bugs)
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from harness.kernel.resolve import resolve_kernel
     kernel = resolve_kernel(args.kernel)
@@ -189,7 +208,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
-            "repro": cmd_repro, "bisect": cmd_bisect}
+            "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore}
 
 
 def main(argv: list[str] | None = None) -> int:

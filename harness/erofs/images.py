@@ -34,7 +34,7 @@ COMPRESSORS = ("lz4", "lz4hc", "lzma", "deflate", "zstd")
 FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xattrs",
              "symlink", "hardlink"}
 IMAGE_KEYS = {"tree", "fingerprint", "compressor", "block_size", "chunksize", "extended",
-              "blobdev", "tar", "unfingerprinted", "forged"}
+              "blobdev", "tar", "unfingerprinted", "forged", "xattr_prefixes"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -122,6 +122,8 @@ class ImageSpec:
     # Paths whose fingerprint claims other content (seed, size): a forged image. The
     # fingerprint is the SHA-256 of the content, written over the genuine one after mkfs.
     forged: tuple[tuple[str, int, int], ...] = ()
+    # Long xattr name prefixes (mkfs --xattr-prefix), as overlay or composefs images have.
+    xattr_prefixes: tuple[str, ...] = ()
 
     def fingerprinted(self, path: str) -> bool:
         return bool(self.fingerprint) and path not in self.unfingerprinted
@@ -142,6 +144,7 @@ class ImageSpec:
             args.append("-E" + ",".join(self.extended))
         if self.tar:
             args.append("--tar=f")
+        args.extend(f"--xattr-prefix={prefix}" for prefix in self.xattr_prefixes)
         return args
 
 
@@ -207,7 +210,8 @@ def load_catalog(path: Path) -> Catalog:
             if raw.get("chunksize") else None,
             extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")),
             tar=bool(raw.get("tar")), unfingerprinted=_unfingerprinted(raw, catalog),
-            forged=_forged(raw, catalog))
+            forged=_forged(raw, catalog),
+            xattr_prefixes=tuple(str(p) for p in raw.get("xattr_prefixes") or ()))
     return catalog
 
 

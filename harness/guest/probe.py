@@ -183,14 +183,54 @@ class Batch:
              ) -> Pending[ReadResult]:
         return self._add({"op": "read", "path": path, "method": method}, _read, may_fail)
 
-    def mincore(self, path: str) -> Pending[Residency]:
-        return self._add({"op": "mincore", "path": path}, _residency)
+    def mincore(self, path: str, *, may_fail: bool = False) -> Pending[Residency]:
+        return self._add({"op": "mincore", "path": path}, _residency, may_fail)
 
     def meminfo(self) -> Pending[MemInfo]:
         return self._add({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
 
-    def drop_caches(self) -> Pending[None]:
-        return self._add({"op": "drop_caches"}, _nothing)
+    def drop_caches(self, level: int = 3) -> Pending[None]:
+        """sync, then /proc/sys/vm/drop_caches: 1 page cache, 2 dentries and inodes, 3 both."""
+        return self._add({"op": "drop_caches", "level": level}, _nothing)
+
+    def cgroup_read(self, cgroup: str, path: str, method: str = "read",
+                    limit: int | None = None) -> Pending[CgroupRead]:
+        return self._add({"op": "cgroup_read", "cgroup": cgroup, "path": path,
+                          "method": method, "limit": limit}, _cgroup)
+
+    def mount(self, source: str, target: str, options: str) -> Pending[MountAnswer]:
+        """mount(2); a refusal is an answer (errno), not a failure of the batch."""
+        return self._add({"op": "mount", "source": source, "target": target,
+                          "options": options}, _mount)
+
+    def remount(self, target: str, options: str) -> Pending[MountAnswer]:
+        return self._add({"op": "remount", "target": target, "options": options}, _mount)
+
+    def umount(self, target: str, lazy: bool = False) -> Pending[MountAnswer]:
+        return self._add({"op": "umount", "target": target, "lazy": lazy}, _mount)
+
+    def hold(self, path: str, tag: str) -> Pending[int]:
+        return self._add({"op": "hold", "path": path, "tag": tag}, lambda a: int(a["pid"]))
+
+    def release(self, tag: str) -> Pending[ReadResult | str]:
+        return self._add({"op": "release", "tag": tag},
+                         lambda a: str(a["error"]) if "error" in a else _read(a))
+
+    def end_holders(self) -> Pending[list[str]]:
+        return self._add({"op": "end_holders"}, lambda a: [str(x) for x in a["ended"]])
+
+    def erofs_mounts(self, prefix: str) -> Pending[dict[str, list[str]]]:
+        """EROFS mounts under ``prefix`` as /proc/self/mounts shows them: their options."""
+        return self._add({"op": "erofs_mounts", "prefix": prefix},
+                         lambda a: {str(k): [str(o) for o in v] for k, v in a["mounts"].items()})
+
+    def kernel_log_mark(self) -> Pending[int]:
+        return self._add({"op": "kmsg_mark"}, lambda a: int(a["seq"]))
+
+    def kernel_log_since(self, mark: int) -> Pending[KernelLogSlice]:
+        return self._add({"op": "kmsg_since", "mark": mark},
+                         lambda a: KernelLogSlice(list(a["lines"]), int(a["seq"]),
+                                                  int(a["missed"])))
 
     def fadvise_dontneed(self, path: str) -> Pending[None]:
         return self._add({"op": "fadvise_dontneed", "path": path}, _nothing)

@@ -22,8 +22,10 @@ from harness.core.yamlconf import check_keys, load_yaml, where
 from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
 from harness.vm.splats import KINDS
 
+# "explore": the shrunk sequence of a report the explorer wrote (its replay test reads it);
+# "known_bug": the marker its replay test carries on kernels with the bug.
 TOP_KEYS = {"title", "reported", "kernel", "patches", "checkpoints", "expect_verdicts",
-            "mounts", "reproducer", "bug"}
+            "mounts", "reproducer", "bug", "explore", "known_bug"}
 SPLAT_KINDS = {*KINDS, "any"}
 VERDICTS = ("reproduced", "not reproduced")
 

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"vm"},
     {"guest"},
     {"pipeline", "results"},
-    {"plugin", "repro", "matrix", "bench"},
+    {"plugin", "repro", "matrix", "bench", "explore"},
     {"cli", "__main__"},
 ]
 

@@ -570,11 +570,23 @@ def do_umount(target, lazy=False):
             "kmsg": log.since(mark)["lines"]}
 
 
-def drop_caches():
+def drop_caches(level=3):
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as fh:
-        fh.write("3")
+        fh.write(str(level))
     return {}
+
+
+def erofs_mounts(prefix):
+    """EROFS mounts at or under ``prefix``, as this process's mount table shows them."""
+    found = {}
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] == "erofs" and (
+                    fields[1] == prefix or fields[1].startswith(prefix + "/")):
+                found[fields[1]] = fields[3].split(",")
+    return {"mounts": found}
 
 
 def fadvise_dontneed(path):
@@ -684,7 +696,8 @@ OPS = {
                                  op.get("fstype", "erofs"), op.get("readonly", True)),
     "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
     "remount": lambda op: do_remount(op["target"], op.get("options", "")),
-    "drop_caches": lambda op: drop_caches(),
+    "drop_caches": lambda op: drop_caches(op.get("level", 3)),
+    "erofs_mounts": lambda op: erofs_mounts(op["prefix"]),
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
     "hint": lambda op: hint(op["path"], op["advice"]),
     "end_holders": lambda op: end_holders(),

@@ -1,0 +1,1 @@
+"""Stateful exploration: random sequences checked against a model of page cache sharing."""

@@ -1,0 +1,113 @@
+"""The explorer's model predicts what the kernel's sharing rules say, step by step."""
+
+from __future__ import annotations
+
+import errno
+
+from harness.explore.model import COLD, FULL, UNKNOWN, PoolFile, PoolImage, World
+
+SHARE1, SHARE2 = "inode_share,domain_id=d1", "inode_share,domain_id=d2"
+
+
+def _pool() -> dict[str, PoolImage]:
+    def image(name: str, *files: PoolFile) -> PoolImage:
+        return PoolImage(name, files)
+    return {
+        "a": image("a", PoolFile("big", 8192, "A", "cA", "plain"),
+                   PoolFile("page", 4096, "P", "cP", "plain")),
+        "b": image("b", PoolFile("h", 8192, "A", "cA", "plain"),
+                   PoolFile("d", 4096, "P", "cP", "plain")),
+        "nofp": image("nofp", PoolFile("big", 8192, "A", None, "plain")),
+        "lz": image("lz", PoolFile("big", 8192, "A", "cA", "compressed")),
+        "forged": image("forged", PoolFile("page", 4096, "F", "cP", "plain")),
+        "resized": image("resized", PoolFile("c", 4095, "R", "cP", "plain")),
+    }
+
+
+def _world(*mounts: tuple[str, str, str]) -> World:
+    world = World(_pool())
+    for name, image, options in mounts:
+        assert world.mount(name, image, "loop", options) == 0
+    return world
+
+
+def test_twins_in_one_domain_share_and_other_domains_do_not() -> None:
+    world = _world(("m1", "a", SHARE1), ("m2", "b", SHARE1), ("m3", "b", SHARE2))
+    assert world.lookup("m1", "big") is world.lookup("m2", "h")
+    assert world.lookup("m3", "h") is not world.lookup("m1", "big")
+    world.read("m1", "big")
+    assert world.expected_residency("m2", "h") == 2
+    assert world.expected_residency("m3", "h") == 0
+
+
+def test_no_fingerprint_or_no_sharing_means_a_private_cache() -> None:
+    world = _world(("m1", "a", SHARE1), ("m2", "nofp", SHARE1), ("m3", "b", ""))
+    world.read("m1", "big")
+    assert world.expected_residency("m2", "big") == 0
+    assert world.expected_residency("m3", "h") == 0
+    assert world.mount_table() == {"m1": True, "m2": False, "m3": False}
+
+
+def test_inode_share_without_domain_is_refused() -> None:
+    world = World(_pool())
+    assert world.mount("m1", "a", "loop", "inode_share") == errno.EINVAL
+    assert world.mount_table() == {}
+
+
+def test_first_lookup_decides_size_and_layout() -> None:
+    world = _world(("m1", "resized", SHARE1), ("m2", "a", SHARE1), ("m3", "b", SHARE1))
+    world.lookup("m1", "c")  # 4095 bytes under the fingerprint of a 4096-byte page
+    page, twin = world.lookup("m2", "page"), world.lookup("m3", "d")
+    assert page.key[0] == twin.key[0] == "private"  # both refused: another size
+    world = _world(("m1", "lz", SHARE1), ("m2", "a", SHARE1))
+    world.lookup("m1", "big")
+    assert world.lookup("m2", "big").key[0] == "private"  # another layout
+
+
+def test_a_same_size_forgery_may_serve_its_bytes_until_the_cache_is_emptied() -> None:
+    world = _world(("m1", "forged", SHARE1), ("m2", "a", SHARE1))
+    assert world.read("m1", "page") == {"F"}
+    assert world.read("m2", "page") == {"F", "P"}
+    assert world.umount("m1", lazy=False) == 0
+    assert world.acceptable("m2", "page") == {"F", "P"}  # the forged pages may still be cached
+    world.drop_caches()
+    assert world.acceptable("m2", "page") == {"P"}
+
+
+def test_a_mapping_pins_its_cache_and_keeps_its_mount_busy() -> None:
+    world = _world(("m1", "a", SHARE1), ("m2", "b", SHARE1))
+    world.hold("h1", "m1", "big")
+    assert world.umount("m1", lazy=False) == errno.EBUSY
+    world.drop_caches()
+    world.dontneed("m2", "h")
+    assert world.expected_residency("m2", "h") == 2  # mapped pages stay
+    assert world.umount("m1", lazy=True) == 0
+    assert world.mount_table() == {"m2": True}
+    assert world.release("h1") == {"A"}
+    assert "m1" not in world.mounts  # the detached mount went with its last mapping
+    world.drop_caches()
+    assert world.expected_residency("m2", "h") == 0
+
+
+def test_hints_and_pressure_leave_residency_open() -> None:
+    world = _world(("m1", "a", SHARE1))
+    world.willneed("m1", "big")
+    assert world.lookup("m1", "big").state == UNKNOWN
+    world.read("m1", "big")
+    assert world.lookup("m1", "big").state == FULL
+    world.pressured_read("m1", "big")
+    assert world.expected_residency("m1", "big") is None
+    world.dontneed("m1", "big")
+    assert world.lookup("m1", "big").state == COLD
+
+
+def test_the_last_unmount_ends_a_shared_cache() -> None:
+    world = _world(("m1", "a", SHARE1), ("m2", "b", SHARE1))
+    world.read("m1", "big")
+    world.lookup("m2", "h")
+    world.umount("m1", lazy=False)
+    assert world.expected_residency("m2", "h") == 2
+    world.umount("m2", lazy=False)
+    assert world.caches == {}
+    assert world.mount("m3", "a", "loop", SHARE1) == 0
+    assert world.expected_residency("m3", "big") == 0
