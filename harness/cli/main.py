@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--boots", type=int, default=5, help="cold boots to take the "
                                                              "median of (default 5)")
     p_bench.add_argument("--round-trips", type=int, default=50)
-    p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild",
+    p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild,explore",
                          type=lambda s: set(s.split(",")),
-                         help="which benchmarks: boot,sharing,suite,kbuild (default all)")
+                         help="which benchmarks: boot,sharing,suite,kbuild,explore "
+                              "(default all)")
     p_explore = sub.add_parser("explore", help="random sequences of mounts, reads, mappings "
                                                "and unmounts checked against a model")
     _vm_options(p_explore)
@@ -135,6 +136,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         run_kbuild_bench(config)
     if "suite" in args.parts:
         run_suite_throughput(kernel, config)
+    if "explore" in args.parts:
+        from harness.bench.explore import run_explore_bench
+        run_explore_bench(kernel, config)
     return 0
 
 

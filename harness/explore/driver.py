@@ -27,6 +27,7 @@ from harness.vm.splats import find_splats
 LOOPS_PER_IMAGE = 2
 BLOCK_IMAGES = ("sizes", "renamed")
 MAX_MOUNTS = 4
+HOLD_SECONDS = 6 * 3600.0
 # memory.max of the cgroup a pressured read runs in: below the 4 MiB file, so its pages are
 # reclaimed while it is read. Each pressured read gets a cgroup of its own, so that no later
 # read reclaims pages an earlier one left charged to it.
@@ -174,7 +175,9 @@ class Driver:
             return lambda where: self._expect_bytes(where, got, accept)
         if do == "hold":
             world.hold(step["tag"], step["mount"], step["path"])
-            batch.hold(self._path(step["mount"], step["path"]), step["tag"])
+            # A holder must outlive any sequence (it ends at release or reset): one that
+            # gave up its mapping on its own would make "pinned" a lie.
+            batch.hold(self._path(step["mount"], step["path"]), step["tag"], HOLD_SECONDS)
             return lambda where: None
         if do == "release":
             accept = world.release(step["tag"])

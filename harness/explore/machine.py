@@ -17,7 +17,7 @@ and find nothing else; ``known_bugs=True`` (``make explore KNOWN=1``) lifts the 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,6 +55,11 @@ class Outcome:
     sequences: int
     failure: str | None = None
     shrunk: list[Step] | None = None  # the shortest diverging sequence, when one was found
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per rule
+
+    def ms_per_step(self) -> dict[str, float]:
+        return {rule: round(1000 * self.timing.get(rule, 0.0) / count, 1)
+                for rule, count in sorted(self.rules.items()) if count}
 
     @property
     def steps_per_second(self) -> float:
@@ -64,6 +69,7 @@ class Outcome:
         return {"seed": self.seed, "steps": self.steps, "seconds": round(self.seconds, 1),
                 "steps_per_second": round(self.steps_per_second, 2),
                 "sequences": self.sequences, "rules": dict(sorted(self.rules.items())),
+                "ms_per_step": self.ms_per_step(),
                 "failure": self.failure, "shrunk": self.shrunk}
 
 
@@ -80,10 +86,12 @@ class ExploreMachine(RuleBasedStateMachine):
     driver: ClassVar[Driver]
     images: ClassVar[list[str]]
     stats: ClassVar[Counter[str]]
+    timing: ClassVar[defaultdict[str, float]]  # seconds spent per rule, for the benchmark
     budget: ClassVar[Budget]
     progress: ClassVar[Any]
     last: ClassVar[list[Step]] = []
     known_bugs: ClassVar[bool] = False  # True: no guards, known bugs may be found again
+    first: ClassVar[tuple[str, list[Step]] | None] = None  # the first divergence seen
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,7 +106,15 @@ class ExploreMachine(RuleBasedStateMachine):
         self.stats[step["do"]] += 1
         self.budget.done += 1
         ExploreMachine.progress(self.budget, self.stats)
-        self.driver.step(step)
+        started = time.monotonic()
+        try:
+            self.driver.step(step)
+        except Divergence as exc:
+            if ExploreMachine.first is None:  # hypothesis may replace it by its own errors
+                ExploreMachine.first = (str(exc), list(self.driver.steps))
+            raise
+        finally:
+            ExploreMachine.timing[step["do"]] += time.monotonic() - started
 
     def _name(self, prefix: str) -> str:
         self.serial += 1
@@ -188,8 +204,10 @@ def explore(driver: Driver, images: list[str], *, seed: int, steps: int, seconds
     stats: Counter[str] = Counter()
     ExploreMachine.driver, ExploreMachine.images = driver, images
     ExploreMachine.stats, ExploreMachine.budget = stats, budget
+    ExploreMachine.timing = defaultdict(float)
     ExploreMachine.progress, ExploreMachine.sequences = progress, 0
     ExploreMachine.known_bugs = known_bugs
+    ExploreMachine.first = None
     failure: str | None = None
     shrunk: list[Step] | None = None
     # Runs of a fixed number of sequences, each with its own seed (seed, seed+1, ...), until
@@ -209,11 +227,14 @@ def explore(driver: Driver, images: list[str], *, seed: int, steps: int, seconds
         except Divergence as exc:
             failure, shrunk = str(exc), list(ExploreMachine.last)
         except Flaky as exc:
-            failure = f"a divergence that did not happen again on replay: {exc}"
-            shrunk = list(ExploreMachine.last)
+            # The divergence did not come back when hypothesis replayed the sequence: a race,
+            # or state the model does not see. Report the first one as it was seen.
+            seen, steps_seen = ExploreMachine.first or (str(exc), list(ExploreMachine.last))
+            failure = f"{seen}\n(not reproduced when replayed, so not shrunk: {exc})"
+            shrunk = steps_seen
         except Exception as exc:  # the guest died, the probe failed: shrunk all the same
             failure = f"{type(exc).__name__}: {exc}"
             shrunk = list(ExploreMachine.last)
         round_seed += 1
     return Outcome(seed, budget.done, time.monotonic() - budget.started, stats,
-                   ExploreMachine.sequences, failure, shrunk)
+                   ExploreMachine.sequences, failure, shrunk, ExploreMachine.timing)

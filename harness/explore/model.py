@@ -7,9 +7,12 @@ order the guest makes them. From that it predicts:
 - the errno of each mount and unmount;
 - the page cache each file reads from. Files join one shared cache when both mounts have
   sharing in effect with the same domain and the fingerprints are equal; the first file
-  looked up makes the shared inode, and a later one with another size or data layout
-  (compressed or not) is refused and keeps a private cache, as ``erofs_ishare_fill_inode``
-  does;
+  looked up makes the shared inode, and a later one with another size or other address
+  space operations is refused and keeps a private cache, as ``erofs_ishare_fill_inode``
+  does. The operations follow the data layout and, for uncompressed data, the mount's
+  backing: compressed files read through one set whatever the source, uncompressed ones
+  through one for a file-backed mount and another for a block device (loop, virtio), so
+  a file-backed and a block-backed twin never share;
 - which bytes a read may return. That is the file's own bytes, or, in a shared cache, the
   bytes of any file that joined it since it was last empty. A same-size forgery within a
   domain serves its bytes to its twins: that is documented, not a bug;
@@ -157,17 +160,19 @@ class World:
         if key is not None:
             return self.caches[key]
         facts = state.image.file(path)
+        layout = facts.layout if facts.layout == "compressed" else \
+            f"{facts.layout}-{'file' if state.source == 'file' else 'bdev'}"
         cache = None
         if state.share and facts.fingerprint:
             key = ("shared", str(state.domain), facts.fingerprint)
             cache = self.caches.get(key)
             if cache is None:
-                cache = self.caches[key] = Cache(key, facts.size, facts.layout, facts.pages)
-            elif cache.size != facts.size or cache.layout != facts.layout:
-                cache = None  # refused: another size or layout under the same fingerprint
+                cache = self.caches[key] = Cache(key, facts.size, layout, facts.pages)
+            elif cache.size != facts.size or cache.layout != layout:
+                cache = None  # refused: another size or aops under the same fingerprint
         if cache is None:
             key = ("private", mount, path)
-            cache = self.caches[key] = Cache(key, facts.size, facts.layout, facts.pages)
+            cache = self.caches[key] = Cache(key, facts.size, layout, facts.pages)
         cache.members.append((mount, path))
         cache.sources.add(facts.sha256)
         state.looked_up[path] = cache.key

@@ -61,7 +61,7 @@ class Guest:
             try:
                 self.vm.detach_disk(disk)
             except Exception as exc:  # keep going: every disk must be tried
-                problems.append(f"detach {disk.device}: {exc}")
+                problems.append(f"detach {disk.device}: {exc!r}")
         self._disks.clear()
         self.vm.run(f"rm -rf {self.workdir}")
         if problems:

@@ -209,8 +209,11 @@ class Batch:
     def umount(self, target: str, lazy: bool = False) -> Pending[MountAnswer]:
         return self._add({"op": "umount", "target": target, "lazy": lazy}, _mount)
 
-    def hold(self, path: str, tag: str) -> Pending[int]:
-        return self._add({"op": "hold", "path": path, "tag": tag}, lambda a: int(a["pid"]))
+    def hold(self, path: str, tag: str, timeout: float = 120.0) -> Pending[int]:
+        """A child maps and touches ``path`` and keeps the mapping for up to ``timeout``
+        seconds or until released; its pid."""
+        return self._add({"op": "hold", "path": path, "tag": tag, "timeout": timeout},
+                         lambda a: int(a["pid"]))
 
     def release(self, tag: str) -> Pending[ReadResult | str]:
         return self._add({"op": "release", "tag": tag},

@@ -72,6 +72,20 @@ class Report:
                              "saving": 1 - (m["file_kib"] + m["cached_all_kib"]) / baseline})
         return rows
 
+    def exploration(self) -> list[dict[str, Any]]:
+        """Runs of the stateful explorer: steps, steps per second, how often each rule ran."""
+        rows = []
+        for case in self.measured():
+            m = case.measurements
+            if "explore_steps" in m:
+                rules = {k[len("explore_rule_"):]: v for k, v in m.items()
+                         if k.startswith("explore_rule_")}
+                rows.append({"case": case.nodeid, "steps": m["explore_steps"],
+                             "seconds": m.get("explore_seconds", 0),
+                             "steps_per_second": m.get("explore_steps_per_second", 0),
+                             "sequences": m.get("explore_sequences", 0), "rules": rules})
+        return rows
+
     def table(self) -> str:
         counts = self.counts()
         lines = [f"EROFS page cache sharing: kernel {self.config.get('kernel')} "
@@ -95,12 +109,17 @@ class Report:
                 lines.append(f"    {case[:72]:<72} {row['what']:<10} {row['readers']:>3} "
                              f"{row['baseline']:>9} {row['actual']:>9} {row['ideal']:>9} "
                              f"{row['saving']:>6.0%}")
+        for row in self.exploration():
+            rules = " ".join(f"{k}={v}" for k, v in sorted(row["rules"].items()))
+            lines.append(f"  exploration: {row['steps']} steps, {row['sequences']} sequences, "
+                         f"{row['steps_per_second']} steps/s; rules: {rules}")
         return "\n".join(lines)
 
     def write(self, folder: Path) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         data = {"config": self.config, "seconds": self.seconds, "counts": dict(self.counts()),
-                "savings": self.savings(), "cases": [asdict(c) for c in self.cases]}
+                "savings": self.savings(), "exploration": self.exploration(),
+                "cases": [asdict(c) for c in self.cases]}
         json_path = folder / "results.json"
         json_path.write_text(json.dumps(data, indent=1))
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),

@@ -401,7 +401,12 @@ class VM:
         self.qmp.cmd("device_del", id=f"dev-{node}")
         deadline = Deadline(timeout)
         while not deadline.expired():
-            event = self.qmp.pull_event(wait=min(1.0, max(0.01, deadline.remaining())))
+            try:
+                event = self.qmp.pull_event(wait=min(1.0, max(0.01, deadline.remaining())))
+            except TimeoutError:
+                # qemu.qmp raises when no event came within `wait`: a slow guest (TCG under
+                # load) takes longer than that to let go of the disk. Keep waiting.
+                continue
             if event and event.get("event") == "DEVICE_DELETED" and \
                     event.get("data", {}).get("device") == f"dev-{node}":
                 break

@@ -24,10 +24,10 @@ def _pool() -> dict[str, PoolImage]:
     }
 
 
-def _world(*mounts: tuple[str, str, str]) -> World:
+def _world(*mounts: tuple[str, str, str], source: str = "loop") -> World:
     world = World(_pool())
     for name, image, options in mounts:
-        assert world.mount(name, image, "loop", options) == 0
+        assert world.mount(name, image, source, options) == 0
     return world
 
 
@@ -111,3 +111,18 @@ def test_the_last_unmount_ends_a_shared_cache() -> None:
     assert world.caches == {}
     assert world.mount("m3", "a", "loop", SHARE1) == 0
     assert world.expected_residency("m3", "big") == 0
+
+
+def test_file_backed_and_block_backed_twins_share_only_when_compressed() -> None:
+    world = World(_pool())
+    for name, image, source in (("m1", "a", "loop"), ("m2", "b", "file"), ("m3", "b", "loop"),
+                                ("m4", "lz", "file"), ("m5", "lz", "loop")):
+        assert world.mount(name, image, source, SHARE1) == 0
+    world.lookup("m1", "big")
+    assert world.lookup("m2", "h").key[0] == "private"  # other aops: refused
+    assert world.lookup("m3", "h") is world.lookup("m1", "big")
+    assert world.lookup("m4", "big").key[0] == "private"  # compressed vs the plain creator
+    world = World(_pool())
+    for name, image, source in (("m4", "lz", "file"), ("m5", "lz", "loop")):
+        assert world.mount(name, image, source, SHARE1) == 0
+    assert world.lookup("m4", "big") is world.lookup("m5", "big")

@@ -93,3 +93,16 @@ def test_savings_compare_against_no_sharing_and_ideal() -> None:
     assert rows["t::many[loop]"]["baseline"] == 4 * 4096
     assert rows["t::many[loop]"]["saving"] == 0.5
     assert "2 passed" in report.table()
+
+
+def test_exploration_rows_carry_steps_per_second_and_rules(tmp_path: Path) -> None:
+    report = Report({"kernel": "k", "accel": "tcg", "kernel_spec": "s", "mkfs": "m"}, [
+        CaseResult("t::explore", "passed", 30.0,
+                   {"explore_steps": 200, "explore_seconds": 40.0,
+                    "explore_steps_per_second": 5.0, "explore_sequences": 12,
+                    "explore_rule_mount": 30, "explore_rule_read": 20})])
+    [row] = report.exploration()
+    assert row["steps_per_second"] == 5.0 and row["rules"] == {"mount": 30, "read": 20}
+    assert "200 steps, 12 sequences, 5.0 steps/s; rules: mount=30 read=20" in report.table()
+    _, html_path = report.write(tmp_path)
+    assert "Stateful exploration" in html_path.read_text()

@@ -287,30 +287,43 @@ def pfns(paths):
                        f"{PFN_SNAPSHOT_TRIES} looks (huge page collapse or migration)")
 
 
+def _smaps_of(paths, mappings):
+    figures = {}
+    current = None
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                start = int(head[0].split("-")[0], 16)
+                current = next((p for p, m in zip(paths, mappings, strict=True)
+                                if m.address == start), None)
+                if current is not None:
+                    figures[current] = {}
+            elif current is not None and head[0].endswith(":") and head[1:2] \
+                    and head[1].isdigit():
+                figures[current][head[0][:-1]] = int(head[1])
+    return figures
+
+
 def smaps(paths):
-    """Map and touch every file in this one process; the smaps figures of each mapping."""
+    """Map and touch every file in this one process; the smaps figures of each mapping, as
+    a snapshot a second look confirmed (khugepaged may zap the mappings in between, as for
+    pfns)."""
     mappings = [Mapping(path) for path in paths]
     try:
-        for mapping in mappings:
-            mapping.touch()
-        figures = {}
-        current = None
-        with open("/proc/self/smaps") as fh:
-            for line in fh:
-                head = line.split()
-                if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
-                    start = int(head[0].split("-")[0], 16)
-                    current = next((p for p, m in zip(paths, mappings, strict=True)
-                                    if m.address == start), None)
-                    if current is not None:
-                        figures[current] = {}
-                elif current is not None and head[0].endswith(":") and head[1:2] \
-                        and head[1].isdigit():
-                    figures[current][head[0][:-1]] = int(head[1])
-        return figures
+        seen = None
+        for _ in range(PFN_SNAPSHOT_TRIES):
+            for mapping in mappings:
+                mapping.touch()
+            now = _smaps_of(paths, mappings)
+            if now == seen:
+                return now
+            seen = now
     finally:
         for mapping in mappings:
             mapping.close()
+    raise RuntimeError(f"the smaps figures of {list(paths)} kept changing over "
+                       f"{PFN_SNAPSHOT_TRIES} looks (huge page collapse or migration)")
 
 
 def _kpagecount(frames):
@@ -416,7 +429,7 @@ HOLDERS = {}
 
 def hold(path, tag, timeout=120.0):
     """A child maps ``path`` (the file is closed right after mmap), touches every page and
-    waits; ``release`` makes it hash the mapping and exit. For lazy unmount tests."""
+    waits, at most ``timeout`` seconds; ``release`` makes it hash the mapping and exit."""
     ready, go, out = (f"/run/hold-{tag}.{s}" for s in ("ready", "go", "out"))
     for name in (ready, go, out):
         if os.path.exists(name):
@@ -690,7 +703,7 @@ OPS = {
     "meminfo": lambda op: meminfo(),
     "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
                                           op.get("limit")),
-    "hold": lambda op: hold(op["path"], op["tag"]),
+    "hold": lambda op: hold(op["path"], op["tag"], op.get("timeout", 120.0)),
     "release": lambda op: release(op["tag"]),
     "mount": lambda op: do_mount(op["source"], op["target"], op.get("options", ""),
                                  op.get("fstype", "erofs"), op.get("readonly", True)),
