@@ -36,7 +36,8 @@ def test_random_sequences_agree_with_the_model(guest: Guest,
                                                measure: Callable[..., None],
                                                request: pytest.FixtureRequest) -> None:
     driver, names = _driver(guest, erofs_image)
-    outcome = explore(driver, names, seed=SMOKE_SEED, steps=SMOKE_STEPS, seconds=1e9)
+    with driver:
+        outcome = explore(driver, names, seed=SMOKE_SEED, steps=SMOKE_STEPS, seconds=1e9)
     measure(explore_steps=outcome.steps, explore_seconds=round(outcome.seconds, 1),
             explore_steps_per_second=round(outcome.steps_per_second, 2),
             explore_sequences=outcome.sequences,
@@ -67,9 +68,10 @@ def _found() -> list[object]:
 def test_found_sequence_replays(report: Path, guest: Guest,
                                 erofs_image: Callable[[str], BuiltImage]) -> None:
     driver, _ = _driver(guest, erofs_image)
-    driver.reset()
-    for step in load_steps(report):
-        try:
-            driver.step(step)
-        except Divergence as exc:
-            pytest.fail(f"{report.name}: {exc}")
+    with driver:
+        driver.reset()
+        for step in load_steps(report):
+            try:
+                driver.step(step)
+            except Divergence as exc:
+                pytest.fail(f"{report.name}: {exc}")

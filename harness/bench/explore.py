@@ -30,8 +30,9 @@ def run_explore_bench(spec: str | None, config: VMConfig) -> None:
     with vm_for(kernel, config, name="bench-explore") as vm:
         guest = Guest(GuestSession(vm), "bench-explore")
         try:
-            outcome = explore(Driver(guest, images), names, seed=BENCH_SEED,
-                              steps=BENCH_STEPS, seconds=1e9)
+            with Driver(guest, images) as driver:
+                outcome = explore(driver, names, seed=BENCH_SEED, steps=BENCH_STEPS,
+                                  seconds=1e9)
         finally:
             guest.cleanup()
     print(f"| explorer steps per second (one guest, {vm.accel.name if vm.accel else '?'}) | "

@@ -12,6 +12,7 @@ devices, and the two twins get one hot-plugged virtio disk each.
 
 from __future__ import annotations
 
+import errno
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ LOOPS_PER_IMAGE = 2
 BLOCK_IMAGES = ("sizes", "renamed")
 MAX_MOUNTS = 4
 HOLD_SECONDS = 6 * 3600.0
+THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 # memory.max of the cgroup a pressured read runs in: below the 4 MiB file, so its pages are
 # reclaimed while it is read. Each pressured read gets a cgroup of its own, so that no later
 # read reclaims pages an earlier one left charged to it.
@@ -63,6 +65,11 @@ class Driver:
         self.device_of: dict[str, str] = {}
         self.mark = self.probe.kernel_log_mark()
         self.count = 0
+        # khugepaged collapses mapped page cache at moments of its own choosing, which zaps
+        # the mappings that keep pages resident: no model can follow that. Collapses are a
+        # rule of their own instead (MADV_COLLAPSE works whatever this setting says).
+        self._thp = self.guest.check(f"cat {THP_ENABLED}").split("[")[1].split("]")[0]
+        self.guest.check(f"echo never > {THP_ENABLED}")
         self.steps: list[Step] = []
 
     def _setup_devices(self) -> None:
@@ -76,6 +83,17 @@ class Driver:
             self.devices[(name, "loop")] = loops.split()
             if name in BLOCK_IMAGES:
                 self.devices[(name, "block")] = [self.guest.attach_disk(built.path)]
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the guest back as it was found: no holder, no mount, khugepaged as before."""
+        self.reset()
+        self.guest.check(f"echo {self._thp} > {THP_ENABLED}")
 
     # ---- what the machine may choose -------------------------------------------------------
 
@@ -192,6 +210,11 @@ class Driver:
                 world.willneed(mount, path)
                 batch.hint(self._path(mount, path), "willneed")
             return lambda where: None
+        if do == "collapse":
+            mount, path = step["mount"], step["path"]
+            self.world.lookup(mount, path)
+            answer = batch.collapse_huge(self._path(mount, path))
+            return lambda where: self._collapsed(where, mount, path, answer)
         if do == "drop_caches":
             world.drop_caches()
             batch.drop_caches(1)
@@ -208,6 +231,16 @@ class Driver:
         return checks
 
     # ---- the checks ----------------------------------------------------------------------
+
+    def _collapsed(self, where: str, mount: str, path: str, answer: Pending[int]) -> None:
+        """0, EINVAL (a mapping that cannot hold huge pages) and EAGAIN (transient, as the
+        man page says) are all answers; the model follows what happened. Anything else is a
+        divergence."""
+        err = answer.value
+        if err not in (0, errno.EINVAL, errno.EAGAIN):
+            raise Divergence(f"{where}: MADV_COLLAPSE failed with errno {err} "
+                             f"({errno.errorcode.get(err, '?')})")
+        self.world.collapsed(mount, path, err)
 
     @staticmethod
     def _expect_errno(where: str, answer: Pending[Any], want: int) -> None:

@@ -33,6 +33,7 @@ OPTIONS = ("", "inode_share,domain_id=d1", "inode_share,domain_id=d2", "inode_sh
 READ_METHODS = ("read", "mmap_shared", "pread", "splice", "sendfile")
 MAX_HOLDERS = 3
 SEQUENCES_PER_RUN = 10
+HUGE_PAGE = 2 << 20
 
 
 @dataclass
@@ -176,6 +177,17 @@ class ExploreMachine(RuleBasedStateMachine):
     def release(self, data: st.DataObject) -> None:
         tag = data.draw(st.sampled_from(sorted(self.driver.world.holders)), label="holder")
         self._run({"do": "release", "tag": tag})
+
+    @precondition(lambda self: bool(self._big_files()))
+    @rule(data=st.data())
+    def collapse(self, data: st.DataObject) -> None:
+        mount, path = data.draw(st.sampled_from(self._big_files()), label="file")
+        self._run({"do": "collapse", "mount": mount, "path": path})
+
+    def _big_files(self) -> list[tuple[str, str]]:
+        """Files with at least one huge page's worth of pages."""
+        return [(m.name, f.path) for m in self.driver.world.live_mounts()
+                for f in m.image.files if f.size >= HUGE_PAGE]
 
     @precondition(_live)
     @rule(data=st.data(), advice=st.sampled_from(("dontneed", "willneed")))

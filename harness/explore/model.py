@@ -105,6 +105,9 @@ class World:
         self.mounts: dict[str, MountState] = {}
         self.caches: dict[CacheKey, Cache] = {}
         self.holders: dict[str, tuple[str, str]] = {}  # tag -> (mount, path)
+        # Holders whose mapping no longer maps the cache's pages: a huge page collapse
+        # zapped it (the holder would fault the new pages in, but it sleeps).
+        self.unmapped: set[str] = set()
 
     # ---- mounts --------------------------------------------------------------------------
 
@@ -180,7 +183,20 @@ class World:
 
     def pinned(self, cache: Cache) -> bool:
         return any(self.mounts[m].looked_up.get(p) == cache.key
-                   for m, p in self.holders.values())
+                   for tag, (m, p) in self.holders.items() if tag not in self.unmapped)
+
+    def collapsed(self, mount: str, path: str, err: int) -> None:
+        """MADV_COLLAPSE over a mapping of the file. 0: every page of the cache is in huge
+        pages now (missing ones were read), and every mapping of the old pages is gone.
+        EAGAIN (documented as transient: a page locked or not yet on the LRU): some pages
+        may have been read and some mappings zapped before it gave up. EINVAL: nothing."""
+        cache = self.lookup(mount, path)
+        if err == errno.EINVAL:
+            return
+        cache.state = FULL if err == 0 else UNKNOWN
+        for tag, (m, p) in self.holders.items():
+            if self.mounts[m].looked_up.get(p) == cache.key:
+                self.unmapped.add(tag)
 
     def acceptable(self, mount: str, path: str) -> set[str]:
         """The hashes a whole read of the file may return."""
@@ -204,6 +220,7 @@ class World:
 
     def release(self, tag: str) -> set[str]:
         mount, path = self.holders.pop(tag)
+        self.unmapped.discard(tag)
         cache = self.caches[self.mounts[mount].looked_up[path]]
         sources = set(cache.sources)
         if self.mounts[mount].detached and not self.held_paths(mount):

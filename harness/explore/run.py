@@ -61,9 +61,9 @@ def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: 
         session = GuestSession(vm)
         guest = Guest(session, "explore")
         try:
-            driver = Driver(guest, images)
-            outcome = explore(driver, names, seed=seed, steps=steps, seconds=minutes * 60,
-                              progress=_Progress(), known_bugs=known_bugs)
+            with Driver(guest, images) as driver:
+                outcome = explore(driver, names, seed=seed, steps=steps, seconds=minutes * 60,
+                                  progress=_Progress(), known_bugs=known_bugs)
         finally:
             guest.cleanup()
     out.mkdir(parents=True, exist_ok=True)

@@ -222,6 +222,10 @@ class Batch:
     def end_holders(self) -> Pending[list[str]]:
         return self._add({"op": "end_holders"}, lambda a: [str(x) for x in a["ended"]])
 
+    def collapse_huge(self, path: str, touch: bool = False) -> Pending[int]:
+        return self._add({"op": "collapse", "path": path, "touch": touch},
+                         lambda a: int(a["errno"]))
+
     def erofs_mounts(self, prefix: str) -> Pending[dict[str, list[str]]]:
         """EROFS mounts under ``prefix`` as /proc/self/mounts shows them: their options."""
         return self._add({"op": "erofs_mounts", "prefix": prefix},

@@ -126,3 +126,25 @@ def test_file_backed_and_block_backed_twins_share_only_when_compressed() -> None
     for name, image, source in (("m4", "lz", "file"), ("m5", "lz", "loop")):
         assert world.mount(name, image, source, SHARE1) == 0
     assert world.lookup("m4", "big") is world.lookup("m5", "big")
+
+
+def test_a_collapse_unmaps_the_holders_so_their_pages_may_go() -> None:
+    world = _world(("m1", "a", SHARE1))
+    world.hold("h1", "m1", "big")
+    world.collapsed("m1", "big", errno.EINVAL)  # nothing changed, still pinned
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") == 2
+    world.collapsed("m1", "big", 0)
+    assert world.expected_residency("m1", "big") == 2  # all of it, in huge pages
+    world.dontneed("m1", "big")
+    assert world.expected_residency("m1", "big") == 0  # the holder no longer maps it
+    assert world.release("h1") == {"A"}
+
+
+def test_a_transient_collapse_failure_leaves_residency_open() -> None:
+    world = _world(("m1", "a", SHARE1))
+    world.hold("h1", "m1", "big")
+    world.collapsed("m1", "big", errno.EAGAIN)
+    assert world.expected_residency("m1", "big") is None
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") == 0  # the holder may map nothing now
