@@ -108,6 +108,8 @@ class World:
         # Holders whose mapping no longer maps the cache's pages: a huge page collapse
         # zapped it (the holder would fault the new pages in, but it sleeps).
         self.unmapped: set[str] = set()
+        # Holders a failed (EAGAIN) collapse may or may not have zapped.
+        self.maybe_unmapped: set[str] = set()
 
     # ---- mounts --------------------------------------------------------------------------
 
@@ -181,22 +183,31 @@ class World:
         state.looked_up[path] = cache.key
         return cache
 
-    def pinned(self, cache: Cache) -> bool:
-        return any(self.mounts[m].looked_up.get(p) == cache.key
-                   for tag, (m, p) in self.holders.items() if tag not in self.unmapped)
+    def pinned(self, cache: Cache) -> bool | None:
+        """Whether a holder's mapping keeps every page of the cache (None: maybe)."""
+        tags = {tag for tag, (m, p) in self.holders.items()
+                if self.mounts[m].looked_up.get(p) == cache.key and tag not in self.unmapped}
+        if tags - self.maybe_unmapped:
+            return True
+        return None if tags else False
 
     def collapsed(self, mount: str, path: str, err: int) -> None:
         """MADV_COLLAPSE over a mapping of the file. 0: every page of the cache is in huge
         pages now (missing ones were read), and every mapping of the old pages is gone.
-        EAGAIN (documented as transient: a page locked or not yet on the LRU): some pages
-        may have been read and some mappings zapped before it gave up. EINVAL: nothing."""
+        Any failure may come after the kernel read missing pages in (collapse_file reads
+        ahead, then gives up on a page: EAGAIN when it is locked or off the LRU, EINVAL on
+        SCAN_FAIL), so a cache that was not full is open; a failure puts the small pages
+        back, so a full one stays full. Only EAGAIN can come after mappings were zapped."""
         cache = self.lookup(mount, path)
+        if err == 0 or cache.state == FULL:
+            cache.state = FULL
+        else:
+            cache.state = UNKNOWN
         if err == errno.EINVAL:
             return
-        cache.state = FULL if err == 0 else UNKNOWN
         for tag, (m, p) in self.holders.items():
             if self.mounts[m].looked_up.get(p) == cache.key:
-                self.unmapped.add(tag)
+                (self.unmapped if err == 0 else self.maybe_unmapped).add(tag)
 
     def acceptable(self, mount: str, path: str) -> set[str]:
         """The hashes a whole read of the file may return."""
@@ -221,6 +232,7 @@ class World:
     def release(self, tag: str) -> set[str]:
         mount, path = self.holders.pop(tag)
         self.unmapped.discard(tag)
+        self.maybe_unmapped.discard(tag)
         cache = self.caches[self.mounts[mount].looked_up[path]]
         sources = set(cache.sources)
         if self.mounts[mount].detached and not self.held_paths(mount):
@@ -240,10 +252,16 @@ class World:
 
     def _emptied(self, cache: Cache) -> None:
         """DONTNEED or drop_caches: all of it goes, unless a mapping holds every page."""
-        if self.pinned(cache):
+        pinned = self.pinned(cache)
+        if pinned:
+            return
+        own = {self.mounts[m].image.file(p).sha256 for m, p in cache.members}
+        if pinned is None:
+            cache.state = UNKNOWN
+            cache.sources |= own
             return
         cache.state = COLD
-        cache.sources = {self.mounts[m].image.file(p).sha256 for m, p in cache.members}
+        cache.sources = own
 
     def expected_residency(self, mount: str, path: str) -> int | None:
         """Pages mincore() must show for the file, or None when the model cannot say."""

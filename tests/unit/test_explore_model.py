@@ -141,10 +141,21 @@ def test_a_collapse_unmaps_the_holders_so_their_pages_may_go() -> None:
     assert world.release("h1") == {"A"}
 
 
-def test_a_transient_collapse_failure_leaves_residency_open() -> None:
+def test_a_transient_collapse_failure_keeps_the_pages_but_not_the_pin() -> None:
     world = _world(("m1", "a", SHARE1))
     world.hold("h1", "m1", "big")
     world.collapsed("m1", "big", errno.EAGAIN)
-    assert world.expected_residency("m1", "big") is None
+    assert world.expected_residency("m1", "big") == 2  # the small pages were put back
     world.drop_caches()
-    assert world.expected_residency("m1", "big") == 0  # the holder may map nothing now
+    assert world.expected_residency("m1", "big") is None  # the holder may map nothing now
+    world.collapsed("m1", "big", 0)
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") == 0  # now it surely maps nothing
+
+
+def test_a_failed_collapse_of_a_cold_file_may_have_read_it() -> None:
+    # collapse_file reads missing pages ahead before it can fail on one of them
+    for err in (errno.EINVAL, errno.EAGAIN):
+        world = _world(("m1", "a", ""))
+        world.collapsed("m1", "big", err)
+        assert world.expected_residency("m1", "big") is None
