@@ -234,6 +234,9 @@ class World:
         self.unmapped.discard(tag)
         self.maybe_unmapped.discard(tag)
         cache = self.caches[self.mounts[mount].looked_up[path]]
+        # The holder hashes its whole mapping before it exits: that faults back in any
+        # page a drop took after a collapse unmapped it.
+        cache.state = FULL
         sources = set(cache.sources)
         if self.mounts[mount].detached and not self.held_paths(mount):
             self._gone(mount)

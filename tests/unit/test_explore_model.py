@@ -151,6 +151,8 @@ def test_a_transient_collapse_failure_keeps_the_pages_but_not_the_pin() -> None:
     world.collapsed("m1", "big", 0)
     world.drop_caches()
     assert world.expected_residency("m1", "big") == 0  # now it surely maps nothing
+    world.release("h1")
+    assert world.expected_residency("m1", "big") == 2  # its last look faulted it all in
 
 
 def test_a_failed_collapse_of_a_cold_file_may_have_read_it() -> None:
