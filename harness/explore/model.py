@@ -73,6 +73,9 @@ class Cache:
     members: list[tuple[str, str]] = field(default_factory=list)  # (mount, path), in order
     sources: set[str] = field(default_factory=set)  # sha256 of every member since it was empty
     state: str = COLD
+    # A collapse may have left huge pages since the cache was last surely empty. Collapsing
+    # a range that is huge already succeeds without touching anyone's mapping.
+    maybe_huge: bool = False
 
 
 @dataclass
@@ -193,7 +196,8 @@ class World:
 
     def collapsed(self, mount: str, path: str, err: int) -> None:
         """MADV_COLLAPSE over a mapping of the file. 0: every page of the cache is in huge
-        pages now (missing ones were read), and every mapping of the old pages is gone.
+        pages now (missing ones were read), and every mapping of the old pages is gone;
+        but if the pages were huge already, nothing happened to any mapping.
         Any failure may come after the kernel read missing pages in (collapse_file reads
         ahead, then gives up on a page: EAGAIN when it is locked or off the LRU, EINVAL on
         SCAN_FAIL), so a cache that was not full is open; a failure puts the small pages
@@ -207,7 +211,10 @@ class World:
             return
         for tag, (m, p) in self.holders.items():
             if self.mounts[m].looked_up.get(p) == cache.key:
-                (self.unmapped if err == 0 else self.maybe_unmapped).add(tag)
+                surely = err == 0 and not cache.maybe_huge
+                (self.unmapped if surely else self.maybe_unmapped).add(tag)
+        if err == 0:
+            cache.maybe_huge = True
 
     def acceptable(self, mount: str, path: str) -> set[str]:
         """The hashes a whole read of the file may return."""
@@ -264,6 +271,7 @@ class World:
             cache.sources |= own
             return
         cache.state = COLD
+        cache.maybe_huge = False
         cache.sources = own
 
     def expected_residency(self, mount: str, path: str) -> int | None:

@@ -161,3 +161,21 @@ def test_a_failed_collapse_of_a_cold_file_may_have_read_it() -> None:
         world = _world(("m1", "a", ""))
         world.collapsed("m1", "big", err)
         assert world.expected_residency("m1", "big") is None
+
+
+def test_collapsing_a_cache_that_is_huge_already_may_leave_its_holders_mapped() -> None:
+    world = _world(("m1", "a", SHARE1))
+    world.hold("h1", "m1", "big")
+    world.collapsed("m1", "big", 0)
+    world.hold("h2", "m1", "big")  # maps the huge pages
+    world.collapsed("m1", "big", 0)  # nothing to do: succeeds, unmaps nothing
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") is None
+    world.release("h1")
+    world.release("h2")
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") == 0
+    world.hold("h3", "m1", "big")  # small pages again: a collapse surely unmaps
+    world.collapsed("m1", "big", 0)
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") == 0
