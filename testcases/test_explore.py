@@ -15,7 +15,7 @@ import yaml
 
 from harness.erofs.images import BuiltImage
 from harness.explore.driver import Divergence, Driver
-from harness.explore.found import FOUND, load_steps, write_found
+from harness.explore.found import found_reports, load_steps, write_found
 from harness.explore.machine import explore
 from harness.explore.pool import pool_names
 from harness.guest.handle import Guest
@@ -56,7 +56,7 @@ def _found() -> list[object]:
     """Every found report; one that names a known bug (``known_bug:`` reason, signature,
     releases) is marked so, and fails as expected only with that signature."""
     params: list[object] = []
-    for path in sorted(FOUND.glob("*.yaml")):
+    for path in found_reports():
         known = yaml.safe_load(path.read_text()).get("known_bug")
         marks = [pytest.mark.known_bug(**known)] if known else []
         params.append(pytest.param(path, marks=marks, id=path.stem))

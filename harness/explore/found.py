@@ -2,20 +2,30 @@
 
 The report's reproducer is the replay test of ``testcases/test_explore.py``, which runs the
 shrunk steps (kept in the report under ``explore``) through the same driver and model.
+
+On a kernel built with patches (``tree:,patches=``: a deliberate break of fs/erofs), a find
+is the break's signature, not a bug of the kernel: it goes to reports/mutations/explore/,
+names the patches, and expects the unchanged tree to agree with the model. The replay test
+runs those too, so every break the explorer caught stays a regression test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from harness.core.paths import PROJECT
 from harness.explore.driver import Step
+from harness.kernel.spec import TreeSpec, parse_kernel_spec
 
 FOUND = PROJECT / "reports" / "found"
+MUTATION_FOUND = PROJECT / "reports" / "mutations" / "explore"
+FOUND_DIRS = (FOUND, MUTATION_FOUND)
 REPLAY_TEST = "testcases/test_explore.py::test_found_sequence_replays"
 
 
@@ -30,21 +40,43 @@ def load_steps(path: Path) -> list[Step]:
     return list(data["explore"]["steps"])
 
 
+def found_reports() -> list[Path]:
+    """Every report the explorer wrote, kernel bugs and caught breaks alike."""
+    return sorted(path for directory in FOUND_DIRS for path in directory.glob("*.yaml"))
+
+
 def write_found(kernel: str, seed: int, failure: str, steps: list[Step],
-                directory: Path = FOUND) -> Path:
-    """Write reports/found/<id>.yaml for this shrunk sequence; its path."""
+                directory: Path | None = None, *, after_steps: int | None = None,
+                after_seconds: float | None = None) -> Path:
+    """Write the report for this shrunk sequence (reports/found/<id>.yaml, or
+    reports/mutations/explore/ for a patched tree); its path. ``after_*``: how long the
+    exploration ran before it diverged."""
+    spec = parse_kernel_spec(kernel)
+    mutation = isinstance(spec, TreeSpec) and spec.patches is not None
+    if directory is None:
+        directory = MUTATION_FOUND if mutation else FOUND
     ident = found_id(kernel, steps)
     directory.mkdir(parents=True, exist_ok=True)
     first = failure.splitlines()[0] if failure else "divergence"
-    report = {
+    report: dict[str, object] = {
         "title": f"explorer: {first[:150]}",
         "reported": f"make explore KERNEL={kernel} SEED={seed} (shrunk to {len(steps)} steps)",
         "kernel": kernel,
         "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 600},
         "bug": {"test_fails": True},
         "expect_verdicts": {"base": "reproduced"},
-        "explore": {"seed": seed, "failure": failure, "steps": steps},
     }
+    if mutation:
+        assert isinstance(spec, TreeSpec) and spec.patches is not None
+        report["kernel"] = str(replace(spec, patches=None, upto=None))
+        report["patches"] = os.path.relpath(spec.patches.resolve(), directory.resolve())
+        report["expect_verdicts"] = {"base": "not reproduced", "patched": "reproduced"}
+    found: dict[str, object] = {"seed": seed, "failure": failure}
+    if after_steps is not None:
+        found["after_steps"] = after_steps
+    if after_seconds is not None:
+        found["after_seconds"] = round(after_seconds, 1)
+    report["explore"] = {**found, "steps": steps}
     path = directory / f"{ident}.yaml"
     header = ("# Found by the stateful explorer; the steps below are the shortest sequence it\n"
               "# shrank the divergence to. `make repro REPORT=<this file>` replays them.\n")

@@ -57,6 +57,8 @@ class Outcome:
     failure: str | None = None
     shrunk: list[Step] | None = None  # the shortest diverging sequence, when one was found
     timing: dict[str, float] = field(default_factory=dict)  # seconds per rule
+    # When the first divergence was seen (before shrinking): steps run and seconds spent.
+    found_after: tuple[int, float] | None = None
 
     def ms_per_step(self) -> dict[str, float]:
         return {rule: round(1000 * self.timing.get(rule, 0.0) / count, 1)
@@ -71,7 +73,10 @@ class Outcome:
                 "steps_per_second": round(self.steps_per_second, 2),
                 "sequences": self.sequences, "rules": dict(sorted(self.rules.items())),
                 "ms_per_step": self.ms_per_step(),
-                "failure": self.failure, "shrunk": self.shrunk}
+                "failure": self.failure, "shrunk": self.shrunk,
+                "found_after_steps": self.found_after[0] if self.found_after else None,
+                "found_after_seconds": (round(self.found_after[1], 1) if self.found_after
+                                        else None)}
 
 
 # report -> what the guard keeps the explorer from doing on kernels with that bug.
@@ -93,6 +98,7 @@ class ExploreMachine(RuleBasedStateMachine):
     last: ClassVar[list[Step]] = []
     known_bugs: ClassVar[bool] = False  # True: no guards, known bugs may be found again
     first: ClassVar[tuple[str, list[Step]] | None] = None  # the first divergence seen
+    first_at: ClassVar[tuple[int, float] | None] = None  # (steps, seconds) when it was seen
 
     def __init__(self) -> None:
         super().__init__()
@@ -113,6 +119,8 @@ class ExploreMachine(RuleBasedStateMachine):
         except Divergence as exc:
             if ExploreMachine.first is None:  # hypothesis may replace it by its own errors
                 ExploreMachine.first = (str(exc), list(self.driver.steps))
+                ExploreMachine.first_at = (self.budget.done,
+                                           time.monotonic() - self.budget.started)
             raise
         finally:
             ExploreMachine.timing[step["do"]] += time.monotonic() - started
@@ -219,7 +227,7 @@ def explore(driver: Driver, images: list[str], *, seed: int, steps: int, seconds
     ExploreMachine.timing = defaultdict(float)
     ExploreMachine.progress, ExploreMachine.sequences = progress, 0
     ExploreMachine.known_bugs = known_bugs
-    ExploreMachine.first = None
+    ExploreMachine.first = ExploreMachine.first_at = None
     failure: str | None = None
     shrunk: list[Step] | None = None
     # Runs of a fixed number of sequences, each with its own seed (seed, seed+1, ...), until
@@ -249,4 +257,5 @@ def explore(driver: Driver, images: list[str], *, seed: int, steps: int, seconds
             shrunk = list(ExploreMachine.last)
         round_seed += 1
     return Outcome(seed, budget.done, time.monotonic() - budget.started, stats,
-                   ExploreMachine.sequences, failure, shrunk, ExploreMachine.timing)
+                   ExploreMachine.sequences, failure, shrunk, ExploreMachine.timing,
+                   ExploreMachine.first_at if failure is not None else None)

@@ -76,7 +76,11 @@ def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: 
     if outcome.failure is None:
         print(f"explore: no divergence from the model (seed {seed})", file=sys.stderr)
         return 0
-    found = write_found(kernel.spec, seed, outcome.failure, outcome.shrunk or [])
+    after_steps, after_seconds = outcome.found_after or (outcome.steps, outcome.seconds)
+    found = write_found(kernel.spec, seed, outcome.failure, outcome.shrunk or [],
+                        after_steps=after_steps, after_seconds=after_seconds)
+    print(f"explore: first diverged after {after_steps} steps, {after_seconds / 60:.1f} min "
+          f"(then shrinking)", file=sys.stderr)
     print(f"explore: DIVERGENCE (seed {seed}): {outcome.failure}\n"
           f"explore: shrunk to {len(outcome.shrunk or [])} steps: {found}\n"
           f"explore: replay with: make repro REPORT={found}", file=sys.stderr)
