@@ -129,7 +129,9 @@ class ImageSpec:
         return bool(self.fingerprint) and path not in self.unfingerprinted
 
     def mkfs_args(self) -> list[str]:
-        args = []
+        # mkfs numbers long xattr prefixes in option order: the extra ones first puts the
+        # fingerprint's prefix after them (superblock ishare_xattr_prefix_id = their count).
+        args = [f"--xattr-prefix={prefix}" for prefix in self.xattr_prefixes]
         if self.fingerprint is True:
             args.append("--xattr-inode-digest")
         elif self.fingerprint:
@@ -144,7 +146,6 @@ class ImageSpec:
             args.append("-E" + ",".join(self.extended))
         if self.tar:
             args.append("--tar=f")
-        args.extend(f"--xattr-prefix={prefix}" for prefix in self.xattr_prefixes)
         return args
 
 

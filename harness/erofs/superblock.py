@@ -1,0 +1,35 @@
+"""Fields of an EROFS superblock, read from the image file's bytes (never by mounting it on
+the host): what a test needs to know the image is shaped as it claims."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPERBLOCK_OFFSET = 1024
+MAGIC = 0xE0F5E1E2
+COMPAT_ISHARE_XATTRS = 0x00000020  # EROFS_FEATURE_COMPAT_ISHARE_XATTRS
+# Offsets in struct erofs_super_block (fs/erofs/erofs_fs.h).
+_MAGIC, _COMPAT, _PREFIX_COUNT, _ISHARE_PREFIX_ID = 0, 8, 91, 105
+
+
+@dataclass(frozen=True)
+class Superblock:
+    feature_compat: int
+    xattr_prefix_count: int  # long xattr name prefixes
+    ishare_xattr_prefix_id: int  # which of them names the fingerprint xattr
+
+    @property
+    def has_fingerprints(self) -> bool:
+        return bool(self.feature_compat & COMPAT_ISHARE_XATTRS)
+
+
+def read_superblock(image: Path) -> Superblock:
+    with open(image, "rb") as fh:
+        fh.seek(SUPERBLOCK_OFFSET)
+        raw = fh.read(128)
+    if len(raw) < 128 or struct.unpack_from("<I", raw, _MAGIC)[0] != MAGIC:
+        raise ValueError(f"{image}: no EROFS superblock at offset {SUPERBLOCK_OFFSET}")
+    return Superblock(struct.unpack_from("<I", raw, _COMPAT)[0], raw[_PREFIX_COUNT],
+                      raw[_ISHARE_PREFIX_ID])
