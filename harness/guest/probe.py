@@ -189,9 +189,10 @@ class Batch:
     def meminfo(self) -> Pending[MemInfo]:
         return self._add({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
 
-    def drop_caches(self, level: int = 3) -> Pending[None]:
-        """sync, then /proc/sys/vm/drop_caches: 1 page cache, 2 dentries and inodes, 3 both."""
-        return self._add({"op": "drop_caches", "level": level}, _nothing)
+    def drop_caches(self, level: int = 3, *, sync: bool = True) -> Pending[None]:
+        """sync (unless the caller wrote nothing), then /proc/sys/vm/drop_caches: 1 page
+        cache, 2 dentries and inodes, 3 both."""
+        return self._add({"op": "drop_caches", "level": level, "sync": sync}, _nothing)
 
     def cgroup_read(self, cgroup: str, path: str, method: str = "read",
                     limit: int | None = None) -> Pending[CgroupRead]:
