@@ -54,6 +54,7 @@ class Driver:
 
     def __init__(self, guest: Guest, images: dict[str, BuiltImage]) -> None:
         self.guest = guest
+        self.release = guest.vm.kernel.release  # known bugs are steered around by release
         self.probe = guest.session.probe
         self.images = images
         self.pool = {name: pool_image(built) for name, built in images.items()}

@@ -583,16 +583,22 @@ def do_umount(target, lazy=False):
             "kmsg": log.since(mark)["lines"]}
 
 
-DROP_CACHES_QUIET = 4  # the bit that keeps the kernel from logging every drop
+DROP_CACHES_QUIET = "4"  # drops nothing; from then on the kernel logs no line per drop
+_drop_caches_quiet = []
 
 
 def drop_caches(level=3, sync=True):
     """``sync`` first unless told the caller wrote nothing (EROFS pages are never dirty).
-    Quiet: a line on the console for each drop is slow under TCG and buries the log."""
+    Quiet (the value 4 once; it cannot be or-ed into a drop, the sysctl's range is 1..4): a
+    console line for each drop is slow under TCG and buries the log."""
     if sync:
         os.sync()
+    if not _drop_caches_quiet:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write(DROP_CACHES_QUIET)
+        _drop_caches_quiet.append(True)
     with open("/proc/sys/vm/drop_caches", "w") as fh:
-        fh.write(str(level | DROP_CACHES_QUIET))
+        fh.write(str(level))
     return {}
 
 
