@@ -176,6 +176,7 @@ def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: i
 def build_tree(request: TreeSpec) -> BuildResult:
     """Configure (when the fragments changed), build (when the tree changed), install
     modules, and describe the kernel."""
+    immutable = request.tree is None
     if request.tree is None:
         from harness.kernel.ksource import debian_source_tree
         source, origin = debian_source_tree()
@@ -184,7 +185,8 @@ def build_tree(request: TreeSpec) -> BuildResult:
         if not source.is_dir():
             raise SpecError(f"kernel tree {request.tree}: no such directory")
     _check_tree(source)
-    with prepared_tree(source, request.patches, request.ref, request.upto) as prepared:
+    with prepared_tree(source, request.patches, request.ref, request.upto,
+                       immutable=immutable) as prepared:
         return _build_prepared(request, source, origin, prepared)
 
 

@@ -264,9 +264,15 @@ class PatchedTree:
 
 @contextlib.contextmanager
 def prepared_tree(tree: Path, patches: Path | None = None, ref: str | None = None,
-                  upto: int | None = None) -> Iterator[PatchedTree]:
+                  upto: int | None = None, *, immutable: bool = False
+                  ) -> Iterator[PatchedTree]:
     """A tree with ``ref`` checked out and ``patches`` (the first ``upto``) applied, held
-    (locked) while the caller builds it. With neither, the tree itself.
+    (locked) while the caller builds it. With neither, the tree itself, unless the tree is
+    ``immutable`` (the unpacked Debian source): then the work tree with nothing applied, so
+    that the unpatched and the patched kernels share one build directory and going from one
+    to the other recompiles what the patches touch, not the whole kernel (two trees cannot
+    share ccache entries: the compiler sees other paths). A tree the user edits must be
+    built where it is, or the edits would not be seen.
 
     One work tree per source tree lives in the cache (a shared clone for a git checkout, a
     copy otherwise) and is switched between series in place, so that its build directory
@@ -277,7 +283,7 @@ def prepared_tree(tree: Path, patches: Path | None = None, ref: str | None = Non
         if not 0 <= upto <= len(series):
             raise SpecError(f"upto={upto}: the series {patches} has {len(series)} patch(es)")
         series = series[:upto]
-    if not series and ref is None:
+    if not series and ref is None and not immutable:
         yield PatchedTree(tree, str(tree), ())
         return
     git = is_git_tree(tree)

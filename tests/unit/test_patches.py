@@ -111,3 +111,19 @@ def test_a_file_that_is_not_a_patch_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello\n")
     with pytest.raises(SpecError, match=r"neither an mbox .* nor a patch"):
         read_series(tmp_path / "notes.txt")
+
+
+def test_an_immutable_tree_is_built_in_the_work_tree_even_without_patches(
+        tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "src", git=False)
+    mbox = tmp_path / "good.mbox"
+    mbox.write_text(GOOD)
+    with prepared_tree(tree, immutable=True) as bare:
+        bare_path = bare.path
+        assert bare.series == () and (bare_path / "fs" / "a.c").read_text().startswith("one\ntwo")
+    patched = prepare_tree(tree, mbox)
+    assert patched.path == bare_path  # one build directory for both
+    with prepared_tree(tree, immutable=True) as again:
+        assert "two" in (again.path / "fs" / "a.c").read_text()  # the patch was taken back
+    with prepared_tree(tree) as mutable:
+        assert mutable.path == tree  # a tree the user edits is built where it is
