@@ -200,7 +200,7 @@ class ExploreMachine(RuleBasedStateMachine):
         tag = data.draw(st.sampled_from(sorted(self.driver.world.holders)), label="holder")
         self._run({"do": "release", "tag": tag})
 
-    @precondition(lambda self: bool(self._big_files()))
+    @precondition(lambda self: self.driver.huge_pages and bool(self._big_files()))
     @rule(data=st.data())
     def collapse(self, data: st.DataObject) -> None:
         mount, path = data.draw(st.sampled_from(self._big_files()), label="file")
