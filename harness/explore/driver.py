@@ -23,6 +23,7 @@ from harness.explore.model import World
 from harness.explore.pool import pool_image
 from harness.guest.handle import Guest
 from harness.guest.probe import Pending, ReadResult, Residency
+from harness.vm.machine import VMState
 from harness.vm.splats import find_splats
 
 LOOPS_PER_IMAGE = 2
@@ -95,8 +96,16 @@ class Driver:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def alive(self) -> bool:
+        """False once the guest died or hung (the VM is marked broken): nothing more can run
+        there, and no sequence can be replayed."""
+        return self.guest.vm.state is VMState.RUNNING
+
     def close(self) -> None:
-        """Give the guest back as it was found: no holder, no mount, khugepaged as before."""
+        """Give the guest back as it was found: no holder, no mount, khugepaged as before.
+        A dead guest is left as it is: the VM's owner replaces it."""
+        if not self.alive():
+            return
         self.reset()
         if self._thp is not None:
             self.guest.check(f"echo {self._thp} > {THP_ENABLED}")

@@ -80,6 +80,11 @@ class Outcome:
                                         else None)}
 
 
+class GuestDied(BaseException):
+    """The guest crashed or hung during a step. A BaseException, so that hypothesis stops at
+    once rather than shrinking on a VM that can no longer run anything."""
+
+
 # report -> what the guard keeps the explorer from doing on kernels with that bug.
 KNOWN_BUG_GUARDS = {
     "reports/remount-reenables-inode-share.yaml":
@@ -127,11 +132,18 @@ class ExploreMachine(RuleBasedStateMachine):
         started = time.monotonic()
         try:
             self.driver.step(step)
-        except Divergence as exc:
+        except Exception as exc:
             if ExploreMachine.first is None:  # hypothesis may replace it by its own errors
-                ExploreMachine.first = (str(exc), list(self.driver.steps))
+                what = str(exc) if isinstance(exc, Divergence) else \
+                    f"{type(exc).__name__}: {exc}"
+                ExploreMachine.first = (what, list(self.driver.steps))
                 ExploreMachine.first_at = (self.budget.done,
                                            time.monotonic() - self.budget.started)
+            if not self.driver.alive():
+                # Nothing can replay on a dead guest: stop hypothesis (it lets a
+                # BaseException through) instead of letting it shrink against failures
+                # that are only "the VM is broken".
+                raise GuestDied(ExploreMachine.first[0]) from exc
             raise
         finally:
             ExploreMachine.timing[step["do"]] += time.monotonic() - started
@@ -258,6 +270,10 @@ def explore(driver: Driver, images: list[str], *, seed: int, steps: int, seconds
                                                                   settings=config))
         try:
             test()
+        except GuestDied:
+            seen, steps_seen = ExploreMachine.first or ("the guest died", list[Step]())
+            failure = f"{seen}\n(the guest died; a dead guest replays nothing, so not shrunk)"
+            shrunk = steps_seen
         except Divergence as exc:
             failure, shrunk = str(exc), list(ExploreMachine.last)
         except Flaky as exc:

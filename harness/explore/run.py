@@ -20,7 +20,8 @@ from harness.explore.pool import pool_names
 from harness.guest.handle import Guest
 from harness.guest.session import GuestSession
 from harness.pipeline import kernel_for, vm_for
-from harness.vm.machine import VMConfig
+from harness.vm.machine import VMConfig, VMState
+from harness.vm.splats import find_splats
 
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 
@@ -64,8 +65,14 @@ def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: 
             with Driver(guest, images) as driver:
                 outcome = explore(driver, names, seed=seed, steps=steps, seconds=minutes * 60,
                                   progress=_Progress(), known_bugs=known_bugs)
+                if outcome.failure is not None and not driver.alive():
+                    # The probe only saw its connection go: the console has the kernel's words.
+                    splats = find_splats(vm.console.since(0)) if vm.console else []
+                    if splats:
+                        outcome.failure += f"\nconsole: {splats[0]}"
         finally:
-            guest.cleanup()
+            if vm.state is VMState.RUNNING:
+                guest.cleanup()
     out.mkdir(parents=True, exist_ok=True)
     result = {"kernel": kernel.spec, "release": kernel.release, **outcome.as_dict()}
     (out / "explore.json").write_text(json.dumps(result, indent=2) + "\n")
