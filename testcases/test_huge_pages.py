@@ -29,7 +29,9 @@ def test_huge_page_collapse_keeps_twins_on_one_cache(
     cold = [pagecache.residency(path) for path in (pa, pb)]
     assert not any(view.resident for view in cold), f"twins resident before any read: {cold}"
 
-    err = pagecache.collapse_huge(pa, touch=start == "resident")
+    # EAGAIN is the kernel's "try again" (a freshly read page not yet on the LRU): asked
+    # again as the man page says; any other errno, or EAGAIN that persists, fails.
+    err = pagecache.collapse_huge(pa, touch=start == "resident", eagain_retries=20)
     assert err == 0, f"MADV_COLLAPSE over {pa} ({start}) failed with errno {err}"
 
     frames = pagecache.pfns(pa, pb)

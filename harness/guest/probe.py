@@ -337,11 +337,12 @@ class Probe:
         return {path: Frames(list(v["pfns"]), list(v["counts"]), [bool(h) for h in v["huge"]])
                 for path, v in answer.items()}
 
-    def collapse_huge(self, path: str, touch: bool = False) -> int:
+    def collapse_huge(self, path: str, touch: bool = False, eagain_retries: int = 0) -> int:
         """madvise(MADV_COLLAPSE) over a mapping of the whole file (its pages touched first
-        if ``touch``): 0, or the errno it failed with."""
-        return self._one({"op": "collapse", "path": path, "touch": touch},
-                         lambda a: int(a["errno"]))
+        if ``touch``): 0, or the errno it failed with. EAGAIN, which the kernel documents as
+        transient, is asked again up to ``eagain_retries`` times."""
+        return self._one({"op": "collapse", "path": path, "touch": touch,
+                          "retries": eagain_retries}, lambda a: int(a["errno"]))
 
     def smaps(self, *paths: str) -> dict[str, dict[str, int]]:
         """Map and touch every file in one process; each mapping's /proc/self/smaps figures."""

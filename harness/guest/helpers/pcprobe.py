@@ -356,18 +356,26 @@ def _huge(frames):
 MADV_COLLAPSE = 25
 
 
-def collapse(path, touch):
+def collapse(path, touch, retries=0):
     """madvise(MADV_COLLAPSE) over a fresh shared mapping of ``path``, after touching its
     pages first if ``touch`` (else the kernel reads what is missing while collapsing). The
-    errno, 0 on success; the mapping is gone afterwards, the huge pages stay in the cache."""
+    errno, 0 on success; the mapping is gone afterwards, the huge pages stay in the cache.
+    EAGAIN is documented as transient (a page still locked, or not yet on the LRU: freshly
+    read pages sit in another CPU's LRU batch), and a caller that wants the collapse asks
+    again, up to ``retries`` times; ``tries`` says how many it took."""
     mapping = Mapping(path)
     try:
         if touch:
             mapping.touch()
-        if libc.madvise(ctypes.c_void_p(mapping.address), ctypes.c_size_t(mapping.size),
-                        MADV_COLLAPSE) != 0:
-            return {"errno": ctypes.get_errno()}
-        return {"errno": 0}
+        for tries in range(1, retries + 2):
+            if libc.madvise(ctypes.c_void_p(mapping.address), ctypes.c_size_t(mapping.size),
+                            MADV_COLLAPSE) == 0:
+                return {"errno": 0, "tries": tries}
+            err = ctypes.get_errno()
+            if err != errno.EAGAIN:
+                break
+            time.sleep(0.05)
+        return {"errno": err, "tries": tries}
     finally:
         mapping.close()
 
@@ -711,7 +719,7 @@ OPS = {
     "mincore": lambda op: mincore(op["path"]),
     "pfns": lambda op: pfns(op["paths"]),
     "smaps": lambda op: smaps(op["paths"]),
-    "collapse": lambda op: collapse(op["path"], op.get("touch", False)),
+    "collapse": lambda op: collapse(op["path"], op.get("touch", False), op.get("retries", 0)),
     "meminfo": lambda op: meminfo(),
     "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
                                           op.get("limit")),
