@@ -21,9 +21,9 @@ PATHS = [BIG, "sparse", "page-plus-1"]
 
 @pytest.mark.requires_kernel("page_cache_share")
 @pytest.mark.known_bug(
-    "7.2's EROFS has no splice_read for shared files: splice and sendfile fill the file's "
-    "private page cache, not the shared one (reports/splice-bypasses-shared-cache.yaml; "
-    "7.3 has erofs_ishare_splice_read)",
+    "on 7.2 splice and sendfile fill the file's private page cache, not the shared one "
+    "(reports/splice-bypasses-shared-cache.yaml; most likely no splice_read for shared "
+    "files before 7.3's erofs_ishare_splice_read)",
     signature=r"whole through (splice|sendfile) left 0/\d+ pages resident in its own cache",
     releases="==7.2", params=["*-splice-*", "*-sendfile-*"])
 @pytest.mark.parametrize("path", PATHS)

@@ -93,7 +93,7 @@ KNOWN_BUG_GUARDS = {
         "on 7.2 only: files on sharing mounts are read with read/pread where the draw said "
         "splice/sendfile",
 }
-# 7.2's EROFS has no splice_read of its own for shared files: splice and sendfile fill the
+# On 7.2 (most likely no splice_read of its own for shared files) splice and sendfile fill the
 # file's private page cache. Substitutes that leave the rest of the sequence as drawn.
 SPLICE_SUBSTITUTES = {"splice": "read", "sendfile": "pread"}
 
