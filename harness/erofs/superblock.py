@@ -9,9 +9,11 @@ from pathlib import Path
 
 SUPERBLOCK_OFFSET = 1024
 MAGIC = 0xE0F5E1E2
+COMPAT_SB_CHKSUM = 0x00000001  # EROFS_FEATURE_COMPAT_SB_CHKSUM
 COMPAT_ISHARE_XATTRS = 0x00000020  # EROFS_FEATURE_COMPAT_ISHARE_XATTRS
-# Offsets in struct erofs_super_block (fs/erofs/erofs_fs.h).
-_MAGIC, _COMPAT, _PREFIX_COUNT, _ISHARE_PREFIX_ID = 0, 8, 91, 105
+# Offsets in struct erofs_super_block (fs/erofs/erofs_fs.h); the image tools use them too.
+MAGIC_AT, CHECKSUM_AT, COMPAT_AT, BLKSZBITS_AT, META_BLKADDR_AT = 0, 4, 8, 12, 40
+PREFIX_COUNT_AT, ISHARE_PREFIX_ID_AT = 91, 105
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ def read_superblock(image: Path) -> Superblock:
     with open(image, "rb") as fh:
         fh.seek(SUPERBLOCK_OFFSET)
         raw = fh.read(128)
-    if len(raw) < 128 or struct.unpack_from("<I", raw, _MAGIC)[0] != MAGIC:
+    if len(raw) < 128 or struct.unpack_from("<I", raw, MAGIC_AT)[0] != MAGIC:
         raise ValueError(f"{image}: no EROFS superblock at offset {SUPERBLOCK_OFFSET}")
-    return Superblock(struct.unpack_from("<I", raw, _COMPAT)[0], raw[_PREFIX_COUNT],
-                      raw[_ISHARE_PREFIX_ID])
+    return Superblock(struct.unpack_from("<I", raw, COMPAT_AT)[0], raw[PREFIX_COUNT_AT],
+                      raw[ISHARE_PREFIX_ID_AT])

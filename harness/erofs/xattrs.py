@@ -28,12 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import HarnessError
+from harness.erofs.superblock import (
+    BLKSZBITS_AT,
+    CHECKSUM_AT,
+    COMPAT_AT,
+    COMPAT_SB_CHKSUM,
+    META_BLKADDR_AT,
+    SUPERBLOCK_OFFSET,
+)
 
-SUPERBLOCK_OFFSET = 1024
 LONG_PREFIX = 0x80  # EROFS_XATTR_LONG_PREFIX: the name index is a long-prefix id
 INDEX_USER = 1  # EROFS_XATTR_INDEX_USER
 DIGEST_TAG = b"sha256:"
-FEATURE_COMPAT_SB_CHKSUM = 0x1
 
 
 def _crc32c_table() -> list[int]:
@@ -59,9 +65,9 @@ def crc32c(seed: int, data: bytes) -> int:
 
 def superblock_checksum(image: bytes) -> int:
     """What the kernel expects in the superblock's checksum field (erofs_superblock_csum_verify)."""
-    blksz = 1 << image[SUPERBLOCK_OFFSET + 12]
+    blksz = 1 << image[SUPERBLOCK_OFFSET + BLKSZBITS_AT]
     block = bytearray(image[SUPERBLOCK_OFFSET:blksz])
-    block[4:8] = b"\0\0\0\0"
+    block[CHECKSUM_AT:CHECKSUM_AT + 4] = b"\0\0\0\0"
     return crc32c(0xFFFFFFFF, bytes(block))
 
 
@@ -88,8 +94,8 @@ def _inode_location(image: Path, path: str, dump: Path) -> tuple[int, int, int]:
 
 def xattr_entries(image: Path, path: str, dump: Path) -> list[XattrEntry]:
     data = image.read_bytes()
-    blkszbits = data[SUPERBLOCK_OFFSET + 12]
-    meta_blkaddr = struct.unpack_from("<I", data, SUPERBLOCK_OFFSET + 40)[0]
+    blkszbits = data[SUPERBLOCK_OFFSET + BLKSZBITS_AT]
+    meta_blkaddr = struct.unpack_from("<I", data, SUPERBLOCK_OFFSET + META_BLKADDR_AT)[0]
     nid, inode_size, xattr_size = _inode_location(image, path, dump)
     if xattr_size == 0:
         return []
@@ -121,9 +127,9 @@ def _write(image: Path, offset: int, data: bytes) -> None:
         fh.write(data)
         fh.seek(0)
         head = fh.read(1 << 16)
-        compat = struct.unpack_from("<I", head, SUPERBLOCK_OFFSET + 8)[0]
-        if compat & FEATURE_COMPAT_SB_CHKSUM:
-            fh.seek(SUPERBLOCK_OFFSET + 4)
+        compat = struct.unpack_from("<I", head, SUPERBLOCK_OFFSET + COMPAT_AT)[0]
+        if compat & COMPAT_SB_CHKSUM:
+            fh.seek(SUPERBLOCK_OFFSET + CHECKSUM_AT)
             fh.write(struct.pack("<I", superblock_checksum(head)))
 
 

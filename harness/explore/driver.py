@@ -247,9 +247,9 @@ class Driver:
     # ---- the checks ----------------------------------------------------------------------
 
     def _collapsed(self, where: str, mount: str, path: str, answer: Pending[int]) -> None:
-        """0, EINVAL (a mapping that cannot hold huge pages) and EAGAIN (transient, as the
-        man page says) are all answers; the model follows what happened. Anything else is a
-        divergence."""
+        """0, EINVAL (the range cannot be collapsed) and EAGAIN (transient, as the man page
+        says) are all answers; the model follows what happened (World.collapsed). Anything
+        else is a divergence."""
         err = answer.value
         if err not in (0, errno.EINVAL, errno.EAGAIN):
             raise Divergence(f"{where}: MADV_COLLAPSE failed with errno {err} "

@@ -52,9 +52,10 @@ def write_found(kernel: str, seed: int, failure: str, steps: list[Step],
     reports/mutations/explore/ for a patched tree); its path. ``after_*``: how long the
     exploration ran before it diverged."""
     spec = parse_kernel_spec(kernel)
-    mutation = isinstance(spec, TreeSpec) and spec.patches is not None
+    # A tree built with patches: what diverged is the deliberate break.
+    broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
     if directory is None:
-        directory = MUTATION_FOUND if mutation else FOUND
+        directory = MUTATION_FOUND if broken else FOUND
     ident = found_id(kernel, steps)
     directory.mkdir(parents=True, exist_ok=True)
     first = failure.splitlines()[0] if failure else "divergence"
@@ -66,10 +67,9 @@ def write_found(kernel: str, seed: int, failure: str, steps: list[Step],
         "bug": {"test_fails": True},
         "expect_verdicts": {"base": "reproduced"},
     }
-    if mutation:
-        assert isinstance(spec, TreeSpec) and spec.patches is not None
-        report["kernel"] = str(replace(spec, patches=None, upto=None))
-        report["patches"] = os.path.relpath(spec.patches.resolve(), directory.resolve())
+    if broken is not None and broken.patches is not None:
+        report["kernel"] = str(replace(broken, patches=None, upto=None))
+        report["patches"] = os.path.relpath(broken.patches.resolve(), directory.resolve())
         report["expect_verdicts"] = {"base": "not reproduced", "patched": "reproduced"}
     found: dict[str, object] = {"seed": seed, "failure": failure}
     if after_steps is not None:

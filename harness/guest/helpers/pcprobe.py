@@ -362,20 +362,20 @@ def collapse(path, touch, retries=0):
     errno, 0 on success; the mapping is gone afterwards, the huge pages stay in the cache.
     EAGAIN is documented as transient (a page still locked, or not yet on the LRU: freshly
     read pages sit in another CPU's LRU batch), and a caller that wants the collapse asks
-    again, up to ``retries`` times; ``tries`` says how many it took."""
+    again, up to ``retries`` times."""
     mapping = Mapping(path)
     try:
         if touch:
             mapping.touch()
-        for tries in range(1, retries + 2):
+        for _ in range(retries + 1):
             if libc.madvise(ctypes.c_void_p(mapping.address), ctypes.c_size_t(mapping.size),
                             MADV_COLLAPSE) == 0:
-                return {"errno": 0, "tries": tries}
+                return {"errno": 0}
             err = ctypes.get_errno()
             if err != errno.EAGAIN:
                 break
             time.sleep(0.05)
-        return {"errno": err, "tries": tries}
+        return {"errno": err}
     finally:
         mapping.close()
 
