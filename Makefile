@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz
 
 all: help
 
@@ -40,6 +40,7 @@ help:
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
 	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]  random sequences checked against the model"
+	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
@@ -98,6 +99,12 @@ KNOWN ?=
 explore: deps venv
 	$(PY) -m harness explore $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --steps=$(STEPS) \
 		--minutes=$(MINUTES) $(if $(KNOWN),--known-bugs) --out=$(ARTIFACTS)/explore
+
+# make fuzz [KERNEL=] [SEED=] [MINUTES=]: seeded random damage to the hostile images; a find
+# (splat, dead guest, a broken rule) is written to reports/found/fuzz-<id>.yaml (exit 1).
+fuzz: deps venv
+	$(PY) -m harness fuzz $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --minutes=$(MINUTES) \
+		--out=$(ARTIFACTS)/fuzz
 
 shell: deps venv
 	$(PY) -m harness shell $(VM_OPTS)

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_explore.add_argument("--known-bugs", action="store_true",
                            help="do not steer around known bugs (they may be found again)")
     p_explore.add_argument("--out", type=Path, default=Path("artifacts") / "explore")
+    p_fuzz = sub.add_parser("fuzz", help="seeded random damage to images, mounted beside "
+                                         "their healthy twins, for a time budget")
+    _vm_options(p_fuzz)
+    p_fuzz.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: from the clock, printed)")
+    p_fuzz.add_argument("--minutes", type=float, default=10.0, help="time budget")
+    p_fuzz.add_argument("--out", type=Path, default=Path("artifacts") / "fuzz")
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
@@ -151,6 +158,15 @@ def cmd_explore(args: argparse.Namespace) -> int:
                        minutes=args.minutes, out=args.out, known_bugs=args.known_bugs)
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.hostile.fuzz import run_fuzz
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
+    return run_fuzz(args.kernel, _vm_config(args), seed=seed, minutes=args.minutes,
+                    out=args.out)
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from harness.kernel.resolve import resolve_kernel
     kernel = resolve_kernel(args.kernel)
@@ -212,7 +228,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
-            "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore}
+            "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore,
+            "fuzz": cmd_fuzz}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ def load_steps(path: Path) -> list[Step]:
 
 def found_reports() -> list[Path]:
     """Every report the explorer wrote, kernel bugs and caught breaks alike."""
-    return sorted(path for directory in FOUND_DIRS for path in directory.glob("*.yaml"))
+    return sorted(path for directory in FOUND_DIRS for path in directory.glob("explore-*.yaml"))
 
 
 def write_found(kernel: str, seed: int, failure: str, steps: list[Step],

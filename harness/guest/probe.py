@@ -99,6 +99,40 @@ class KernelLogSlice:
         return "\n".join(self.lines)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one look at a file gave: its bytes' hash, or the errno it failed with."""
+    read: ReadResult | None
+    errno: int = 0
+    error: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.read.sha256[:12]}" if self.read else f"{self.error} (errno {self.errno})"
+
+
+@dataclass(frozen=True)
+class WalkEntry:
+    mode: int
+    size: int
+    error: Outcome | None  # lstat or listdir failed
+    read: Outcome | None  # regular files: read(2)
+    mapped: Outcome | None  # regular files: mmap
+    xattrs: dict[str, str]  # name -> hex value, or the error text of getxattr
+    cycle: bool  # a directory seen before (a damaged entry pointing at an ancestor)
+
+
+@dataclass(frozen=True)
+class Walk:
+    entries: dict[str, WalkEntry]  # by path under the root
+    complete: bool  # False: the walk's time or entry budget ran out
+
+
+@dataclass(frozen=True)
+class FileState:
+    read: ReadResult
+    mtime_ns: int
+
+
 MemInfo = dict[str, int]  # /proc/meminfo in KiB, by field name
 
 
@@ -119,6 +153,25 @@ def _cgroup(answer: dict[str, Any]) -> CgroupRead:
     read = answer["read"]
     return CgroupRead(None if "error" in read else _read(read), str(read.get("error", "")),
                       int(answer["file"]), int(answer["file_mapped"]), int(answer["current"]))
+
+
+def _outcome(raw: dict[str, Any] | None) -> Outcome | None:
+    if raw is None:
+        return None
+    if "error" in raw:
+        return Outcome(None, int(raw.get("errno", 0)), str(raw["error"]))
+    return Outcome(_read(raw))
+
+
+def _walk(answer: dict[str, Any]) -> Walk:
+    entries = {}
+    for path, raw in answer["entries"].items():
+        failed = _outcome(raw) if "error" in raw else None
+        entries[str(path)] = WalkEntry(int(raw.get("mode", 0)), int(raw.get("size", 0)), failed,
+                                       _outcome(raw.get("read")), _outcome(raw.get("mmap")),
+                                       {str(k): str(v) for k, v in raw.get("xattrs", {}).items()},
+                                       bool(raw.get("cycle")))
+    return Walk(entries, bool(answer["complete"]))
 
 
 def _nothing(answer: dict[str, Any]) -> None:
@@ -239,6 +292,9 @@ class Batch:
         return self._add({"op": "kmsg_since", "mark": mark},
                          lambda a: KernelLogSlice(list(a["lines"]), int(a["seq"]),
                                                   int(a["missed"])))
+
+    def walk(self, root: str, budget: float = 120.0) -> Pending[Walk]:
+        return self._add({"op": "walk", "root": root, "budget": budget}, _walk)
 
     def fadvise_dontneed(self, path: str) -> Pending[None]:
         return self._add({"op": "fadvise_dontneed", "path": path}, _nothing)
@@ -370,6 +426,17 @@ class Probe:
         each result, or the error text of a reader that failed."""
         answer = self._one({"op": "parallel_read", "paths": list(paths)}, lambda a: a)
         return [str(r["error"]) if "error" in r else _read(r) for r in answer["reads"]]
+
+    def walk(self, root: str, budget: float = 120.0) -> Walk:
+        """Look at every entry under ``root`` as a reader would (lstat, readlink, xattrs,
+        read(2) and mmap of each file, at most 8 MiB each); failures are recorded per entry
+        with their errno, so a damaged mount can be walked to the end."""
+        return self._one({"op": "walk", "root": root, "budget": budget}, _walk)
+
+    def file_state(self, path: str) -> FileState:
+        """sha256 and mtime of a file in the guest (an image behind a mount, say)."""
+        return self._one({"op": "sha256", "path": path},
+                         lambda a: FileState(_read(a), int(a["mtime_ns"])))
 
     # ---- a mapping held by another process ---------------------------------------------
 

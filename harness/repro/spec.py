@@ -23,9 +23,10 @@ from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
 from harness.vm.splats import KINDS
 
 # "explore": the shrunk sequence of a report the explorer wrote (its replay test reads it);
-# "known_bug": the marker its replay test carries on kernels with the bug.
+# "known_bug": the marker its replay test carries on kernels with the bug; "damage": the
+# damaged image of a `make fuzz` report (its replay test reads it).
 TOP_KEYS = {"title", "reported", "kernel", "patches", "checkpoints", "expect_verdicts",
-            "mounts", "reproducer", "bug", "explore", "known_bug"}
+            "mounts", "reproducer", "bug", "explore", "known_bug", "damage"}
 SPLAT_KINDS = {*KINDS, "any"}
 VERDICTS = ("reproduced", "not reproduced")
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import mmap
 import os
+import stat
 import struct
 import sys
 import time
@@ -714,6 +715,124 @@ def parallel_read(paths, timeout=120.0):
     return {"reads": results}
 
 
+# ---- walking a (possibly damaged) mount ------------------------------------------------
+
+WALK_READ_CAP = 8 << 20  # a damaged inode may claim any size: read at most this much
+
+
+def _capped_read(path, cap):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest, count = hashlib.sha256(), 0
+        while count < cap:
+            chunk = os.read(fd, min(1 << 16, cap - count))
+            if not chunk:
+                break
+            digest.update(chunk)
+            count += len(chunk)
+        return {"bytes": count, "sha256": digest.hexdigest()}
+    finally:
+        os.close(fd)
+
+
+def _capped_mmap(path, size, cap):
+    """Hash the file through a shared mapping of it, read via /proc/self/mem: a fault that
+    fails (EIO under a damaged image) is then a short read, not a SIGBUS killing the probe,
+    and it still goes through the mapping's fault path."""
+    if size == 0:
+        return {"bytes": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+    length = min(size, cap)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
+    if address in (None, MAP_FAILED):
+        _oserror(f"mmap {path}")
+    try:
+        mem = os.open("/proc/self/mem", os.O_RDONLY)
+        try:
+            digest, done = hashlib.sha256(), 0
+            while done < length:
+                chunk = os.pread(mem, min(1 << 16, length - done), address + done)
+                if not chunk:
+                    raise OSError(errno.EFAULT, f"the mapping gave no bytes at {done}")
+                digest.update(chunk)
+                done += len(chunk)
+        finally:
+            os.close(mem)
+    finally:
+        libc.munmap(address, length)
+    return {"bytes": done, "sha256": digest.hexdigest()}
+
+
+def _attempt(what, fn, *args):
+    try:
+        return fn(*args)
+    except OSError as exc:
+        return {"error": f"{what}: {exc.strerror or exc}", "errno": exc.errno or 0}
+
+
+def walk(root, cap=WALK_READ_CAP, budget=120.0, limit=5000):
+    """Every entry under ``root``, each looked at as a reader would: lstat, readlink,
+    listxattr and getxattr, read(2) and mmap of regular files (at most ``cap`` bytes). Each
+    failure is recorded with its errno and the walk goes on; directories already seen (a
+    damaged entry pointing at an ancestor) are not entered twice."""
+    out, seen, pending = {}, set(), [""]
+    deadline = time.monotonic() + budget
+    while pending and len(out) < limit and time.monotonic() < deadline:
+        rel = pending.pop()
+        here = os.path.join(root, rel) if rel else root
+        try:
+            names = sorted(os.listdir(here))
+        except OSError as exc:
+            out[rel or "."] = {"error": f"listdir: {exc.strerror}", "errno": exc.errno or 0}
+            continue
+        for name in names:
+            path_rel = os.path.join(rel, name) if rel else name
+            path = os.path.join(root, path_rel)
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                out[path_rel] = {"error": f"lstat: {exc.strerror}", "errno": exc.errno or 0}
+                continue
+            entry = {"mode": st.st_mode, "size": st.st_size}
+            xattrs = _attempt("listxattr", lambda p: {"names": os.listxattr(
+                p, follow_symlinks=False)}, path)
+            if "names" in xattrs:
+                values = {}
+                for xname in xattrs["names"]:
+                    got = _attempt("getxattr", lambda p, x: {"v": os.getxattr(
+                        p, x, follow_symlinks=False).hex()}, path, xname)
+                    values[xname] = got.get("v", got.get("error"))
+                entry["xattrs"] = values
+            else:
+                entry["xattrs_error"] = xattrs
+            if stat_is(st, "dir"):
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    entry["cycle"] = True
+                else:
+                    seen.add(key)
+                    pending.append(path_rel)
+            elif stat_is(st, "link"):
+                entry["link"] = _attempt("readlink", lambda p: {"to": os.readlink(p)}, path)
+            elif stat_is(st, "reg"):
+                entry["read"] = _attempt("read", _capped_read, path, cap)
+                entry["mmap"] = _attempt("mmap", _capped_mmap, path, st.st_size, cap)
+            out[path_rel] = entry
+    return {"entries": out, "complete": not pending}
+
+
+def stat_is(st, kind):
+    return {"dir": stat.S_ISDIR, "link": stat.S_ISLNK, "reg": stat.S_ISREG}[kind](st.st_mode)
+
+
+def sha256_of(path):
+    st = os.stat(path)
+    return {**_capped_read(path, 1 << 40), "mtime_ns": st.st_mtime_ns}
+
+
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
@@ -736,6 +855,8 @@ OPS = {
     "end_holders": lambda op: end_holders(),
     "seek_map": lambda op: seek_map(op["path"]),
     "parallel_read": lambda op: parallel_read(op["paths"]),
+    "walk": lambda op: walk(op["root"], op.get("cap", WALK_READ_CAP), op.get("budget", 120.0)),
+    "sha256": lambda op: sha256_of(op["path"]),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }

@@ -1,0 +1,195 @@
+"""`make fuzz`: seeded random damage to the hostile images, each tried as the corpus tests do
+(harness/hostile/trial.py) in one guest, for a time budget, with progress shown.
+
+A trial that splats, kills or hangs the guest, or breaks a rule of the trial, is written as
+a ready report, ``reports/found/fuzz-<id>.yaml``, carrying the damage itself (edits and
+truncation over the image the catalog builds), so that ``make repro`` replays it through
+``testcases/test_hostile_images.py::test_found_damage_replays``. The fuzzer stops at the
+first find: after a crash the guest is gone, and a damage that broke a rule is worth a
+look before more of the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness.core.errors import HarnessError
+from harness.core.names import SOURCES
+from harness.core.paths import CATALOG, PROJECT
+from harness.erofs.damage import Damage, random_damage
+from harness.erofs.images import BuiltImage, build_image, load_catalog
+from harness.erofs.layout import ImageLayout, image_layout
+from harness.erofs.tools import provide
+from harness.guest.handle import Guest
+from harness.guest.mounts import Mounter
+from harness.guest.session import GuestSession
+from harness.hostile.trial import Trial, damaged_copy, run_trial
+from harness.pipeline import kernel_for, vm_for
+from harness.vm.machine import VM, VMConfig, VMState
+from harness.vm.splats import splats_seen
+
+IMAGES = ("hostile", "hostile-lz4")
+FOUND = PROJECT / "reports" / "found"
+REPLAY_TEST = "testcases/test_hostile_images.py::test_found_damage_replays"
+PROGRESS_EVERY = 10.0
+
+
+@dataclass
+class FuzzOutcome:
+    seed: int
+    trials: int = 0
+    seconds: float = 0.0
+    refused: int = 0
+    read_errors: int = 0
+    foreign: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    found: str | None = None  # what went wrong, if anything
+    damage: Damage | None = None
+    image: str = ""
+    source: str = ""
+    sharing: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {"seed": self.seed, "trials": self.trials, "seconds": round(self.seconds, 1),
+                "trials_per_second": round(self.trials / self.seconds, 2) if self.seconds else 0,
+                "mounts_refused": self.refused, "read_errors": self.read_errors,
+                "twins_served_damaged_bytes": self.foreign, "kinds": dict(self.kinds),
+                "found": self.found}
+
+
+def found_id(kernel: str, image: str, damage: Damage, source: str, sharing: bool) -> str:
+    blob = json.dumps([kernel, image, damage.as_dict(), source, sharing], sort_keys=True)
+    return f"fuzz-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def write_found(kernel: str, outcome: FuzzOutcome, directory: Path = FOUND) -> Path:
+    assert outcome.damage is not None and outcome.found is not None
+    ident = found_id(kernel, outcome.image, outcome.damage, outcome.source, outcome.sharing)
+    report = {
+        "title": f"fuzz: {outcome.found.splitlines()[0][:150]}",
+        "reported": f"make fuzz KERNEL={kernel} SEED={outcome.seed} "
+                    f"(trial {outcome.trials})",
+        "kernel": kernel,
+        "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 600},
+        "bug": {"test_fails": True},
+        "expect_verdicts": {"base": "reproduced"},
+        "damage": {"image": outcome.image, "source": outcome.source,
+                   "sharing": outcome.sharing, **outcome.damage.as_dict(),
+                   "failure": outcome.found},
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{ident}.yaml"
+    path.write_text("# Found by `make fuzz`: the damage below, applied to the catalog's image,\n"
+                    "# mounted beside the healthy one. `make repro REPORT=<this file>` "
+                    "replays it.\n" + yaml.safe_dump(report, sort_keys=False, width=100))
+    return path
+
+
+def _splats(vm: VM, probe_log: str, console_from: int) -> str:
+    found = splats_seen(vm.console.since(console_from) if vm.console else "", probe_log)
+    return "\n\n".join(map(str, found))
+
+
+def _one(guest: Guest, vm: VM, healthy: BuiltImage, layout: ImageLayout, damage: Damage,
+         workdir: Path, source: str, sharing: bool) -> tuple[Trial | None, str | None]:
+    """Run one trial in a fresh work directory: (trial, what went wrong or None)."""
+    probe = guest.session.probe
+    mark = probe.kernel_log_mark()
+    console_from = vm.console_offset()
+    mount = Mounter(guest)
+    trial: Trial | None = None
+    problem: str | None = None
+    try:
+        trial = run_trial(mount, probe, healthy, damaged_copy(healthy, damage, workdir),
+                          damage, layout, source, sharing)
+        if trial.violations:
+            problem = f"{trial.summary()}\n" + "\n".join(trial.violations)
+    except HarnessError as exc:
+        problem = f"the trial broke off: {exc}"
+    log = ""
+    if vm.state is VMState.RUNNING:
+        try:
+            log = probe.kernel_log_since(mark).text
+            guest.cleanup()
+        except HarnessError as exc:
+            problem = (problem or "") + f"\nthe guest did not answer after the trial: {exc}"
+    splats = _splats(vm, log, console_from)
+    if splats:
+        problem = f"kernel report: {splats}" + (f"\n{problem}" if problem else "")
+    return trial, problem
+
+
+def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: float,
+             out: Path) -> int:
+    """0: nothing found within the budget; 1: a find, written as a report."""
+    kernel = kernel_for(kernel_spec)
+    catalog, tools = load_catalog(CATALOG), provide()
+    if tools.dump is None:
+        print("fuzz: dump.erofs is needed to map the images", file=sys.stderr)
+        return 2
+    sharing_ok = bool(kernel.features.get("page_cache_share"))
+    images = {name: build_image(catalog.image(name), tools) for name in IMAGES}
+    layouts = {name: image_layout(image, tools.dump) for name, image in images.items()}
+    rng = random.Random(seed)
+    outcome = FuzzOutcome(seed)
+    print(f"fuzz: seed {seed}, {minutes:g} min on {kernel.spec} ({kernel.release}); images: "
+          f"{', '.join(IMAGES)}; sharing {'on and off' if sharing_ok else 'off (no support)'}",
+          file=sys.stderr, flush=True)
+    started = last = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="erofs-fuzz.") as tmp, \
+            vm_for(kernel, config, name="fuzz", artifacts=out) as vm:
+        session = GuestSession(vm)
+        data = {name: image.path.read_bytes() for name, image in images.items()}
+        while time.monotonic() - started < minutes * 60:
+            name = rng.choice(IMAGES)
+            damage = random_damage(layouts[name], data[name], rng)
+            source = rng.choice(SOURCES)
+            sharing = sharing_ok and rng.random() < 0.75
+            guest = Guest(session, f"fuzz{outcome.trials}")
+            trial, problem = _one(guest, vm, images[name], layouts[name], damage, Path(tmp),
+                                  source, sharing)
+            outcome.trials += 1
+            outcome.kinds[damage.name.split(":")[1]] += 1
+            if trial is not None:
+                outcome.refused += not trial.mount_ok
+                outcome.read_errors += trial.read_errors
+                outcome.foreign += len(trial.foreign)
+            # The damaged copy is used once: keep the temporary directory small.
+            for stale in Path(tmp).glob("*.erofs"):
+                stale.unlink()
+            if problem is not None:
+                outcome.found, outcome.damage = problem, damage
+                outcome.image, outcome.source, outcome.sharing = name, source, sharing
+                break
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY:
+                last = now
+                print(f"fuzz: {outcome.trials} trials in {now - started:.0f} s "
+                      f"({outcome.trials / (now - started):.2f}/s); refused {outcome.refused}, "
+                      f"read errors {outcome.read_errors}, twins served damaged bytes "
+                      f"{outcome.foreign}", file=sys.stderr, flush=True)
+    outcome.seconds = time.monotonic() - started
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fuzz.json").write_text(json.dumps({"kernel": kernel.spec, "release": kernel.release,
+                                               **outcome.as_dict()}, indent=2) + "\n")
+    print(f"fuzz: {outcome.trials} trials in {outcome.seconds:.0f} s; refused "
+          f"{outcome.refused}, read errors {outcome.read_errors}, twins served damaged bytes "
+          f"{outcome.foreign}; results in {out / 'fuzz.json'}", file=sys.stderr)
+    if outcome.found is None:
+        print(f"fuzz: nothing found (seed {seed})", file=sys.stderr)
+        return 0
+    path = write_found(kernel.spec, outcome)
+    print(f"fuzz: FOUND (seed {seed}, trial {outcome.trials}): {outcome.found}\n"
+          f"fuzz: written to {path}\nfuzz: replay with: make repro REPORT={path}",
+          file=sys.stderr)
+    return 1

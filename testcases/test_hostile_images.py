@@ -1,0 +1,112 @@
+"""Damaged and hostile images (harness/erofs/damage.py): every structure of an image (the
+superblock and the fields a hostile author sets, the long xattr prefixes, inodes, inline
+xattrs with the fingerprint, directory blocks, plain and inline data, compressed clusters
+and their indexes), each damaged in one block and as a whole, mounted beside its healthy
+twin on every source, with sharing in one domain and without.
+
+The kernel must refuse what its superblock checksum catches, keep everything the damage
+cannot reach readable and right, never let the damaged twin change what the healthy one
+serves once it is unmounted, never write an image, and never splat or hang (the hooks
+fail the test on any kernel report). What each damage may change is computed from the
+image's layout (dump.erofs), not guessed: see harness/hostile/trial.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.core.names import SOURCES
+from harness.erofs.damage import CORPUS, Damage, recipe
+from harness.erofs.images import BuiltImage
+from harness.erofs.layout import ImageLayout, image_layout
+from harness.erofs.tools import ErofsUtils
+from harness.guest.mounts import Mounter
+from harness.guest.probe import Probe
+from harness.hostile.fuzz import FOUND as FUZZ_FOUND
+from harness.hostile.trial import damaged_copy, run_trial
+
+CASES = [(image, name) for image, names in CORPUS.items() for name in names]
+# With sharing on every source; without it on a loop device only: there the source changes
+# only how blocks reach EROFS's own parsers, which the sharing runs cover on every source.
+MODES = [(source, True) for source in SOURCES] + [("loop", False)]
+# The fast slice (make test) keeps, on a loop device with sharing, one damage the checksum
+# must refuse, one EROFS must ignore, and a hostile fingerprint entry.
+FAST = {"hostile:head:zeroed", "hostile:superblock:bit-flip",
+        "hostile:xattrs@wide/entry-150:value-size-huge"}
+
+
+def _params() -> list[object]:
+    out = []
+    for image, damage in CASES:
+        for source, sharing in MODES:
+            ident = f"{image}:{damage}"
+            marks = [pytest.mark.requires_kernel("page_cache_share")] if sharing else []
+            if ident in FAST and (source, sharing) == ("loop", True):
+                marks.append(pytest.mark.fast)
+            out.append(pytest.param(image, damage, source, sharing, marks=marks,
+                                    id=f"{ident}-{source}-{'sharing' if sharing else 'plain'}"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def hostile_layout(erofs_image: Callable[[str], BuiltImage], erofs_tools: ErofsUtils
+                   ) -> Callable[[str], ImageLayout]:
+    layouts: dict[str, ImageLayout] = {}
+
+    def get(name: str) -> ImageLayout:
+        if name not in layouts:
+            assert erofs_tools.dump is not None, "dump.erofs is needed to map an image"
+            layouts[name] = image_layout(erofs_image(name), erofs_tools.dump)
+        return layouts[name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def damaged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("damaged")
+
+
+@pytest.mark.parametrize(("image", "damage", "source", "sharing"), _params())
+def test_damage_is_refused_or_contained(erofs_image: Callable[[str], BuiltImage],
+                                        hostile_layout: Callable[[str], ImageLayout],
+                                        damaged_dir: Path, image: str, damage: str,
+                                        source: str, sharing: bool, mount: Mounter,
+                                        pagecache: Probe) -> None:
+    healthy, layout = erofs_image(image), hostile_layout(image)
+    dmg = recipe(layout, healthy.path.read_bytes(), damage)
+    trial = run_trial(mount, pagecache, healthy, damaged_copy(healthy, dmg, damaged_dir), dmg,
+                      layout, source, sharing)
+    print(trial.summary())
+    assert not trial.violations, f"{trial.summary()}\n" + "\n".join(trial.violations)
+
+
+def _found() -> list[object]:
+    """Every damage `make fuzz` found (reports/found/fuzz-*.yaml); one that names a known bug
+    is marked so, and fails as expected only with that signature."""
+    params: list[object] = []
+    for path in sorted(FUZZ_FOUND.glob("fuzz-*.yaml")):
+        report = yaml.safe_load(path.read_text())
+        marks = [pytest.mark.known_bug(**report["known_bug"])] if report.get("known_bug") else []
+        if report["damage"].get("sharing"):
+            marks.append(pytest.mark.requires_kernel("page_cache_share"))
+        params.append(pytest.param(path, marks=marks, id=path.stem))
+    return params
+
+
+FOUND = _found()
+if FOUND:  # no replay test at all, rather than one skipped for an empty parameter set
+    @pytest.mark.parametrize("report", FOUND)
+    def test_found_damage_replays(report: Path, erofs_image: Callable[[str], BuiltImage],
+                                  hostile_layout: Callable[[str], ImageLayout],
+                                  damaged_dir: Path, mount: Mounter, pagecache: Probe) -> None:
+        raw = yaml.safe_load(report.read_text())["damage"]
+        healthy, layout = erofs_image(raw["image"]), hostile_layout(raw["image"])
+        damage = Damage.from_dict(raw)
+        trial = run_trial(mount, pagecache, healthy, damaged_copy(healthy, damage, damaged_dir),
+                          damage, layout, raw["source"], bool(raw["sharing"]))
+        print(trial.summary())
+        assert not trial.violations, f"{trial.summary()}\n" + "\n".join(trial.violations)
