@@ -12,6 +12,7 @@ from harness.vm.machine import HotplugDisk
 from harness.vm.sshclient import CommandResult
 
 WORK_ROOT = "/run/harness"
+SCRATCH_ROOT = "/scratch/own"
 
 
 class Guest:
@@ -19,6 +20,8 @@ class Guest:
         self.session = session
         self.vm = session.vm
         self.workdir = f"{WORK_ROOT}/{name}"
+        # Files of this test on the scratch disk (private copies of images): removed after it.
+        self.scratch = f"{SCRATCH_ROOT}/{name}"
         self._disks: list[HotplugDisk] = []
         self.vm.run(f"rm -rf {self.workdir} && mkdir -p {self.workdir}", check=True)
 
@@ -63,6 +66,6 @@ class Guest:
             except Exception as exc:  # keep going: every disk must be tried
                 problems.append(f"detach {disk.device}: {exc!r}")
         self._disks.clear()
-        self.vm.run(f"rm -rf {self.workdir}")
+        self.vm.run(f"rm -rf {self.workdir} {self.scratch}")
         if problems:
             raise GuestCommandError("cleanup", 1, "", "; ".join(problems))

@@ -47,6 +47,7 @@ class Mount:
     # disk): its own page cache on the scratch ext4 counts in Cached and in memcg charges,
     # so measurements of EROFS pages subtract it.
     backing: str | None = None
+    backing_blob: str | None = None  # the blob file in the guest behind device=, likewise
 
     def path(self, rel: str) -> str:
         return f"{self.target}/{rel}"
@@ -66,23 +67,41 @@ class Mounter:
     def _loop(self, path: str) -> str:
         return self.guest.check(f"losetup -f --show -r {shlex.quote(path)}").strip()
 
-    def attempt(self, image: BuiltImage, options: str = "", source: str = "loop") -> Mount:
-        """Mount and return the Mount with its result, whether or not mount(2) succeeded."""
+    def _private(self, remote: str) -> str:
+        """A copy of an uploaded file that this test alone uses (to delete or change it under
+        a live mount without touching what other tests mount)."""
+        copy = f"{self.guest.scratch}/{self.count}-{remote.rsplit('/', 1)[-1]}"
+        self.guest.check(f"mkdir -p {shlex.quote(self.guest.scratch)} && "
+                         f"cp {shlex.quote(remote)} {shlex.quote(copy)}")
+        return copy
+
+    def attempt(self, image: BuiltImage, options: str = "", source: str = "loop",
+                private: bool = False) -> Mount:
+        """Mount and return the Mount with its result, whether or not mount(2) succeeded.
+        ``private``: mount a copy of the image (and blob) of this test's own (loop, file)."""
         if source not in SOURCES:
             raise HarnessError(f"mount source {source!r} is not one of {', '.join(SOURCES)}")
+        if private and source == "block":
+            raise HarnessError("a private copy is for loop and file-backed mounts; a virtio "
+                               "disk is the host's file")
         self.count += 1
         target = f"{self.guest.workdir}/mnt{self.count}"
         extra: list[str] = []
         remote: str | None = None
+        blob_remote: str | None = None
         if source == "block":
             device = self.guest.attach_disk(image.path)
         else:
             remote = self.session.upload(image.path, f"{image.key}.erofs")
+            if private:
+                remote = self._private(remote)
             device = self._loop(remote) if source == "loop" else remote
         opts = options
         if image.blob is not None:
             # The blob device holds the chunk data; name it with device=.
             blob_remote = self.session.upload(image.blob, f"{image.key}.blob")
+            if private:
+                blob_remote = self._private(blob_remote)
             blob_dev = self.guest.attach_disk(image.blob) if source == "block" else (
                 self._loop(blob_remote) if source == "loop" else blob_remote)
             extra.append(blob_dev)
@@ -90,14 +109,16 @@ class Mounter:
         answer = self.probe.mount(device, target, opts)
         result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target, opts,
                              device)
-        mount = Mount(target, image, source, device, opts, result, extra, remote)
+        mount = Mount(target, image, source, device, opts, result, extra, remote,
+                      blob_remote if source != "block" else None)
         if result.ok:
             self.mounted.append(mount)
         return mount
 
-    def __call__(self, image: BuiltImage, options: str = "", source: str = "loop") -> Mount:
+    def __call__(self, image: BuiltImage, options: str = "", source: str = "loop",
+                 private: bool = False) -> Mount:
         """Mount, or fail with errno and the kernel's words."""
-        mount = self.attempt(image, options, source)
+        mount = self.attempt(image, options, source, private)
         if not mount.result.ok:
             raise HarnessError(f"mounting {image.spec.name} from {source} ({mount.device}) "
                                f"with -o {mount.options or '(none)'} failed: "

@@ -438,6 +438,16 @@ class Probe:
         return self._one({"op": "sha256", "path": path},
                          lambda a: FileState(_read(a), int(a["mtime_ns"])))
 
+    def patch_file(self, path: str, edits: list[tuple[int, bytes]],
+                   truncate: int | None = None) -> None:
+        """Change a file in place in the guest (an image under its live mount)."""
+        self._one({"op": "patch_file", "path": path, "truncate": truncate,
+                   "edits": [[offset, data.hex()] for offset, data in edits]}, _nothing)
+
+    def free_bytes(self, path: str) -> int:
+        """Free space of the filesystem holding ``path`` (statvfs)."""
+        return self._one({"op": "statvfs_free", "path": path}, lambda a: int(a["free"]))
+
     # ---- a mapping held by another process ---------------------------------------------
 
     def hold(self, path: str, tag: str) -> int:
@@ -465,6 +475,11 @@ class Probe:
         """mount(2) with MS_REMOUNT and exactly ``options`` (mount(8) would add the options
         in effect)."""
         return self._one({"op": "remount", "target": target, "options": options}, _mount)
+
+    def mount_unprivileged(self, source: str, target: str, options: str) -> MountAnswer:
+        """mount(2) as nobody inside a user and mount namespace of its own."""
+        return self._one({"op": "mount_unprivileged", "source": source, "target": target,
+                          "options": options}, _mount)
 
     def umount(self, target: str, lazy: bool = False) -> MountAnswer:
         return self._one({"op": "umount", "target": target, "lazy": lazy}, _mount)

@@ -144,26 +144,51 @@ def _host_state(path: Path) -> FileState:
                      path.stat().st_mtime_ns)
 
 
+def _mount_damaged(trial: Trial, mount: Mounter, probe: Probe, healthy: BuiltImage,
+                   damaged: BuiltImage, options: str, live: bool) -> Mount:
+    if not live:
+        return mount.attempt(damaged, options, trial.source)
+    # A private copy of the healthy image, mounted and walked (every file right, every
+    # inode looked up and cached), then changed in place under the live mount and the
+    # caches dropped, so that EROFS reads the changed blocks again.
+    md = mount.attempt(healthy, options, trial.source, private=True)
+    if md.result.ok and md.backing is not None:
+        before = probe.walk(md.target)
+        _judge_healthy(trial, before, healthy, "before its image was changed", frozenset(), {})
+        probe.patch_file(md.backing, list(trial.damage.edits), trial.damage.truncate)
+        probe.drop_caches()
+    return md
+
+
 def run_trial(mount: Mounter, probe: Probe, healthy: BuiltImage, damaged: BuiltImage,
-              damage: Damage, layout: ImageLayout, source: str, sharing: bool) -> Trial:
+              damage: Damage, layout: ImageLayout, source: str, sharing: bool,
+              live: bool = False) -> Trial:
+    """``live``: the damage is written into a private copy of the healthy image while it is
+    mounted (``damaged`` is then unused); the checksum is only checked at mount time, so
+    nothing is expected to be refused."""
     options = SHARING if sharing else ""
-    trial = Trial(damage, damage.expect(layout), source, sharing)
-    host_before = {image.key: _host_state(image.path) for image in (healthy, damaged)}
+    expect = damage.expect(layout)
+    trial = Trial(damage, "contained" if live and expect == "refused" else expect, source,
+                  sharing)
+    images = (healthy,) if live else (healthy, damaged)
+    host_before = {image.key: _host_state(image.path) for image in images}
     mh = mount(healthy, options, source)
-    md = mount.attempt(damaged, options, source)
+    md = _mount_damaged(trial, mount, probe, healthy, damaged, options, live)
     trial.mount_ok, trial.mount_errno = md.result.ok, md.result.errno
-    guest_before = {m.target: _state(probe, m) for m in (mh, md)}
+    unchanged = (mh,) if live else (mh, md)
+    guest_before = {m.target: _state(probe, m) for m in unchanged}
     trial.lap("mount")
     if trial.expect == "refused" and md.result.ok:
         trial.violations.append("the damage is under the superblock checksum and was not "
                                 "re-signed, yet the image mounted")
-    if trial.expect == "intact" and not md.result.ok:
-        trial.violations.append(f"damage to bytes EROFS never reads made the mount fail: "
-                                f"{md.result.errname} {md.result.kmsg}")
+    if (trial.expect == "intact" or live) and not md.result.ok:
+        trial.violations.append(f"the image did not mount: {md.result.errname} "
+                                f"{md.result.kmsg}" + ("" if live else
+                                                       " (damage to bytes EROFS never reads)"))
     unreachable = damage.affected(layout)
     served: dict[str, str] = {}
     if md.result.ok:
-        served = _judge_damaged(trial, probe.walk(md.target), damaged, unreachable)
+        served = _judge_damaged(trial, probe.walk(md.target), md.image, unreachable)
     trial.lap("walk-damaged")
     forgeable = unreachable if sharing and md.result.ok else frozenset()
     _judge_healthy(trial, probe.walk(mh.target), healthy, "after the damaged one was read",
@@ -177,14 +202,14 @@ def run_trial(mount: Mounter, probe: Probe, healthy: BuiltImage, damaged: BuiltI
     _judge_healthy(trial, probe.walk(mh.target), healthy,
                    "after the damaged one was unmounted and the caches dropped", frozenset(), {})
     trial.lap("walk-after-unmount")
-    for m in (mh, md):
+    for m in unchanged:
         after, before = _state(probe, m), guest_before[m.target]
         want = host_before[m.image.key]
         if after is not None and before is not None and (
                 after.read != want.read or after.mtime_ns != before.mtime_ns):
             trial.violations.append(f"{m.backing}: the image file behind the mount changed: "
                                     f"{after} (uploaded {want.read}, then {before})")
-    for image in (healthy, damaged):
+    for image in images:
         if _host_state(image.path) != host_before[image.key]:
             trial.violations.append(f"{image.path} changed on the host during the trial")
     trial.lap("images-unchanged")

@@ -833,6 +833,71 @@ def sha256_of(path):
     return {**_capped_read(path, 1 << 40), "mtime_ns": st.st_mtime_ns}
 
 
+def patch_file(path, edits, truncate=None):
+    """Write ``edits`` ([offset, hex bytes]) into a file in place and truncate it if asked:
+    an image changed under its live mount."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for offset, data in edits:
+            os.pwrite(fd, bytes.fromhex(data), offset)
+        if truncate is not None:
+            os.ftruncate(fd, truncate)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return {}
+
+
+CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
+NOBODY = 65534
+PR_SET_DUMPABLE = 4
+
+
+def mount_unprivileged(source, target, options):
+    """mount(2) from a child that is nobody, in a user and mount namespace of its own (root
+    there): what an unprivileged user can ask of EROFS."""
+    os.makedirs(target, exist_ok=True)
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_r)
+        answer = {}
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            # Changing credentials made the process undumpable, which makes its /proc files
+            # root's: the namespace maps below could not be written.
+            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+            if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+                _oserror("unshare")
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {NOBODY} 1"),
+                               ("gid_map", f"0 {NOBODY} 1")):
+                with open(f"/proc/self/{name}", "w") as fh:
+                    fh.write(text)
+            rc = libc.mount(source.encode(), target.encode(), b"erofs", MS_RDONLY,
+                            options.encode() if options else None)
+            err = ctypes.get_errno() if rc != 0 else 0
+            answer = {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "")}
+        except OSError as exc:
+            answer = {"error": f"setting up the namespace: {exc}", "errno": exc.errno or 0}
+        os.write(write_w, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(write_w)
+    with os.fdopen(read_r, "rb") as fh:
+        raw = fh.read()
+    os.waitpid(pid, 0)
+    answer = json.loads(raw or b'{"error": "the child died", "errno": 0}')
+    if "error" in answer:
+        raise OSError(answer["errno"], answer["error"])
+    return {**answer, "kmsg": []}
+
+
+def statvfs_free(path):
+    st = os.statvfs(path)
+    return {"free": st.f_bfree * st.f_frsize}
+
+
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
@@ -857,6 +922,10 @@ OPS = {
     "parallel_read": lambda op: parallel_read(op["paths"]),
     "walk": lambda op: walk(op["root"], op.get("cap", WALK_READ_CAP), op.get("budget", 120.0)),
     "sha256": lambda op: sha256_of(op["path"]),
+    "patch_file": lambda op: patch_file(op["path"], op["edits"], op.get("truncate")),
+    "mount_unprivileged": lambda op: mount_unprivileged(op["source"], op["target"],
+                                                        op.get("options", "")),
+    "statvfs_free": lambda op: statvfs_free(op["path"]),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
