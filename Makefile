@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress
 
 all: help
 
@@ -41,6 +41,7 @@ help:
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
 	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]  random sequences checked against the model"
 	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
+	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
@@ -105,6 +106,13 @@ explore: deps venv
 fuzz: deps venv
 	$(PY) -m harness fuzz $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --minutes=$(MINUTES) \
 		--out=$(ARTIFACTS)/fuzz
+
+# make stress [KERNEL=] [SEED=] [MINUTES=] [READERS=]: parallel readers verify every byte
+# while mounts churn (exit 1 on a wrong byte, an unexpected error or a kernel report).
+READERS ?= 4
+stress: deps venv
+	$(PY) -m harness stress $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --minutes=$(MINUTES) \
+		--readers=$(READERS) --out=$(ARTIFACTS)/stress
 
 shell: deps venv
 	$(PY) -m harness shell $(VM_OPTS)

@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random seed (default: from the clock, printed)")
     p_fuzz.add_argument("--minutes", type=float, default=10.0, help="time budget")
     p_fuzz.add_argument("--out", type=Path, default=Path("artifacts") / "fuzz")
+    p_stress = sub.add_parser("stress", help="parallel readers verifying every byte while "
+                                             "mounts churn, for a time budget")
+    _vm_options(p_stress)
+    p_stress.add_argument("--seed", type=int, default=None)
+    p_stress.add_argument("--minutes", type=float, default=10.0, help="time budget")
+    p_stress.add_argument("--readers", type=int, default=4, help="reader processes")
+    p_stress.add_argument("--out", type=Path, default=Path("artifacts") / "stress")
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
@@ -167,6 +174,15 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                     out=args.out)
 
 
+def cmd_stress(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.hostile.stress import run_stress
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
+    return run_stress(args.kernel, _vm_config(args), seed=seed, minutes=args.minutes,
+                      readers=args.readers, out=args.out)
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from harness.kernel.resolve import resolve_kernel
     kernel = resolve_kernel(args.kernel)
@@ -229,7 +245,7 @@ COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
             "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore,
-            "fuzz": cmd_fuzz}
+            "fuzz": cmd_fuzz, "stress": cmd_stress}
 
 
 def main(argv: list[str] | None = None) -> int:
