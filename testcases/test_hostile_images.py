@@ -94,12 +94,12 @@ def test_damage_is_refused_or_contained(erofs_image: Callable[[str], BuiltImage]
                                         hostile_layout: Callable[[str], ImageLayout],
                                         damaged_dir: Path, image: str, damage: str,
                                         source: str, sharing: bool, mount: Mounter,
-                                        pagecache: Probe) -> None:
+                                        pagecache: Probe, measure: Callable[..., None]) -> None:
     healthy, layout = erofs_image(image), hostile_layout(image)
     dmg = recipe(layout, healthy.path.read_bytes(), damage)
     trial = run_trial(mount, pagecache, healthy, damaged_copy(healthy, dmg, damaged_dir), dmg,
                       layout, source, sharing)
-    print(trial.summary())
+    trial.record(measure)
     assert not trial.violations, f"{trial.summary()}\n" + "\n".join(trial.violations)
 
 
@@ -108,7 +108,8 @@ def test_change_under_a_live_mount_is_contained(erofs_image: Callable[[str], Bui
                                                 hostile_layout: Callable[[str], ImageLayout],
                                                 damaged_dir: Path, image: str, damage: str,
                                                 source: str, sharing: bool, mount: Mounter,
-                                                pagecache: Probe) -> None:
+                                                pagecache: Probe,
+                                                measure: Callable[..., None]) -> None:
     """The image file behind a mounted, walked image is changed in place (the bytes of one
     structure, or cut short) and the caches dropped: the kernel re-reads what changed. No
     splat, and the same rules as for an image damaged before its mount; only the checksum,
@@ -117,7 +118,7 @@ def test_change_under_a_live_mount_is_contained(erofs_image: Callable[[str], Bui
     dmg = recipe(layout, healthy.path.read_bytes(), damage)
     trial = run_trial(mount, pagecache, healthy, healthy, dmg, layout, source, sharing,
                       live=True)
-    print(trial.summary())
+    trial.record(measure)
     assert not trial.violations, f"{trial.summary()}\n" + "\n".join(trial.violations)
 
 
@@ -139,11 +140,12 @@ if FOUND:  # no replay test at all, rather than one skipped for an empty paramet
     @pytest.mark.parametrize("report", FOUND)
     def test_found_damage_replays(report: Path, erofs_image: Callable[[str], BuiltImage],
                                   hostile_layout: Callable[[str], ImageLayout],
-                                  damaged_dir: Path, mount: Mounter, pagecache: Probe) -> None:
+                                  damaged_dir: Path, mount: Mounter, pagecache: Probe,
+                                  measure: Callable[..., None]) -> None:
         raw = yaml.safe_load(report.read_text())["damage"]
         healthy, layout = erofs_image(raw["image"]), hostile_layout(raw["image"])
         damage = Damage.from_dict(raw)
         trial = run_trial(mount, pagecache, healthy, damaged_copy(healthy, damage, damaged_dir),
                           damage, layout, raw["source"], bool(raw["sharing"]))
-        print(trial.summary())
+        trial.record(measure)
         assert not trial.violations, f"{trial.summary()}\n" + "\n".join(trial.violations)

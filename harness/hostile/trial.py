@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,14 @@ class Trial:
     violations: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per phase, for the summary
     _last: float = field(default_factory=time.monotonic, repr=False)
+
+    def record(self, measure: Callable[..., None]) -> None:
+        """Print the summary and hand the counts to the suite report (its hostile-images
+        section)."""
+        print(self.summary())
+        measure(hostile_refused=int(not self.mount_ok), hostile_read_errors=self.read_errors,
+                hostile_foreign=len(self.foreign),
+                hostile_images_unchanged=int(not any("changed" in v for v in self.violations)))
 
     def lap(self, phase: str) -> None:
         now = time.monotonic()

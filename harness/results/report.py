@@ -86,6 +86,28 @@ class Report:
                              "sequences": m.get("explore_sequences", 0), "rules": rules})
         return rows
 
+    def robustness(self) -> dict[str, Any]:
+        """Hostile-image trials (damaged before or under a live mount): inputs tried, mounts
+        refused, read errors, crashes and wrong bytes (failed trials), twins that served a
+        damaged twin's bytes (the documented same-fingerprint case), images unchanged."""
+        ran = [c for c in self.cases if "test_hostile_images.py" in c.nodeid
+               and c.outcome not in ("skipped", "deselected")]
+        if not ran:
+            return {}
+        # A trial that crashed the guest measured nothing: it still counts as failed.
+        trials = [c for c in ran if "hostile_refused" in c.measurements]
+        broken = [c for c in ran if c.outcome in ("failed", "error")]
+        return {
+            "inputs": len(ran),
+            "mounts_refused": sum(int(c.measurements["hostile_refused"]) for c in trials),
+            "read_errors": sum(int(c.measurements["hostile_read_errors"]) for c in trials),
+            "twins_served_damaged_bytes": sum(int(c.measurements["hostile_foreign"])
+                                              for c in trials),
+            "failed": len(broken),
+            "images_unchanged": sum(bool(c.measurements.get("hostile_images_unchanged"))
+                                    for c in trials),
+        }
+
     def table(self) -> str:
         counts = self.counts()
         lines = [f"EROFS page cache sharing: kernel {self.config.get('kernel')} "
@@ -109,6 +131,10 @@ class Report:
                 lines.append(f"    {case[:72]:<72} {row['what']:<10} {row['readers']:>3} "
                              f"{row['baseline']:>9} {row['actual']:>9} {row['ideal']:>9} "
                              f"{row['saving']:>6.0%}")
+        robust = self.robustness()
+        if robust:
+            lines.append("  hostile images: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                          for k, v in robust.items()))
         for row in self.exploration():
             rules = " ".join(f"{k}={v}" for k, v in sorted(row["rules"].items()))
             lines.append(f"  exploration: {row['steps']} steps, {row['sequences']} sequences, "
@@ -119,6 +145,7 @@ class Report:
         folder.mkdir(parents=True, exist_ok=True)
         data = {"config": self.config, "seconds": self.seconds, "counts": dict(self.counts()),
                 "savings": self.savings(), "exploration": self.exploration(),
+                "robustness": self.robustness(),
                 "cases": [asdict(c) for c in self.cases]}
         json_path = folder / "results.json"
         json_path.write_text(json.dumps(data, indent=1))

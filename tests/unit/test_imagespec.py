@@ -106,3 +106,22 @@ def test_exploration_rows_carry_steps_per_second_and_rules(tmp_path: Path) -> No
     assert "200 steps, 12 sequences, 5.0 steps/s; rules: mount=30 read=20" in report.table()
     _, html_path = report.write(tmp_path)
     assert "Stateful exploration" in html_path.read_text()
+
+
+def test_hostile_section_counts_trials_and_a_crashed_one_as_failed(tmp_path: Path) -> None:
+    hostile = "testcases/test_hostile_images.py::test_damage_is_refused_or_contained"
+    m = {"hostile_refused": 1, "hostile_read_errors": 0, "hostile_foreign": 0,
+         "hostile_images_unchanged": 1}
+    report = Report({"kernel": "k", "accel": "tcg", "kernel_spec": "s", "mkfs": "m"}, [
+        CaseResult(f"{hostile}[a]", "passed", 1.0, m),
+        CaseResult(f"{hostile}[b]", "passed", 1.0, {**m, "hostile_refused": 0,
+                                                   "hostile_read_errors": 3,
+                                                   "hostile_foreign": 2}),
+        CaseResult(f"{hostile}[c]", "failed", 1.0, {}),  # the guest died: nothing measured
+        CaseResult("t::other", "passed", 1.0, {})])
+    assert report.robustness() == {"inputs": 3, "mounts_refused": 1, "read_errors": 3,
+                                   "twins_served_damaged_bytes": 2, "failed": 1,
+                                   "images_unchanged": 2}
+    assert "hostile images: inputs 3, mounts refused 1" in report.table()
+    _, html_path = report.write(tmp_path)
+    assert "Hostile images" in html_path.read_text()

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"vm"},
     {"guest"},
     {"pipeline", "results"},
-    {"plugin", "repro", "matrix", "bench", "explore"},
+    {"plugin", "repro", "matrix", "bench", "explore", "hostile"},
     {"cli", "__main__"},
 ]
 
