@@ -31,8 +31,8 @@ def test_deleted_image_files_stay_readable_and_shared_until_unmount(
     a, b = erofs_image(images[0]), erofs_image(images[1])
     ma = mount(a, SHARE, source)
     mb = mount(b, SHARE, source, private=True)
-    files = [f for f in (mb.backing, mb.backing_blob) if f]
-    assert len(files) == (2 if b.blob else 1), f"no private files behind {mb}"
+    files = [f for f in (mb.backing, *mb.backing_extra) if f]
+    assert len(files) == 1 + len(b.extra_devices()), f"no private files behind {mb}"
     size = sum(int(guest.check(f"stat -c %s {f}")) for f in files)
     guest.check("rm -f " + " ".join(files))
     free_deleted = pagecache.free_bytes(guest.scratch)

@@ -34,7 +34,7 @@ COMPRESSORS = ("lz4", "lz4hc", "lzma", "deflate", "zstd")
 FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xattrs",
              "symlink", "hardlink"}
 IMAGE_KEYS = {"tree", "fingerprint", "compressor", "block_size", "chunksize", "extended",
-              "blobdev", "tar", "unfingerprinted", "forged", "xattr_prefixes"}
+              "blobdev", "tar", "unfingerprinted", "forged", "xattr_prefixes", "merged"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -124,6 +124,9 @@ class ImageSpec:
     forged: tuple[tuple[str, int, int], ...] = ()
     # Long xattr name prefixes (mkfs --xattr-prefix), as overlay or composefs images have.
     xattr_prefixes: tuple[str, ...] = ()
+    # Rebuilt (mkfs.erofs rebuild mode) from these images, which become its extra devices
+    # in this order: a metadata-only image over several blobs.
+    merged: tuple[ImageSpec, ...] = ()
 
     def fingerprinted(self, path: str) -> bool:
         return bool(self.fingerprint) and path not in self.unfingerprinted
@@ -195,6 +198,9 @@ def load_catalog(path: Path) -> Catalog:
             raise SpecError(f"{where(data['trees'], name)}: tree {name!r} lists a path twice")
         catalog.trees[name] = files
     for name, raw in data["images"].items():
+        if isinstance(raw, dict) and "merged" in raw:
+            catalog.images[name] = _merged(name, raw, catalog)
+            continue
         check_keys(raw, IMAGE_KEYS, {"tree"}, f"image {name!r}")
         if raw["tree"] not in catalog.trees:
             raise SpecError(f"{where(raw, 'tree')}: image {name!r} uses unknown tree "
@@ -214,6 +220,30 @@ def load_catalog(path: Path) -> Catalog:
             forged=_forged(raw, catalog),
             xattr_prefixes=tuple(str(p) for p in raw.get("xattr_prefixes") or ()))
     return catalog
+
+
+def _merged(name: str, raw: Any, catalog: Catalog) -> ImageSpec:
+    """An image rebuilt from images listed before it (their files side by side)."""
+    check_keys(raw, {"merged", "fingerprint"}, {"merged"}, f"image {name!r}")
+    loc = where(raw, "merged")
+    names = raw["merged"]
+    if not isinstance(names, list) or len(names) < 1:
+        raise SpecError(f"{loc}: 'merged' lists the images (defined above) to rebuild from")
+    sources = []
+    for source in names:
+        if source not in catalog.images:
+            raise SpecError(f"{loc}: {source!r} is not an image defined before {name!r}")
+        spec = catalog.images[source]
+        if not spec.chunksize or spec.merged or spec.blobdev or spec.compressor:
+            raise SpecError(f"{loc}: {source!r} must be a plain chunked image (chunksize, no "
+                            f"compressor, blob or merge) to be a device of {name!r}")
+        sources.append(spec)
+    files = tuple(f for spec in sources for f in spec.files)
+    paths = [f.path for f in files]
+    if len(set(paths)) != len(paths):
+        raise SpecError(f"{loc}: the images merged into {name!r} share a path")
+    return ImageSpec(name=name, tree="+".join(s.tree for s in sources), files=files,
+                     fingerprint=raw.get("fingerprint", True), merged=tuple(sources))
 
 
 def _forged(raw: Any, catalog: Catalog) -> tuple[tuple[str, int, int], ...]:
@@ -262,6 +292,13 @@ class BuiltImage:
     blob: Path | None
     manifest: dict[str, Any]
     key: str
+    devices: tuple[BuiltImage, ...] = ()  # a merged image's source images, in device order
+
+    def extra_devices(self) -> list[tuple[Path, str]]:
+        """The files behind its device= devices, each with a name to upload it under."""
+        if self.blob is not None:
+            return [(self.blob, f"{self.key}.blob")]
+        return [(d.path, f"{d.key}.erofs") for d in self.devices]
 
     def files(self) -> list[dict[str, Any]]:
         return list(self.manifest["files"])
@@ -340,7 +377,15 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
     key = cache.content_key(["erofs-image-v2", tools.version, json.dumps(asdict(spec),
                                                                         sort_keys=True)])
 
+    devices = tuple(build_image(source, tools) for source in spec.merged)
+
     def build(out: Path) -> dict[str, object]:
+        if devices:
+            _mkfs(spec, [str(tools.mkfs), *spec.mkfs_args(), "-T0",
+                         f"-U{uuid.UUID(hex=key.ljust(32, '0')[:32])}",
+                         str(out / "image.erofs"), *(str(d.path) for d in devices)])
+            (out / "manifest.json").write_text(json.dumps(manifest_for(spec, tools), indent=1))
+            return {"name": spec.name}
         with tempfile.TemporaryDirectory(prefix="erofs-tree.") as tmp:
             write_tree(spec.files, Path(tmp))
             # -T/-U make the image reproducible: the same spec gives the same bytes.
@@ -371,4 +416,4 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
     entry = cache.get_or_build("erofs-images", key, build)
     blob = entry / "blob.img"
     return BuiltImage(spec, entry / "image.erofs", blob if blob.exists() else None,
-                      json.loads((entry / "manifest.json").read_text()), key)
+                      json.loads((entry / "manifest.json").read_text()), key, devices)

@@ -47,7 +47,8 @@ class Mount:
     # disk): its own page cache on the scratch ext4 counts in Cached and in memcg charges,
     # so measurements of EROFS pages subtract it.
     backing: str | None = None
-    backing_blob: str | None = None  # the blob file in the guest behind device=, likewise
+    # The files in the guest behind the device= devices, likewise (loop, file-backed).
+    backing_extra: list[str] = field(default_factory=list)
 
     def path(self, rel: str) -> str:
         return f"{self.target}/{rel}"
@@ -88,7 +89,6 @@ class Mounter:
         target = f"{self.guest.workdir}/mnt{self.count}"
         extra: list[str] = []
         remote: str | None = None
-        blob_remote: str | None = None
         if source == "block":
             device = self.guest.attach_disk(image.path)
         else:
@@ -96,21 +96,23 @@ class Mounter:
             if private:
                 remote = self._private(remote)
             device = self._loop(remote) if source == "loop" else remote
-        opts = options
-        if image.blob is not None:
-            # The blob device holds the chunk data; name it with device=.
-            blob_remote = self.session.upload(image.blob, f"{image.key}.blob")
+        # The extra devices (a blob, or the images a merged image was rebuilt from) hold
+        # the chunk data; each is named with device=, in the image's device-table order.
+        extra_files: list[str] = []
+        for local, name in image.extra_devices():
+            if source == "block":
+                extra.append(self.guest.attach_disk(local))
+                continue
+            file = self.session.upload(local, name)
             if private:
-                blob_remote = self._private(blob_remote)
-            blob_dev = self.guest.attach_disk(image.blob) if source == "block" else (
-                self._loop(blob_remote) if source == "loop" else blob_remote)
-            extra.append(blob_dev)
-            opts = ",".join(o for o in (options, f"device={blob_dev}") if o)
+                file = self._private(file)
+            extra_files.append(file)
+            extra.append(self._loop(file) if source == "loop" else file)
+        opts = ",".join([o for o in (options,) if o] + [f"device={d}" for d in extra])
         answer = self.probe.mount(device, target, opts)
         result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target, opts,
                              device)
-        mount = Mount(target, image, source, device, opts, result, extra, remote,
-                      blob_remote if source != "block" else None)
+        mount = Mount(target, image, source, device, opts, result, extra, remote, extra_files)
         if result.ok:
             self.mounted.append(mount)
         return mount

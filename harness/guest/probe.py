@@ -376,6 +376,14 @@ class Probe:
         """Read the whole file through ``method`` (read, pread, readv, mmap_shared, ...)."""
         return self._one({"op": "read", "path": path, "method": method}, _read)
 
+    def read_as(self, path: str, uid: int, method: str = "read") -> Pending[ReadResult]:
+        """Read the whole file as user ``uid`` (a child that dropped root): the result or
+        the errno it failed with."""
+        with self.batch() as b:
+            result = b._add({"op": "read_as", "path": path, "uid": uid, "method": method},
+                            _read, may_fail=True)
+        return result
+
     def try_read(self, path: str, method: str = "read") -> Pending[ReadResult]:
         """A read that may fail: the Pending carries errno or the result."""
         with self.batch() as b:
@@ -427,11 +435,12 @@ class Probe:
         answer = self._one({"op": "parallel_read", "paths": list(paths)}, lambda a: a)
         return [str(r["error"]) if "error" in r else _read(r) for r in answer["reads"]]
 
-    def walk(self, root: str, budget: float = 120.0) -> Walk:
+    def walk(self, root: str, budget: float = 120.0, data: bool = True) -> Walk:
         """Look at every entry under ``root`` as a reader would (lstat, readlink, xattrs,
-        read(2) and mmap of each file, at most 8 MiB each); failures are recorded per entry
-        with their errno, so a damaged mount can be walked to the end."""
-        return self._one({"op": "walk", "root": root, "budget": budget}, _walk)
+        and unless ``data`` is False read(2) and mmap of each file, at most 8 MiB each);
+        failures are recorded per entry with their errno, so a damaged mount can be walked
+        to the end."""
+        return self._one({"op": "walk", "root": root, "budget": budget, "data": data}, _walk)
 
     def file_state(self, path: str) -> FileState:
         """sha256 and mtime of a file in the guest (an image behind a mount, say)."""

@@ -36,7 +36,8 @@ def _progress(total: dict[str, Any]) -> str:
     churn = " ".join(f"{k}={v}" for k, v in sorted(total.get("churn", {}).items()))
     return (f"stress: {total['seconds']:.0f} s: {total['reads']} reads "
             f"({total['reads'] / seconds:.1f}/s), {total['bytes'] / 2**20:.0f} MiB verified, "
-            f"{len(total['wrong'])} wrong, {len(total['errors'])} errors, {total['gone']} "
+            f"{len(total['wrong'])} wrong, {len(total['errors'])} errors, "
+            f"{len(total.get('stuck', []))} stuck, {total['gone']} "
             f"reads of a mount that had gone; churn: {churn}")
 
 
@@ -84,7 +85,8 @@ def run_stress(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes:
     out.mkdir(parents=True, exist_ok=True)
     (out / "stress.json").write_text(json.dumps(result, indent=2) + "\n")
     problems = [*(f"wrong bytes: {w}" for w in result.get("wrong", [])),
-                *(f"error: {e}" for e in result.get("errors", [])), *result["splats"]]
+                *(f"error: {e}" for e in result.get("errors", [])),
+                *(f"stuck: {e}" for e in result.get("stuck", [])), *result["splats"]]
     if "lost" in result:
         problems.append(result["lost"])
     if not result["guest_alive"]:

@@ -773,11 +773,12 @@ def _attempt(what, fn, *args):
         return {"error": f"{what}: {exc.strerror or exc}", "errno": exc.errno or 0}
 
 
-def walk(root, cap=WALK_READ_CAP, budget=120.0, limit=5000):
+def walk(root, cap=WALK_READ_CAP, budget=120.0, limit=5000, data=True):
     """Every entry under ``root``, each looked at as a reader would: lstat, readlink,
-    listxattr and getxattr, read(2) and mmap of regular files (at most ``cap`` bytes). Each
-    failure is recorded with its errno and the walk goes on; directories already seen (a
-    damaged entry pointing at an ancestor) are not entered twice."""
+    listxattr and getxattr, read(2) and mmap of regular files (at most ``cap`` bytes;
+    ``data=False``: metadata only). Each failure is recorded with its errno and the walk goes
+    on; directories already seen (a damaged entry pointing at an ancestor) are not entered
+    twice."""
     out, seen, pending = {}, set(), [""]
     deadline = time.monotonic() + budget
     while pending and len(out) < limit and time.monotonic() < deadline:
@@ -817,7 +818,7 @@ def walk(root, cap=WALK_READ_CAP, budget=120.0, limit=5000):
                     pending.append(path_rel)
             elif stat_is(st, "link"):
                 entry["link"] = _attempt("readlink", lambda p: {"to": os.readlink(p)}, path)
-            elif stat_is(st, "reg"):
+            elif stat_is(st, "reg") and data:
                 entry["read"] = _attempt("read", _capped_read, path, cap)
                 entry["mmap"] = _attempt("mmap", _capped_mmap, path, st.st_size, cap)
             out[path_rel] = entry
@@ -893,6 +894,31 @@ def mount_unprivileged(source, target, options):
     return {**answer, "kmsg": []}
 
 
+def read_as(path, uid, method="read"):
+    """read_file from a child running as ``uid`` (and its own gid, no groups)."""
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_r)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            answer = read_file(path, method)
+        except OSError as exc:
+            answer = {"error": str(exc), "errno": exc.errno or 0}
+        os.write(write_w, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(write_w)
+    with os.fdopen(read_r, "rb") as fh:
+        raw = fh.read()
+    os.waitpid(pid, 0)
+    answer = json.loads(raw or b'{"error": "the reader died", "errno": 0}')
+    if "error" in answer:
+        raise OSError(answer["errno"], answer["error"])
+    return answer
+
+
 def statvfs_free(path):
     st = os.statvfs(path)
     return {"free": st.f_bfree * st.f_frsize}
@@ -920,12 +946,14 @@ OPS = {
     "end_holders": lambda op: end_holders(),
     "seek_map": lambda op: seek_map(op["path"]),
     "parallel_read": lambda op: parallel_read(op["paths"]),
-    "walk": lambda op: walk(op["root"], op.get("cap", WALK_READ_CAP), op.get("budget", 120.0)),
+    "walk": lambda op: walk(op["root"], op.get("cap", WALK_READ_CAP), op.get("budget", 120.0),
+                            data=op.get("data", True)),
     "sha256": lambda op: sha256_of(op["path"]),
     "patch_file": lambda op: patch_file(op["path"], op["edits"], op.get("truncate")),
     "mount_unprivileged": lambda op: mount_unprivileged(op["source"], op["target"],
                                                         op.get("options", "")),
     "statvfs_free": lambda op: statvfs_free(op["path"]),
+    "read_as": lambda op: read_as(op["path"], op["uid"], op.get("method", "read")),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }

@@ -225,6 +225,25 @@ def _collect(paths):
     return total
 
 
+HANG_GRACE = 90.0  # seconds after the budget before a child counts as stuck
+
+
+def _where(pid):
+    out = []
+    for name in ("wchan", "stack"):
+        try:
+            with open(f"/proc/{pid}/{name}") as fh:
+                out.append(fh.read().strip().replace("\n", " | "))
+        except OSError:
+            continue
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            out.insert(0, "state " + fh.read().split(")")[1].split()[0])
+    except OSError:
+        pass
+    return "; ".join(out)
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     os.makedirs(LIVE, exist_ok=True)
@@ -249,7 +268,7 @@ def main():
                 os._exit(0)
         children.append(pid)
     alive = set(children)
-    while alive:
+    while alive and time.monotonic() < stop_at + HANG_GRACE:
         time.sleep(cfg["progress"])
         for pid in list(alive):
             if os.waitpid(pid, os.WNOHANG)[0]:
@@ -258,6 +277,8 @@ def main():
         total["seconds"] = round(time.monotonic() - started, 1)
         print(json.dumps(total), flush=True)
     total = _collect(paths)
+    # A child still running long after the budget is stuck in the kernel: say where.
+    total["stuck"] = [f"pid {pid}: {_where(pid)}" for pid in sorted(alive)]
     total["seconds"] = round(time.monotonic() - started, 1)
     total["done"] = True
     print(json.dumps(total), flush=True)
