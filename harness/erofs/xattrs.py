@@ -133,6 +133,32 @@ def _write(image: Path, offset: int, data: bytes) -> None:
             fh.write(struct.pack("<I", superblock_checksum(head)))
 
 
+def _xattr_area(image: Path, path: str, dump: Path) -> tuple[int, int]:
+    data = image.read_bytes()
+    blkszbits = data[SUPERBLOCK_OFFSET + BLKSZBITS_AT]
+    meta_blkaddr = struct.unpack_from("<I", data, SUPERBLOCK_OFFSET + META_BLKADDR_AT)[0]
+    nid, inode_size, xattr_size = _inode_location(image, path, dump)
+    return (meta_blkaddr << blkszbits) + nid * 32 + inode_size, xattr_size
+
+
+def copy_missing_fingerprint(source: Path, target: Path, path: str, dump: Path) -> bool:
+    """mkfs.erofs 1.9's rebuild mode (an image merged from others, which become its
+    devices) sizes each file's inline xattr area for the fingerprint but leaves the entry
+    out: its other xattrs are there, followed by zeroes where the fingerprint belongs. Copy
+    the area from the source image the file came from, when ``target`` has no fingerprint
+    there, ``source`` has one, and the areas are of one size. Whether it did."""
+    at, size = _xattr_area(target, path, dump)
+    src_at, src_size = _xattr_area(source, path, dump)
+    if size == 0 or src_size != size:
+        return False
+    if any(e.value.startswith(DIGEST_TAG) for e in xattr_entries(target, path, dump)):
+        return False
+    if not any(e.value.startswith(DIGEST_TAG) for e in xattr_entries(source, path, dump)):
+        return False
+    _write(target, at, source.read_bytes()[src_at:src_at + size])
+    return True
+
+
 def strip_fingerprint(image: Path, path: str, dump: Path) -> None:
     """Make ``path`` an unfingerprinted file: its digest entry becomes a ``user.`` xattr."""
     entry = fingerprint_entry(image, path, dump)
