@@ -62,6 +62,12 @@ class Damage:
                                  superblock_checksum(bytes(out)))
         return bytes(out)
 
+    def changes(self, data: bytes) -> bool:
+        """Whether it changes a byte EROFS could read (the re-signed checksum aside)."""
+        if self.truncate is not None and self.truncate < len(data):
+            return True
+        return any(data[o:o + len(b)] != b for o, b in self.edits)
+
     def ranges(self, size: int) -> list[tuple[int, int]]:
         spans = [(o, o + len(b)) for o, b in self.edits]
         if self.truncate is not None:
@@ -196,7 +202,15 @@ FUZZ_KINDS = ("inode", "xattrs", "dir", "zindex", "prefixes", "superblock", "dat
 def random_damage(layout: ImageLayout, data: bytes, rng: random.Random) -> Damage:
     """One seeded random damage, mostly to metadata: a few bit flips, a zeroed or random
     run of bytes, or a truncation; re-signed most of the time so it gets past the
-    checksum to the parsers."""
+    checksum to the parsers. Never one that changes nothing (zeroes over zeroes), whose
+    expectations would be wrong."""
+    while True:
+        damage = _random_damage(layout, data, rng)
+        if damage.changes(data):
+            return damage
+
+
+def _random_damage(layout: ImageLayout, data: bytes, rng: random.Random) -> Damage:
     kinds = [k for k in FUZZ_KINDS if layout.of_kind(k)]
     kind = rng.choice(kinds)
     region = rng.choice(layout.of_kind(kind))

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.core.errors import HarnessError
 from harness.erofs.damage import Damage
 from harness.erofs.images import BuiltImage
 from harness.erofs.layout import ImageLayout
@@ -176,6 +177,9 @@ def run_trial(mount: Mounter, probe: Probe, healthy: BuiltImage, damaged: BuiltI
     mounted (``damaged`` is then unused); the checksum is only checked at mount time, so
     nothing is expected to be refused."""
     options = SHARING if sharing else ""
+    if not damage.changes(healthy.path.read_bytes()):
+        raise HarnessError(f"damage {damage.name} changes no byte of {healthy.spec.name}: "
+                           f"what it expects of the kernel would be wrong")
     expect = damage.expect(layout)
     trial = Trial(damage, "contained" if live and expect == "refused" else expect, source,
                   sharing)

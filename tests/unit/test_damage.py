@@ -85,3 +85,11 @@ def test_random_damage_is_fixed_by_its_seed() -> None:
     assert [random_damage(layout, data, rng_a) for _ in range(20)] == \
         [random_damage(layout, data, rng_b) for _ in range(20)]
     assert first[0] == random_damage(layout, data, random.Random(3))
+
+
+def test_a_damage_that_changes_nothing_is_never_drawn() -> None:
+    data = bytearray(_image())
+    data[2 * BLOCK:3 * BLOCK] = bytes(BLOCK)  # a zeroed stretch, where zeroing does nothing
+    layout, rng = _layout(4 * BLOCK), random.Random(5)
+    assert not Damage("noop", ((2 * BLOCK + 10, b"\0\0"),)).changes(bytes(data))
+    assert all(random_damage(layout, bytes(data), rng).changes(bytes(data)) for _ in range(200))
