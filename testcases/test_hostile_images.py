@@ -35,7 +35,7 @@ CASES = [(image, name) for image, names in CORPUS.items() for name in names]
 MODES = [(source, True) for source in SOURCES] + [("loop", False)]
 # The fast slice (make test) keeps, on a loop device with sharing, one damage the checksum
 # must refuse, one EROFS must ignore, and a hostile fingerprint entry.
-FAST = {"hostile:head:zeroed", "hostile:superblock:bit-flip",
+FAST = {"hostile:head:overwritten", "hostile:superblock:bit-flip",
         "hostile:xattrs@wide/entry-150:value-size-huge"}
 
 

@@ -137,7 +137,7 @@ SB_VALUES = {"root_nid": 0x7fff, "meta_blkaddr": 0xffff, "xattr_prefix_start": 0
              "xattr_prefix_count": 0xff, "blocks": 1, "feature_incompat": 0xffffffff,
              "sb_extslots": 0xff, "extra_devices": 0xffff, "dirblkbits": 20,
              "packed_nid": 38, "ishare_xattr_prefix_id": 1}
-FIXED = ("head:zeroed", "superblock:bit-flip", "superblock:zeroed", "inode@/:bit-flip",
+FIXED = ("head:overwritten", "superblock:bit-flip", "superblock:zeroed", "inode@/:bit-flip",
          "truncated:block0-end", "truncated:half", "xattrs@wide/entry-150:value-size-huge",
          "xattrs@wide/entry-150:shared-count-huge",
          *(f"superblock:{name}" for name in SB_VALUES))
@@ -158,8 +158,8 @@ CORPUS = {
 def recipe(layout: ImageLayout, data: bytes, name: str) -> Damage:
     """The damage a corpus name stands for, placed on this image's layout."""
     head, how = name.rsplit(":", 1)
-    if name == "head:zeroed":
-        return Damage(name, (_zero(layout.region("head")),))
+    if name == "head:overwritten":  # mkfs leaves it zero: fill it with a pattern
+        return Damage(name, ((0, b"\x5a" * SUPERBLOCK_OFFSET),))
     if name == "superblock:bit-flip":
         # A bit of the volume UUID, which nothing else checks: only the checksum can tell.
         return Damage(name, (_flip(data, SUPERBLOCK_OFFSET + UUID_AT, 3),))
