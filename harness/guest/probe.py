@@ -128,6 +128,20 @@ class Walk:
 
 
 @dataclass(frozen=True)
+class FanotifyPhase:
+    access: int  # FAN_ACCESS events on the image file
+    access_perm: int  # FAN_ACCESS_PERM events (answered)
+    result: Outcome  # what the child's work gave (the read: its bytes or errno)
+
+
+@dataclass(frozen=True)
+class FanotifyWatch:
+    permission_events: bool  # whether the kernel offered FAN_ACCESS_PERM
+    metadata: FanotifyPhase
+    data: FanotifyPhase
+
+
+@dataclass(frozen=True)
 class FileState:
     read: ReadResult
     mtime_ns: int
@@ -452,6 +466,21 @@ class Probe:
         """Change a file in place in the guest (an image under its live mount)."""
         self._one({"op": "patch_file", "path": path, "truncate": truncate,
                    "edits": [[offset, data.hex()] for offset, data in edits]}, _nothing)
+
+    def fanotify_watch(self, image: str, root: str, path: str, deny: bool = False,
+                       mount_options: str | None = None) -> FanotifyWatch:
+        """fanotify on the image file behind a file-backed mount while a child walks the
+        mount's metadata and then reads ``path``, each from cold caches. With
+        ``mount_options`` the listener starts before it mounts the image at ``root``."""
+        def phase(raw: dict[str, Any]) -> FanotifyPhase:
+            result = raw["result"]
+            outcome = _outcome(result) if "error" in result or "sha256" in result else None
+            return FanotifyPhase(int(raw["access"]), int(raw["access_perm"]),
+                                 outcome or Outcome(None))
+        return self._one({"op": "fanotify_watch", "image": image, "root": root, "path": path,
+                          "deny": deny, "mount_options": mount_options},
+                         lambda a: FanotifyWatch(bool(a["permission_events"]),
+                                                 phase(a["metadata"]), phase(a["data"])))
 
     def free_bytes(self, path: str) -> int:
         """Free space of the filesystem holding ``path`` (statvfs)."""

@@ -919,6 +919,113 @@ def read_as(path, uid, method="read"):
     return answer
 
 
+# ---- fanotify on an image file ----------------------------------------------------------
+
+FAN_ACCESS, FAN_ACCESS_PERM = 0x1, 0x20000
+FAN_CLASS_NOTIF, FAN_CLASS_CONTENT = 0x0, 0x4
+FAN_NONBLOCK, FAN_MARK_ADD = 0x2, 0x1
+FAN_ALLOW, FAN_DENY = 0x1, 0x2
+AT_FDCWD = -100
+EVENT = struct.Struct("<IBBHQii")  # struct fanotify_event_metadata
+libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                               ctypes.c_char_p]
+
+
+def _fanotify_group(path):
+    """A group watching ``path``: with permission events where the kernel has them."""
+    for cls, mask in ((FAN_CLASS_CONTENT, FAN_ACCESS | FAN_ACCESS_PERM),
+                      (FAN_CLASS_NOTIF, FAN_ACCESS)):
+        fd = libc.fanotify_init(cls | FAN_NONBLOCK, os.O_RDONLY)
+        if fd < 0:
+            continue
+        if libc.fanotify_mark(fd, FAN_MARK_ADD, mask, AT_FDCWD, path.encode()) == 0:
+            return fd, bool(mask & FAN_ACCESS_PERM)
+        os.close(fd)
+    _oserror("fanotify_init/fanotify_mark")
+
+
+def _serve_events(fd, child, deny, counts):
+    """Answer and count events until ``child`` exits (its wait status)."""
+    import select
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                buf = os.read(fd, 65536)
+            except BlockingIOError:
+                buf = b""
+            pos = 0
+            while pos + EVENT.size <= len(buf):
+                length, _, _, _, mask, efd, _ = EVENT.unpack_from(buf, pos)
+                if mask & FAN_ACCESS_PERM:
+                    counts["access_perm"] += 1
+                    os.write(fd, struct.pack("<iI", efd, FAN_DENY if deny else FAN_ALLOW))
+                if mask & FAN_ACCESS:
+                    counts["access"] += 1
+                if efd >= 0:
+                    os.close(efd)
+                pos += length
+        if done:
+            return status
+
+
+def _in_child(work):
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_r)
+        try:
+            answer = work()
+        except OSError as exc:
+            answer = {"error": str(exc), "errno": exc.errno or 0}
+        os.write(write_w, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(write_w)
+    return pid, read_r
+
+
+def fanotify_watch(image, root, path, deny=False, mount_options=None):
+    """Listen on the image file behind a file-backed mount while, from cold caches, a
+    child first walks the mount's metadata (lstat and listdir of everything) and then
+    reads ``path``. Events on the image file per phase; permission events are answered
+    with FAN_DENY if ``deny``; what the read gave. With ``mount_options`` the listener
+    starts first and mounts the image at ``root`` itself (unmounted at the end): the
+    kernel decides at open time whether a file gets permission events at all."""
+    fd, perm = _fanotify_group(image)
+    out = {"permission_events": perm}
+    if mount_options is not None:
+        # mount(2) reads the image, which raises permission events: it must run in another
+        # process than the one answering them, or it waits for itself.
+        child, pipe = _in_child(lambda: do_mount(image, root, mount_options))
+        _serve_events(fd, child, False, {"access": 0, "access_perm": 0})
+        with os.fdopen(pipe, "rb") as fh:
+            answer = json.loads(fh.read() or b'{"ok": false, "errno": 0, "errname": "died"}')
+        if not answer.get("ok"):
+            os.close(fd)
+            raise OSError(answer.get("errno", 0), f"mount {image}: {answer}")
+    try:
+        def metadata():
+            for dirpath, dirnames, filenames in os.walk(root):
+                for name in dirnames + filenames:
+                    os.lstat(os.path.join(dirpath, name))
+            return {}
+        for phase, work in (("metadata", metadata), ("data", lambda: read_file(path, "read"))):
+            drop_caches(3, sync=False)
+            counts = {"access": 0, "access_perm": 0}
+            child, pipe = _in_child(work)
+            _serve_events(fd, child, deny, counts)
+            with os.fdopen(pipe, "rb") as fh:
+                result = json.loads(fh.read() or b'{"error": "the child died", "errno": 0}')
+            out[phase] = {**counts, "result": result}
+    finally:
+        os.close(fd)  # first: pending permission events are allowed when the group goes
+        if mount_options is not None:
+            do_umount(root, lazy=True)
+    return out
+
+
 def statvfs_free(path):
     st = os.statvfs(path)
     return {"free": st.f_bfree * st.f_frsize}
@@ -953,6 +1060,9 @@ OPS = {
     "mount_unprivileged": lambda op: mount_unprivileged(op["source"], op["target"],
                                                         op.get("options", "")),
     "statvfs_free": lambda op: statvfs_free(op["path"]),
+    "fanotify_watch": lambda op: fanotify_watch(op["image"], op["root"], op["path"],
+                                                op.get("deny", False),
+                                                op.get("mount_options")),
     "read_as": lambda op: read_as(op["path"], op["uid"], op.get("method", "read")),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
