@@ -138,10 +138,13 @@ def _judge_healthy(trial: Trial, walk: Walk, image: BuiltImage, when: str,
                 # one shared cache (or its failure is now everyone's).
                 trial.foreign.append(f"{path} ({how}): {look}")
                 continue
+            origin = [p for p, sha in served.items() if look.read and sha == look.read.sha256]
             trial.violations.append(f"healthy mount {when}: {path} ({how}) gave {look}, not "
                                     f"{want[:12]}" + (f"; the damaged twin served "
                                                       f"{served[path][:40]}" if path in served
-                                                      else ""))
+                                                      else "")
+                                    + (f"; these are the bytes the damaged mount served for "
+                                       f"{', '.join(origin)}" if origin else ""))
 
 
 def _state(probe: Probe, mount: Mount) -> FileState | None:
