@@ -7,6 +7,7 @@ session, never by attaching attributes to the VM.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from pathlib import Path
 
@@ -31,6 +32,16 @@ class GuestSession:
         if missing:
             self.vm.run(" && ".join(f"modprobe {shlex.quote(n)}" for n in missing), check=True)
             self._modules.update(missing)
+
+    def changed_uploads(self) -> list[str]:
+        """Uploaded images whose copy in the guest no longer has the host file's bytes (an
+        image or blob written through a mount): each as "host file -> guest file"."""
+        changed = []
+        for local, remote in self._uploads.items():
+            want = hashlib.sha256(local.read_bytes()).hexdigest()
+            if self.probe.file_state(remote).read.sha256 != want:
+                changed.append(f"{local} -> {remote}")
+        return changed
 
     def upload(self, local: Path, name: str) -> str:
         """The guest path of ``local`` on the scratch disk, copied there once per guest."""

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.core.names import safe_name
 from harness.core.paths import CATALOG
 from harness.erofs.images import BuiltImage, Catalog, build_image, load_catalog
@@ -25,7 +26,22 @@ def vm_pool(request: pytest.FixtureRequest) -> Iterator[VMPool]:
     """This worker's VM pool (one VM at a time, replaced when broken)."""
     pool = request.config.stash[pool_key]
     yield pool
-    pool.close()
+    try:
+        _check_images_unchanged(pool)
+    finally:
+        pool.close()
+
+
+def _check_images_unchanged(pool: VMPool) -> None:
+    """After the worker's last test: every image uploaded to its guest still has the bytes
+    it was uploaded with (EROFS never writes its images and blobs; a test that changes one
+    works on a private copy)."""
+    vm, session = pool.current, pool.session
+    if vm is None or session is None or vm.state is not VMState.RUNNING:
+        return
+    changed = session.changed_uploads()
+    if changed:
+        raise HarnessError(f"images changed in the guest during the session: {changed}")
 
 
 @pytest.fixture(scope="session")
