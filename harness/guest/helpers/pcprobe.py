@@ -854,69 +854,68 @@ NOBODY = 65534
 PR_SET_DUMPABLE = 4
 
 
-def mount_unprivileged(source, target, options):
-    """mount(2) from a child that is nobody, in a user and mount namespace of its own (root
-    there): what an unprivileged user can ask of EROFS."""
-    os.makedirs(target, exist_ok=True)
-    read_r, write_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_r)
-        answer = {}
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            # Changing credentials made the process undumpable, which makes its /proc files
-            # root's: the namespace maps below could not be written.
-            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
-            if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
-                _oserror("unshare")
-            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {NOBODY} 1"),
-                               ("gid_map", f"0 {NOBODY} 1")):
-                with open(f"/proc/self/{name}", "w") as fh:
-                    fh.write(text)
-            rc = libc.mount(source.encode(), target.encode(), b"erofs", MS_RDONLY,
-                            options.encode() if options else None)
-            err = ctypes.get_errno() if rc != 0 else 0
-            answer = {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "")}
-        except OSError as exc:
-            answer = {"error": f"setting up the namespace: {exc}", "errno": exc.errno or 0}
-        os.write(write_w, json.dumps(answer).encode())
-        os._exit(0)
-    os.close(write_w)
-    with os.fdopen(read_r, "rb") as fh:
-        raw = fh.read()
-    os.waitpid(pid, 0)
-    answer = json.loads(raw or b'{"error": "the child died", "errno": 0}')
-    if "error" in answer:
-        raise OSError(answer["errno"], answer["error"])
-    return {**answer, "kmsg": []}
-
-
-def read_as(path, uid, method="read"):
-    """read_file from a child running as ``uid`` (and its own gid, no groups)."""
+def _in_child(work):
+    """Run ``work`` in a forked child: its pid, and a pipe that gets its answer (a dict, or
+    the OSError it raised as {"error", "errno"})."""
     read_r, write_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_r)
         try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            answer = read_file(path, method)
+            answer = work()
         except OSError as exc:
             answer = {"error": str(exc), "errno": exc.errno or 0}
         os.write(write_w, json.dumps(answer).encode())
         os._exit(0)
     os.close(write_w)
-    with os.fdopen(read_r, "rb") as fh:
+    return pid, read_r
+
+
+def _child_result(work):
+    """``work`` in a child (other credentials, namespaces): its answer, or its OSError."""
+    pid, pipe = _in_child(work)
+    with os.fdopen(pipe, "rb") as fh:
         raw = fh.read()
     os.waitpid(pid, 0)
-    answer = json.loads(raw or b'{"error": "the reader died", "errno": 0}')
+    answer = json.loads(raw or b'{"error": "the child died", "errno": 0}')
     if "error" in answer:
         raise OSError(answer["errno"], answer["error"])
     return answer
+
+
+def mount_unprivileged(source, target, options):
+    """mount(2) from a child that is nobody, in a user and mount namespace of its own (root
+    there): what an unprivileged user can ask of EROFS."""
+    os.makedirs(target, exist_ok=True)
+
+    def work():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        # Changing credentials made the process undumpable, which makes its /proc files
+        # root's: the namespace maps below could not be written.
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+            _oserror("unshare")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {NOBODY} 1"),
+                           ("gid_map", f"0 {NOBODY} 1")):
+            with open(f"/proc/self/{name}", "w") as fh:
+                fh.write(text)
+        rc = libc.mount(source.encode(), target.encode(), b"erofs", MS_RDONLY,
+                        options.encode() if options else None)
+        err = ctypes.get_errno() if rc != 0 else 0
+        return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "")}
+    return {**_child_result(work), "kmsg": []}
+
+
+def read_as(path, uid, method="read"):
+    """read_file from a child running as ``uid`` (and its own gid, no groups)."""
+    def work():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        return read_file(path, method)
+    return _child_result(work)
 
 
 # ---- fanotify on an image file ----------------------------------------------------------
@@ -969,21 +968,6 @@ def _serve_events(fd, child, deny, counts):
                 pos += length
         if done:
             return status
-
-
-def _in_child(work):
-    read_r, write_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_r)
-        try:
-            answer = work()
-        except OSError as exc:
-            answer = {"error": str(exc), "errno": exc.errno or 0}
-        os.write(write_w, json.dumps(answer).encode())
-        os._exit(0)
-    os.close(write_w)
-    return pid, read_r
 
 
 def fanotify_watch(image, root, path, deny=False, mount_options=None):
