@@ -98,7 +98,8 @@ def test_fanotify_on_the_image_file(erofs_image: Callable[[str], BuiltImage], op
       decides at open time whether a file carries permission events, and the image was
       opened at mount time), so it cannot veto EROFS's reads;
     - a listener that was there before the mount gets them, and a veto reaches the mount's
-      reader as EIO.
+      reader as an error, never as bytes: EIO on 7.3.4, the listener's EPERM itself on
+      7.2.13 (recorded as fanotify_early_denied_errno).
     """
     image = erofs_image("sizes")
     m = mount(image, options, "file", private=True)
@@ -128,5 +129,6 @@ def test_fanotify_on_the_image_file(erofs_image: Callable[[str], BuiltImage], op
         f"a listener that started after the mount got permission events: {late_deny.data}")
     assert late_deny.data.result.read is not None, late_deny.data
     assert early.data.access_perm > 0, f"no FAN_ACCESS_PERM for a listener there first: {early}"
-    assert early.data.result.read is None and early.data.result.errno == 5, (
-        f"a denied read of the image gave the mount's reader {early.data.result}, not EIO")
+    assert early.data.result.read is None and early.data.result.errno in (1, 5), (
+        f"a denied read of the image gave the mount's reader {early.data.result}, not an "
+        f"error (EIO or EPERM)")
