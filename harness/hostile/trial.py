@@ -16,6 +16,10 @@ The judgement (``Trial.violations``), in order:
    right, sharing or not: nothing of the damaged image may outlive its mount;
 5. neither image file changed (sha256 and mtime in the guest, or on the host for a disk).
 
+With ``live=True`` the damage is written in place into a private copy of the healthy image
+while it is mounted and after it was walked, and the caches are dropped: the same rules
+then hold, except that nothing can be refused any more (the checksum is read at mount).
+
 A kernel splat or a dead guest is judged by whoever runs the trial (the test hooks, or the
 fuzzer's own check of the kernel log).
 """
