@@ -30,9 +30,10 @@ from harness.hostile.fuzz import FOUND as FUZZ_FOUND
 from harness.hostile.trial import damaged_copy, run_trial
 
 CASES = [(image, name) for image, names in CORPUS.items() for name in names]
-# With sharing on every source; without it on a loop device only: there the source changes
-# only how blocks reach EROFS's own parsers, which the sharing runs cover on every source.
-MODES = [(source, True) for source in SOURCES] + [("loop", False)]
+# Every source, with sharing in one domain and without: the source decides how blocks reach
+# EROFS's parsers (bdev page cache, the image file's page cache, a virtio disk), sharing
+# decides whether a damaged inode can join a healthy one's cache.
+MODES = [(source, sharing) for sharing in (True, False) for source in SOURCES]
 # The fast slice (make test) keeps, on a loop device with sharing, one damage the checksum
 # must refuse, one EROFS must ignore, and a hostile fingerprint entry.
 FAST = {"hostile:head:overwritten", "hostile:superblock:bit-flip",
@@ -54,7 +55,7 @@ def _params() -> list[object]:
 
 # Changed under a live mount: each structure flipped, zeroed or cut off (the superblock is
 # read once, at mount time, so its fields are left out), on the two sources whose image is a
-# file in the guest, with sharing and without.
+# file the guest can rewrite (a virtio disk is attached read-only), with sharing and without.
 LIVE = [(image, name) for image, name in CASES
         if not name.startswith("superblock") and not name.endswith("all-ones")
         and "-huge" not in name]
@@ -63,7 +64,8 @@ LIVE = [(image, name) for image, name in CASES
 def _live_params() -> list[object]:
     out = []
     for image, damage in LIVE:
-        for source, sharing in (("loop", True), ("file", True), ("file", False)):
+        for source, sharing in (("loop", True), ("loop", False), ("file", True),
+                                ("file", False)):
             marks = [pytest.mark.requires_kernel("page_cache_share")] if sharing else []
             out.append(pytest.param(image, damage, source, sharing, marks=marks,
                                     id=f"{image}:{damage}-{source}-"

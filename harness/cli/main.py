@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_explore.add_argument("--known-bugs", action="store_true",
                            help="do not steer around known bugs (they may be found again)")
     p_explore.add_argument("--out", type=Path, default=Path("artifacts") / "explore")
+    p_explore.add_argument("--found", type=Path, default=None, metavar="DIR",
+                           help="where a divergence's report goes (default reports/found)")
     p_fuzz = sub.add_parser("fuzz", help="seeded random damage to images, mounted beside "
                                          "their healthy twins, for a time budget")
     _vm_options(p_fuzz)
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random seed (default: from the clock, printed)")
     p_fuzz.add_argument("--minutes", type=float, default=10.0, help="time budget")
     p_fuzz.add_argument("--out", type=Path, default=Path("artifacts") / "fuzz")
+    p_fuzz.add_argument("--found", type=Path, default=None, metavar="DIR",
+                        help="where a find's report goes (default reports/found)")
     p_stress = sub.add_parser("stress", help="parallel readers verifying every byte while "
                                              "mounts churn, for a time budget")
     _vm_options(p_stress)
@@ -162,7 +166,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from harness.explore.run import run_explore
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     return run_explore(args.kernel, _vm_config(args), seed=seed, steps=args.steps,
-                       minutes=args.minutes, out=args.out, known_bugs=args.known_bugs)
+                       minutes=args.minutes, out=args.out, known_bugs=args.known_bugs,
+                       found=args.found)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
@@ -171,7 +176,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from harness.hostile.fuzz import run_fuzz
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     return run_fuzz(args.kernel, _vm_config(args), seed=seed, minutes=args.minutes,
-                    out=args.out)
+                    out=args.out, found=args.found)
 
 
 def cmd_stress(args: argparse.Namespace) -> int:

@@ -43,8 +43,9 @@ class _Progress:
 
 
 def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: int,
-                minutes: float, out: Path, known_bugs: bool) -> int:
-    """0: no divergence within the budget; 1: a divergence, written as a found report."""
+                minutes: float, out: Path, known_bugs: bool, found: Path | None = None) -> int:
+    """0: no divergence within the budget; 1: a divergence, written as a found report (into
+    ``found``, by default reports/found)."""
     kernel = kernel_for(kernel_spec)
     catalog, tools = load_catalog(CATALOG), provide()
     names = pool_names(kernel.features)
@@ -84,11 +85,11 @@ def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: 
         print(f"explore: no divergence from the model (seed {seed})", file=sys.stderr)
         return 0
     after_steps, after_seconds = outcome.found_after or (outcome.steps, outcome.seconds)
-    found = write_found(kernel.spec, seed, outcome.failure, outcome.shrunk or [],
-                        after_steps=after_steps, after_seconds=after_seconds)
+    path = write_found(kernel.spec, seed, outcome.failure, outcome.shrunk or [], found,
+                       after_steps=after_steps, after_seconds=after_seconds)
     print(f"explore: first diverged after {after_steps} steps, {after_seconds / 60:.1f} min "
           f"(then shrinking)", file=sys.stderr)
     print(f"explore: DIVERGENCE (seed {seed}): {outcome.failure}\n"
-          f"explore: shrunk to {len(outcome.shrunk or [])} steps: {found}\n"
-          f"explore: replay with: make repro REPORT={found}", file=sys.stderr)
+          f"explore: shrunk to {len(outcome.shrunk or [])} steps: {path}\n"
+          f"explore: replay with: make repro REPORT={path}", file=sys.stderr)
     return 1

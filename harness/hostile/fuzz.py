@@ -130,8 +130,9 @@ def _one(guest: Guest, vm: VM, healthy: BuiltImage, layout: ImageLayout, damage:
 
 
 def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: float,
-             out: Path) -> int:
-    """0: nothing found within the budget; 1: a find, written as a report."""
+             out: Path, found: Path | None = None) -> int:
+    """0: nothing found within the budget; 1: a find, written as a report (into ``found``,
+    by default reports/found)."""
     kernel = kernel_for(kernel_spec)
     catalog, tools = load_catalog(CATALOG), provide()
     if tools.dump is None:
@@ -188,7 +189,7 @@ def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: f
     if outcome.found is None:
         print(f"fuzz: nothing found (seed {seed})", file=sys.stderr)
         return 0
-    path = write_found(kernel.spec, outcome)
+    path = write_found(kernel.spec, outcome, found or FOUND)
     print(f"fuzz: FOUND (seed {seed}, trial {outcome.trials}): {outcome.found}\n"
           f"fuzz: written to {path}\nfuzz: replay with: make repro REPORT={path}",
           file=sys.stderr)

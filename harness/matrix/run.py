@@ -1,11 +1,13 @@
 """The nightly matrix: one YAML file of axes, run locally N cells at a time or fanned out by
 a CI engine (one job per cell, configuration generated from the same file).
 
-Each cell is its own pytest session over ``testcases/`` (its own VM), writing into
+Each suite cell is its own pytest session over ``testcases/`` (its own VM), writing into
 ``<out>/cells/<cell>/``: JUnit XML, the suite's results.json (kernel release and config
 hash, guest image key, mkfs version, per-test outcome, duration and measurements), console
 logs of failures, and ``summary.json`` with the cell's axes and how its outcomes compare
-with the expectations. ``<out>/index.html`` combines the cells.
+with the expectations. A campaign cell (explore, fuzz, stress) runs that command with a
+time budget and a fresh seed; its JSON goes into ``summary.json`` and a find's report into
+``<out>/cells/<cell>/found/``. ``<out>/index.html`` combines the cells.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from harness.core.yamlconf import Located, check_keys, load_yaml, where
 from harness.kernel.spec import parse_kernel_spec
 
 OUTCOMES = {"passed", "failed", "skipped", "xfailed", "xpassed", "error"}
+# The time-boxed commands a matrix can run as cells, and the JSON each one writes.
+CAMPAIGNS = {"explore": "explore.json", "fuzz": "fuzz.json", "stress": "stress.json"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Cell:
     selection: str
     markers: str
     keywords: str
+    campaign: str = ""  # explore | fuzz | stress: a time-boxed run instead of pytest
+    minutes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ def _mapping(data: Located, key: str, what: str) -> Any:
 
 def load_matrix(path: Path) -> Matrix:
     data = load_yaml(path)
-    check_keys(data, {"kernels", "accels", "selections", "expectations"},
+    check_keys(data, {"kernels", "accels", "selections", "expectations", "campaigns"},
                {"kernels", "selections"}, "the matrix")
     kernels = _mapping(data, "kernels", "name: kernel spec")
     for name, spec in kernels.items():
@@ -104,6 +110,11 @@ def load_matrix(path: Path) -> Matrix:
         Cell(f"{k}-{a}-{s}", k, str(spec), a, s, str(sel.get("markers", "")),
              str(sel.get("keywords", "")))
         for k, spec in kernels.items() for a in accels for s, sel in selections.items())
+    cells += _campaign_cells(data, kernels, accels)
+    names = [c.name for c in cells]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SpecError(f"{path}: two cells named {', '.join(twice)}: rename a selection")
     expectations = []
     for item in data.get("expectations") or []:
         check_keys(item, {"kernel", "accel", "selection", "tests", "outcome"}, {"outcome"},
@@ -126,9 +137,45 @@ def load_matrix(path: Path) -> Matrix:
     return Matrix(path, cells, tuple(expectations))
 
 
+def _campaign_cells(data: Located, kernels: Any, accels: list[str]) -> tuple[Cell, ...]:
+    """campaigns: {explore|fuzz|stress: {kernels: [names], minutes: N}}: one cell for each
+    kernel named and accelerator, named <kernel>-<accel>-<campaign>."""
+    campaigns = data.get("campaigns") or {}
+    if not isinstance(campaigns, dict):
+        raise SpecError(f"{where(data, 'campaigns')}: campaigns is a mapping of "
+                        f"{', '.join(CAMPAIGNS)} to {{kernels: [names], minutes: N}}")
+    cells = []
+    for name, body in campaigns.items():
+        if name not in CAMPAIGNS:
+            raise SpecError(f"{where(campaigns, name)}: unknown campaign {name!r} (known: "
+                            f"{', '.join(CAMPAIGNS)})")
+        check_keys(body, {"kernels", "minutes"}, {"kernels", "minutes"}, f"campaign {name!r}")
+        minutes = body["minutes"]
+        if not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes <= 0:
+            raise SpecError(f"{where(body, 'minutes')}: campaign {name!r}: minutes must be "
+                            f"a positive number, not {minutes!r}")
+        names = body["kernels"]
+        if not isinstance(names, list) or not names:
+            raise SpecError(f"{where(body, 'kernels')}: campaign {name!r}: kernels is a "
+                            f"non-empty list of kernel names")
+        for kernel in names:
+            if kernel not in kernels:
+                raise SpecError(f"{where(body, 'kernels')}: campaign {name!r}: no kernel "
+                                f"{kernel!r} (kernels: {', '.join(map(str, kernels))})")
+            cells += [Cell(f"{kernel}-{a}-{name}", str(kernel), str(kernels[kernel]), a, name,
+                           "", "", campaign=name, minutes=float(minutes)) for a in accels]
+    return tuple(cells)
+
+
 # ---- running cells ------------------------------------------------------------------------
 
 def cell_command(cell: Cell, out: Path) -> list[str]:
+    if cell.campaign:
+        # No --seed: each night draws its own, printed and kept in the campaign's JSON.
+        argv = [sys.executable, "-m", "harness", cell.campaign, f"--kernel={cell.kernel}",
+                f"--accel={cell.accel}", f"--minutes={cell.minutes:g}",
+                f"--out={out / 'artifacts'}"]
+        return argv + ([f"--found={out / 'found'}"] if cell.campaign != "stress" else [])
     argv = [str(PROJECT / "scripts" / "pytest-nonempty"), sys.executable, "-m",
             "pytest", "testcases", f"--kernel={cell.kernel}", f"--accel={cell.accel}",
             f"--artifacts={out / 'artifacts'}", f"--junitxml={out / 'junit.xml'}",
@@ -140,19 +187,48 @@ def cell_command(cell: Cell, out: Path) -> list[str]:
     return argv
 
 
+def log_name(cell: Cell) -> str:
+    return f"{cell.campaign}.log" if cell.campaign else "pytest.log"
+
+
+def _log_tail(out: Path, cell: Cell) -> list[str]:
+    path = out / log_name(cell)
+    return path.read_text(errors="replace").splitlines()[-20:] if path.is_file() else []
+
+
 def run_cell(matrix: Matrix, cell: Cell, root: Path) -> dict[str, Any]:
     out = root / "cells" / cell.name
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with (out / "pytest.log").open("w") as log:
+    with (out / log_name(cell)).open("w") as log:
         proc = subprocess.run(cell_command(cell, out), cwd=PROJECT, stdout=log,
                               stderr=subprocess.STDOUT, check=False,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return summarize_cell(matrix, cell, out, proc.returncode, time.monotonic() - started)
 
 
+def summarize_campaign(cell: Cell, out: Path, status: int, seconds: float) -> dict[str, Any]:
+    """A campaign cell is as expected when its command found nothing (exit 0)."""
+    path = out / "artifacts" / CAMPAIGNS[cell.campaign]
+    campaign = json.loads(path.read_text()) if path.is_file() else None
+    found = sorted(str(p.relative_to(out)) for p in (out / "found").glob("*.yaml"))
+    summary: dict[str, Any] = {"cell": asdict(cell), "exit": status,
+                               "seconds": round(seconds, 1), "results": None,
+                               "campaign": campaign, "found": found, "unexpected": [],
+                               "ok": campaign is not None and status == 0}
+    if not summary["ok"]:
+        tail = _log_tail(out, cell)
+        what = "found a problem" if campaign is not None and status == 1 else \
+            "ended without a verdict"
+        summary["error"] = f"{cell.campaign} {what} (exit {status}):\n" + "\n".join(tail)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def summarize_cell(matrix: Matrix, cell: Cell, out: Path, status: int,
                    seconds: float) -> dict[str, Any]:
+    if cell.campaign:
+        return summarize_campaign(cell, out, status, seconds)
     found = sorted((out / "artifacts").glob("report-*/results.json"))
     results = json.loads(found[-1].read_text()) if found else None
     unexpected = []
@@ -165,8 +241,7 @@ def summarize_cell(matrix: Matrix, cell: Cell, out: Path, status: int,
                "results": results, "unexpected": unexpected,
                "ok": results is not None and not unexpected}
     if results is None:
-        tail = (out / "pytest.log").read_text(errors="replace").splitlines()[-20:] \
-            if (out / "pytest.log").is_file() else []
+        tail = _log_tail(out, cell)
         summary["error"] = "the cell produced no results (pytest exit " \
                            f"{status}):\n" + "\n".join(tail)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -47,11 +47,28 @@ def _bars(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def campaign_line(cell: dict[str, Any]) -> str:
+    """What a campaign cell did, in one line: its seed, how much it ran, what it found."""
+    c = cell.get("campaign") or {}
+    name = cell["cell"].get("campaign", "")
+    if name == "explore":
+        done = f"{c.get('steps', 0)} steps, {c.get('sequences', 0)} sequences"
+    elif name == "fuzz":
+        done = f"{c.get('trials', 0)} trials, {c.get('mounts_refused', 0)} mounts refused"
+    else:
+        done = (f"{c.get('reads', 0)} reads, {c.get('bytes', 0) / 2**20:.0f} MiB verified, "
+                f"{len(c.get('splats', []))} kernel reports")
+    found = cell.get("found") or []
+    return f"seed {c.get('seed', '?')}: {done}" + (f"; found {', '.join(found)}" if found
+                                                   else "")
+
+
 def write_matrix_report(root: Path, title: str = "matrix") -> Path:
     cells = load_cells(root)
     names, grid = _grid(cells)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, autoescape=True)
+    env.globals["campaign_line"] = campaign_line
     # run.json: the wall time of a local `make matrix` (CI jobs have none: they run apart).
     run = json.loads((root / "run.json").read_text()) if (root / "run.json").is_file() else {}
     html = env.get_template("matrix.html.j2").render(

@@ -111,3 +111,67 @@ def test_cell_command_runs_pytest_through_the_nonempty_wrapper(tmp_path: Path) -
     assert f"--kernel={cell.kernel}" in argv
     # The nightly's selection is the whole suite: nothing narrows it.
     assert "-k" not in argv and argv[2:].count("-m") == 1 and "testcases" in argv
+
+
+def test_campaign_cells_run_their_command_with_a_budget_and_no_fixed_seed(
+        tmp_path: Path) -> None:
+    from harness.matrix.run import cell_command
+    matrix = load_matrix(NIGHTLY)
+    fuzz = matrix.cell("debian-7.3-tcg-fuzz")
+    argv = cell_command(fuzz, tmp_path)
+    assert argv[1:4] == ["-m", "harness", "fuzz"] and "--minutes=20" in argv
+    assert f"--found={tmp_path / 'found'}" in argv
+    assert not any(a.startswith("--seed") for a in argv)
+    assert {c.campaign for c in matrix.cells} == {"", "explore", "fuzz", "stress"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("campaigns: {crawl: {kernels: [a], minutes: 1}}\n", r":3: unknown campaign 'crawl'"),
+    ("campaigns: {fuzz: {kernels: [b], minutes: 1}}\n", r":3: campaign 'fuzz': no kernel 'b'"),
+    ("campaigns: {fuzz: {kernels: [a], minutes: 0}}\n", r":3: .*minutes must be a positive"),
+    ("campaigns: {fuzz: {kernels: [a]}}\n", r"lacks the required key 'minutes'"),
+    ("selections: {fuzz: {}}\ncampaigns: {s: {}}\n", r"unknown campaign 's'"),
+])
+def test_campaign_errors_name_file_line_and_key(tmp_path: Path, text: str,
+                                                message: str) -> None:
+    path = tmp_path / "m.yaml"
+    head = "kernels: {a: 'debian:7.3'}\n" + ("" if "selections" in text
+                                              else "selections: {s: {}}\n")
+    path.write_text(head + text)
+    with pytest.raises(SpecError, match=message):
+        load_matrix(path)
+
+
+def test_a_cell_name_given_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("kernels: {a: 'debian:7.3'}\nselections: {fuzz: {}}\n"
+                    "campaigns: {fuzz: {kernels: [a], minutes: 1}}\n")
+    with pytest.raises(SpecError, match="two cells named a-tcg-fuzz"):
+        load_matrix(path)
+
+
+@pytest.mark.parametrize(("status", "found", "ok"), [(0, False, True), (1, True, False),
+                                                     (2, False, False)])
+def test_a_campaign_cell_is_as_expected_only_when_it_found_nothing(
+        tmp_path: Path, status: int, found: bool, ok: bool) -> None:
+    from harness.results.matrix_report import write_matrix_report
+    path = tmp_path / "m.yaml"
+    path.write_text("kernels: {a: 'debian:7.3'}\nselections: {s: {}}\n"
+                    "campaigns: {fuzz: {kernels: [a], minutes: 1}}\n")
+    matrix = load_matrix(path)
+    cell = matrix.cell("a-tcg-fuzz")
+    out = tmp_path / "out" / "cells" / cell.name
+    (out / "artifacts").mkdir(parents=True)
+    if status != 2:
+        (out / "artifacts" / "fuzz.json").write_text(json.dumps({"seed": 7, "trials": 3}))
+    if found:
+        (out / "found").mkdir()
+        (out / "found" / "fuzz-1.yaml").write_text("title: x\n")
+    (out / "fuzz.log").write_text("fuzz: the last words\n")
+    summary = summarize_cell(matrix, cell, out, status, 1.0)
+    assert summary["ok"] is ok
+    assert summary["found"] == (["found/fuzz-1.yaml"] if found else [])
+    if not ok:
+        assert "fuzz: the last words" in summary["error"]
+    html = write_matrix_report(tmp_path / "out").read_text()
+    assert "seed 7: 3 trials" in html or status == 2
