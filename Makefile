@@ -27,7 +27,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage
 
 all: help
 
@@ -44,6 +44,7 @@ help:
 	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
+	@echo "make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]  fs/erofs line and branch coverage (gcov)"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
 	@echo "make compare A=<results> B=<results>  differences between two runs"
 	@echo "make ci-config  regenerate .github/workflows/nightly.yml and .gitlab-ci.yml"
@@ -135,6 +136,12 @@ TREE_SPEC = tree:$(KERNEL_TREE)$(if $(REF),$(comma)ref=$(REF))$(if $(PATCHES),$(
 comma := ,
 kernel: deps venv
 	$(PY) -m harness kernel --kernel='$(if $(KERNEL),$(KERNEL),$(TREE_SPEC))'
+
+# make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]: the suite (or a selection) on the tree
+# built with gcov counters for fs/erofs; the report in $(ARTIFACTS)/coverage/report/.
+coverage: deps venv
+	$(PY) -m harness coverage $(VM_OPTS) --jobs=$(RUN_JOBS) --out=$(ARTIFACTS)/coverage \
+		-- $(PYTEST_ARGS)
 
 # make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]: every cell, N at a time, into results/.
 MATRIX ?= matrix/nightly.yaml

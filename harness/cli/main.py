@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_bisect.add_argument("--bad", required=True)
     p_bisect.add_argument("--report", type=Path, required=True)
     p_bisect.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p_cov = sub.add_parser("coverage", help="the suite (or a selection) on a tree: kernel "
+                                            "built with gcov for fs/erofs; an HTML report "
+                                            "and a per-file table")
+    _vm_options(p_cov)
+    p_cov.add_argument("--jobs", type=int, default=2, help="pytest-xdist workers")
+    p_cov.add_argument("--out", type=Path, default=Path("artifacts") / "coverage")
+    p_cov.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                       help="after --: pytest arguments (a selection: -k, -m, files)")
     p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
     p_matrix.add_argument("matrix", type=Path)
     p_matrix.add_argument("--jobs", type=int, default=1, help="cells at a time")
@@ -188,6 +196,13 @@ def cmd_stress(args: argparse.Namespace) -> int:
                       readers=args.readers, out=args.out)
 
 
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from harness.coverage.run import run_coverage
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    return run_coverage(args.kernel, args.accel, jobs=args.jobs, out=args.out.resolve(),
+                        pytest_args=extra)
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from harness.kernel.resolve import resolve_kernel
     kernel = resolve_kernel(args.kernel)
@@ -250,7 +265,7 @@ COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
             "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore,
-            "fuzz": cmd_fuzz, "stress": cmd_stress}
+            "fuzz": cmd_fuzz, "stress": cmd_stress, "coverage": cmd_coverage}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ a second build of the same tree is incremental, and when nothing in the tree cha
 the last build (newest mtime and file count), make is not even started, so every xdist
 worker can ask for the kernel cheaply. ccache is used when installed.
 
-Spec: ``tree:[<dir>][,ref=<rev>][,patches=<mbox|dir|series>][,kconfig=<f1>+<f2>][,debug]``;
-an empty ``<dir>`` means Debian's ``linux-source`` package of the default kernel version.
+Spec: ``tree:[<dir>][,ref=<rev>][,patches=<mbox|dir|series>][,kconfig=<f1>+<f2>]``
+``[,debug][,coverage]``; an empty ``<dir>`` means Debian's ``linux-source`` package of the
+default kernel version.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ from harness.kernel.spec import TreeSpec
 JOBS = os.cpu_count() or 1
 BASE_FRAGMENTS = ("base.config", "erofs.config")
 DEBUG_FRAGMENT = "debug.config"
+COVERAGE_FRAGMENT = "coverage.config"
+# The directory whose files a coverage build compiles with gcov counters.
+COVERAGE_DIR = "fs/erofs"
+# In a coverage kernel's cache entry: the .gcno files of COVERAGE_DIR, and the source path.
+GCOV_NOTES = "gcov"
 PROGRESS_EVERY_S = 10.0
 
 
@@ -43,11 +49,21 @@ def fragments_for(request: TreeSpec) -> list[Path]:
     frags = [KCONFIGS / name for name in BASE_FRAGMENTS]
     if request.debug:
         frags.append(KCONFIGS / DEBUG_FRAGMENT)
+    if request.coverage:
+        frags.append(KCONFIGS / COVERAGE_FRAGMENT)
     for frag in request.fragments:
         if not frag.is_file():
             raise SpecError(f"KCONFIG fragment {frag}: no such file")
         frags.append(frag)
     return frags
+
+
+def coverage_make_args(tree: Path) -> list[str]:
+    """``GCOV_PROFILE_<stem>.o=y`` for every C file of fs/erofs: kbuild's per-object switch,
+    given on the command line so that the tree itself is never edited. The switch goes by
+    file name, so a same-named file elsewhere (fs/super.c) gets counters too; the report
+    keeps fs/erofs only."""
+    return sorted(f"GCOV_PROFILE_{c.stem}.o=y" for c in (tree / COVERAGE_DIR).glob("*.c"))
 
 
 def tree_state(tree: Path) -> str:
@@ -212,8 +228,9 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
         if stamp.get("state") != state or not bzimage.is_file():
             print(f"harness: building {origin} in {build} with {JOBS} jobs "
                   f"(log: {build / 'build.log'})", file=sys.stderr, flush=True)
+            extra = coverage_make_args(tree) if request.coverage else []
             build_seconds = _make(tree, build, ["bzImage", "modules"], f"building {origin}",
-                                  jobs=JOBS)
+                                  jobs=JOBS, extra=extra)
             modinst = build / "modinst"
             shutil.rmtree(modinst, ignore_errors=True)
             _make(tree, build, ["modules_install"], "make modules_install", jobs=JOBS,
@@ -243,6 +260,14 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
         if modinst.is_dir():
             shutil.copytree(modinst, out / "modules", symlinks=True,
                             ignore=shutil.ignore_patterns("build", "source"))
+        if request.coverage:
+            # The gcov notes of this very build: the build directory is reused by the next
+            # build of the tree (a patched variant), and counters only match their notes.
+            notes = out / GCOV_NOTES / COVERAGE_DIR
+            notes.mkdir(parents=True)
+            for gcno in (build / COVERAGE_DIR).glob("*.gcno"):
+                shutil.copy2(gcno, notes / gcno.name)
+            (out / GCOV_NOTES / "source").write_text(str(prepared.path.resolve()))
         return {"release": release}
 
     entry = cache.get_or_build("tree-kernels", key, copy_out)

@@ -3,7 +3,7 @@ files, the matrix) parsed once into a typed value, and rendered back by that val
 
   ``debian:<version-prefix>``         a Debian cloud kernel fetched through a private apt
   ``path:<vmlinuz>[,modules=<dir>]``  a kernel the user built
-  ``tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug]``
+  ``tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug][,coverage]``
                                       a source tree built with the kconfigs/ fragments (an
                                       empty dir: Debian's linux-source of the default kernel)
 """
@@ -18,7 +18,7 @@ from harness.core.errors import SpecError
 
 FORMS = ("accepted forms: debian:<version-prefix> (e.g. debian:7.3), "
          "path:<vmlinuz>[,modules=<dir>], "
-         "tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug]")
+         "tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug][,coverage]")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class TreeSpec:
     upto: int | None = None  # apply only the first N patches of the series
     fragments: tuple[Path, ...] = ()  # the user's, on top of kconfigs/
     debug: bool = False
+    coverage: bool = False  # gcov counters for fs/erofs (make coverage)
 
     def __str__(self) -> str:
         parts = [f"tree:{self.tree or ''}"]
@@ -59,6 +60,8 @@ class TreeSpec:
             parts.append("kconfig=" + "+".join(str(f) for f in self.fragments))
         if self.debug:
             parts.append("debug")
+        if self.coverage:
+            parts.append("coverage")
         return ",".join(parts)
 
     def with_patches(self, patches: Path, upto: int | None = None) -> TreeSpec:
@@ -100,7 +103,7 @@ def parse_tree_spec(value: str) -> TreeSpec:
     ref = patches = None
     upto: int | None = None
     fragments: tuple[Path, ...] = ()
-    debug = False
+    debug = coverage = False
     for option in options:
         name, _, arg = option.partition("=")
         if name == "ref" and arg:
@@ -113,10 +116,12 @@ def parse_tree_spec(value: str) -> TreeSpec:
             fragments = tuple(Path(f).expanduser() for f in arg.split("+") if f)
         elif name == "debug" and not arg:
             debug = True
+        elif name == "coverage" and not arg:
+            coverage = True
         else:
             raise SpecError(f"kernel spec tree:{value}: unknown option {option!r} (accepted: "
                             f"ref=<rev>, patches=<mbox|dir|series>, upto=<n>, "
-                            f"kconfig=<f1>+<f2>, debug)")
+                            f"kconfig=<f1>+<f2>, debug, coverage)")
     if upto is not None and patches is None:
         raise SpecError(f"kernel spec tree:{value}: upto= needs patches=")
-    return TreeSpec(tree, ref, patches, upto, fragments, debug)
+    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import HarnessError
+from harness.guest.coverage import COUNTERS_DIR, save_counters
 from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
@@ -126,6 +127,11 @@ class VMPool:
 
     def close(self) -> None:
         if self.current is not None:
+            # A coverage kernel's counters live in the guest: save them before it goes.
+            try:
+                save_counters(self.current, self.options.artifacts / COUNTERS_DIR)
+            except HarnessError as exc:
+                log.warning("coverage counters of %s lost: %s", self.current.name, exc)
             with contextlib.suppress(Exception):
                 self.current.stop()
             self.current = self.session = None

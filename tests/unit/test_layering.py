@@ -17,7 +17,8 @@ LAYERS: list[set[str]] = [
     {"vm"},
     {"guest"},
     {"pipeline", "results"},
-    {"plugin", "repro", "matrix", "bench", "explore", "hostile"},
+    {"plugin", "repro", "matrix", "bench", "explore", "hostile",
+     "coverage"},
     {"cli", "__main__"},
 ]
 

@@ -1,0 +1,67 @@
+"""gcov counters out of a coverage kernel's guest (``tree:,coverage``): the ``.gcda`` files
+of fs/erofs, read from debugfs before the VM stops. Each VM of a run saves its own set
+(``<dir>/<vm name>.tar.gz``); ``make coverage`` merges them (harness/results/coverage.py).
+A VM that died takes its counters with it: the report says how many VMs it merged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import shlex
+import tarfile
+from pathlib import Path
+
+from harness.kernel.kbuild import COVERAGE_DIR as PART
+from harness.vm.machine import VM, VMState
+
+log = logging.getLogger(__name__)
+
+GCOV_ROOT = "/sys/kernel/debug/gcov"
+COUNTERS_DIR = "gcov"  # under a run's artifacts directory
+# debugfs reports every counter file as 0 bytes long, so tar or cp would copy nothing: read
+# them in Python and send one gzip'd tar back, base64 on stdout.
+_DUMP = r"""
+import base64, io, os, sys, tarfile
+root, part = sys.argv[1], sys.argv[2]
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    for top, _, names in os.walk(root):
+        if not top.endswith("/" + part):
+            continue
+        for name in sorted(names):
+            if name.endswith(".gcda"):
+                with open(os.path.join(top, name), "rb") as fh:
+                    data = fh.read()
+                info = tarfile.TarInfo(part + "/" + name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+sys.stdout.write(base64.b64encode(buf.getvalue()).decode())
+"""
+
+
+def has_counters(vm: VM) -> bool:
+    return vm.kernel.option("GCOV_KERNEL") == "y"
+
+
+def save_counters(vm: VM, into: Path) -> int:
+    """Write the guest's fs/erofs counters to ``<into>/<vm name>.tar.gz``; the number of
+    counter files (0 on a kernel without gcov, or a guest that no longer answers)."""
+    if not has_counters(vm) or vm.state is not VMState.RUNNING:
+        return 0
+    result = vm.run(f"python3 -c {shlex.quote(_DUMP)} {GCOV_ROOT} {PART}", timeout=120)
+    if not result.ok:
+        log.warning("%s: no coverage counters: %s", vm.name, result.stderr.strip()[-300:])
+        return 0
+    try:
+        blob = base64.b64decode(result.stdout.strip(), validate=True)
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            count = sum(1 for member in tar.getmembers() if member.isfile())
+    except (binascii.Error, tarfile.TarError, EOFError) as exc:
+        log.warning("%s: unreadable coverage counters: %s", vm.name, exc)
+        return 0
+    into.mkdir(parents=True, exist_ok=True)
+    (into / f"{vm.name}.tar.gz").write_bytes(blob)
+    return count

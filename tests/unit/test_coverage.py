@@ -1,0 +1,64 @@
+"""make coverage: the kernel spec it measures, the build switch, and the report's table,
+from gcovr's own JSON formats (no VM, no gcov here)."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.core.errors import HarnessError, SpecError
+from harness.coverage.run import coverage_spec
+from harness.kernel.kbuild import coverage_make_args, fragments_for
+from harness.kernel.kernel import Kernel
+from harness.kernel.spec import TreeSpec, parse_kernel_spec
+from harness.results.coverage import notes_of, summarize, table
+
+
+def test_the_coverage_option_round_trips_and_is_added_when_missing() -> None:
+    spec = parse_kernel_spec("tree:/src/linux,patches=/p/fix.mbox,coverage")
+    assert isinstance(spec, TreeSpec) and spec.coverage and str(spec).endswith(",coverage")
+    assert coverage_spec("tree:/src/linux").coverage
+    assert str(coverage_spec(None)) == "tree:,coverage"
+    assert any(f.name == "coverage.config" for f in fragments_for(coverage_spec(None)))
+    assert not any(f.name == "coverage.config"
+                   for f in fragments_for(TreeSpec(tree=None)))
+
+
+@pytest.mark.parametrize("text", ["debian:7.3", "path:/boot/vmlinuz"])
+def test_a_kernel_without_a_gcov_build_is_refused_by_name(text: str) -> None:
+    with pytest.raises(SpecError, match=f"kernel '{text}' is not a tree: kernel"):
+        coverage_spec(text)
+
+
+def test_only_the_files_of_fs_erofs_get_counters(tmp_path: Path) -> None:
+    (tmp_path / "fs" / "erofs").mkdir(parents=True)
+    for name in ("ishare.c", "super.c", "internal.h"):
+        (tmp_path / "fs" / "erofs" / name).write_text("")
+    (tmp_path / "fs" / "namei.c").write_text("")
+    assert coverage_make_args(tmp_path) == ["GCOV_PROFILE_ishare.o=y", "GCOV_PROFILE_super.o=y"]
+
+
+def test_a_kernel_built_without_coverage_is_named_in_the_error(tmp_path: Path) -> None:
+    kernel = Kernel(spec="tree:", release="7.3.4", vmlinuz=tmp_path / "bzImage",
+                    modules_dir=None)
+    with pytest.raises(HarnessError, match=r"tree: \(7.3.4\) was not built for coverage"):
+        notes_of(kernel)
+
+
+def test_the_table_gives_lines_branches_and_what_was_not_executed() -> None:
+    summary = {"files": [
+        {"filename": "fs/erofs/ishare.c", "line_total": 10, "line_covered": 9,
+         "branch_total": 4, "branch_covered": 1},
+        {"filename": "fs/erofs/zdata.c", "line_total": 30, "line_covered": 3,
+         "branch_total": 0, "branch_covered": 0}]}
+    details = {"files": [
+        {"file": "fs/erofs/ishare.c", "lines": [
+            {"line_number": n, "count": 0 if n in (5, 6, 7, 12) else 1} for n in range(1, 14)]},
+        {"file": "fs/erofs/zdata.c", "lines": [{"line_number": 3, "count": 0}]}]}
+    files = summarize(summary, details)
+    assert [f.name for f in files] == ["ishare.c", "zdata.c"]
+    assert files[0].uncovered == (5, 6, 7, 12) and files[0].line_percent == 90.0
+    text = table(files)
+    assert "ishare.c                  9/10      90.0%      1/4       25.0%" in text
+    assert "total                    12/40      30.0%      1/4       25.0%" in text
+    # Uncovered lines are listed for the sharing feature's files only.
+    assert "not executed in ishare.c: lines 5-7, 12" in text and "zdata.c: lines" not in text
