@@ -132,3 +132,45 @@ def test_fanotify_on_the_image_file(erofs_image: Callable[[str], BuiltImage], op
     assert early.data.result.read is None and early.data.result.errno in (1, 5), (
         f"a denied read of the image gave the mount's reader {early.data.result}, not an "
         f"error (EIO or EPERM)")
+
+
+@pytest.mark.known_bug(
+    "metadata in the last page of a file-backed image that ends inside that page reads EIO "
+    "(reports/fileio-partial-meta-page.yaml): 7.3 reads metadata whole folios at a time and "
+    "takes the short read at the end of the image file for an error",
+    signature=r"failed to read inode meta block|Input/output error|errno 5\b",
+    releases=">=7.3", unless_patched="read metadata in the last partial page",
+    params=["file-*"])
+@pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
+    "page_cache_share"))], ids=["plain", "sharing"])
+def test_an_image_that_ends_inside_a_page_reads_whole(
+        erofs_image: Callable[[str], BuiltImage], erofs_tools: ErofsUtils, source: str,
+        options: str, mount: Mounter, pagecache: Probe) -> None:
+    """With 1 KiB blocks an image need not end on a page boundary, and mkfs put the inode of
+    `second` in the image's last page, which the image ends inside. Every file, and its
+    2000-byte xattr, must read right through every source: a loop or virtio device reads
+    past its end as zeroes, a file-backed mount must not fail the short read."""
+    image = erofs_image("partial-page-bs1k")
+    assert erofs_tools.dump is not None
+    size = image.path.stat().st_size
+    last_page = size - size % 4096
+    inode = next(r for r in image_layout(image, erofs_tools.dump).regions
+                 if r.name == "inode:second")
+    assert size % 4096 and inode.start >= last_page, (
+        f"{image.spec.name} is not shaped as the test needs: {size} bytes, the inode of "
+        f"second at {inode.start} (the last page starts at {last_page})")
+    m = mount(image, options, source)
+    walk = pagecache.walk(m.target)
+    for spec in image.spec.files:
+        entry = walk.entries.get(spec.path)
+        assert entry is not None and entry.error is None, (
+            f"{spec.path} (inode at byte {inode.start} for second) cannot be looked up: "
+            f"{entry.error if entry else 'missing from the listing'}")
+        want = image.file(spec.path)["sha256"]
+        for how, look in (("read", entry.read), ("mmap", entry.mapped)):
+            assert look is not None and look.read is not None and look.read.sha256 == want, (
+                f"{spec.path} ({how}) gave {look}, not {want[:12]}")
+        value = dict(spec.xattrs)["user.harness.big"].encode().hex()
+        assert entry.xattrs.get("user.harness.big") == value, (
+            f"{spec.path}: getxattr(user.harness.big) gave "
+            f"{entry.xattrs.get('user.harness.big', 'nothing')[:60]!r}")

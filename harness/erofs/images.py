@@ -33,8 +33,9 @@ PAGE = 4096
 COMPRESSORS = ("lz4", "lz4hc", "lzma", "deflate", "zstd")
 FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xattrs",
              "symlink", "hardlink"}
-IMAGE_KEYS = {"tree", "fingerprint", "compressor", "block_size", "chunksize", "extended",
-              "blobdev", "tar", "unfingerprinted", "forged", "xattr_prefixes", "merged"}
+IMAGE_KEYS = {"tree", "fingerprint", "own_fingerprints", "compressor", "block_size",
+              "chunksize", "extended", "blobdev", "tar", "unfingerprinted", "forged",
+              "xattr_prefixes", "merged"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -124,6 +125,10 @@ class ImageSpec:
     forged: tuple[tuple[str, int, int], ...] = ()
     # Long xattr name prefixes (mkfs --xattr-prefix), as overlay or composefs images have.
     xattr_prefixes: tuple[str, ...] = ()
+    # Files whose source carries the fingerprint xattr (a custom name) keep that value as
+    # their only fingerprint: mkfs adds its digest as a second entry of the same name, which
+    # is stripped. Fingerprints of any length, empty or oversized, or chosen to collide.
+    own_fingerprints: bool = False
     # Rebuilt (mkfs.erofs rebuild mode) from these images, which become its extra devices
     # in this order: a metadata-only image over several blobs.
     merged: tuple[ImageSpec, ...] = ()
@@ -217,9 +222,17 @@ def load_catalog(path: Path) -> Catalog:
             if raw.get("chunksize") else None,
             extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")),
             tar=bool(raw.get("tar")), unfingerprinted=_unfingerprinted(raw, catalog),
-            forged=_forged(raw, catalog),
+            forged=_forged(raw, catalog), own_fingerprints=_own(raw),
             xattr_prefixes=tuple(str(p) for p in raw.get("xattr_prefixes") or ()))
     return catalog
+
+
+def _own(raw: Any) -> bool:
+    own = raw.get("own_fingerprints", False)
+    if own is not False and (own is not True or not isinstance(raw.get("fingerprint"), str)):
+        raise SpecError(f"{where(raw, 'own_fingerprints')}: own_fingerprints: true needs "
+                        f"fingerprint: <xattr name> (the name the tree's files carry)")
+    return own
 
 
 def _merged(name: str, raw: Any, catalog: Catalog) -> ImageSpec:
@@ -377,6 +390,14 @@ def _build_partial(spec: ImageSpec, tools: ErofsUtils, argv: list[str], tree: Pa
         strip_fingerprint(out / "image.erofs", path, tools.dump)
 
 
+def _keep_own_fingerprints(spec: ImageSpec, tools: ErofsUtils, image: Path) -> None:
+    if tools.dump is None:
+        raise ToolMissing("dump.erofs is needed to build images with their own fingerprints")
+    for f in spec.files:
+        if any(name == spec.fingerprint for name, _ in f.xattrs):
+            strip_fingerprint(image, f.path, tools.dump)
+
+
 def _fill_merged_fingerprints(spec: ImageSpec, devices: tuple[BuiltImage, ...], image: Path,
                               tools: ErofsUtils) -> None:
     """Work around mkfs.erofs rebuild mode leaving the fingerprint entries out (see
@@ -390,7 +411,7 @@ def _fill_merged_fingerprints(spec: ImageSpec, devices: tuple[BuiltImage, ...], 
 
 
 def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
-    key = cache.content_key(["erofs-image-v6", tools.version, json.dumps(asdict(spec),
+    key = cache.content_key(["erofs-image-v7", tools.version, json.dumps(asdict(spec),
                                                                         sort_keys=True)])
 
     devices = tuple(build_image(source, tools) for source in spec.merged)
@@ -421,6 +442,8 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
                 _build_partial(spec, tools, argv, Path(tmp), out)
             else:
                 _mkfs(spec, [*argv, str(out / "image.erofs"), source])
+            if spec.own_fingerprints:
+                _keep_own_fingerprints(spec, tools, out / "image.erofs")
             for path, seed, size in spec.forged:
                 if tools.dump is None:
                     raise ToolMissing("dump.erofs is needed to forge fingerprints")

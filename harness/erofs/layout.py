@@ -33,6 +33,7 @@ from harness.erofs.superblock import (
     COMPAT_SB_CHKSUM,
     META_BLKADDR_AT,
     SUPERBLOCK_OFFSET,
+    checksummed_range,
 )
 
 SUPERBLOCK_SIZE = 128
@@ -144,8 +145,7 @@ def image_layout(image: BuiltImage, dump: Path) -> ImageLayout:
     blksz = 1 << data[SUPERBLOCK_OFFSET + BLKSZBITS_AT]
     meta = struct.unpack_from("<I", data, SUPERBLOCK_OFFSET + META_BLKADDR_AT)[0] * blksz
     compat = struct.unpack_from("<I", data, SUPERBLOCK_OFFSET + COMPAT_AT)[0]
-    checksummed = (SUPERBLOCK_OFFSET, blksz) if compat & COMPAT_SB_CHKSUM and \
-        blksz > SUPERBLOCK_OFFSET else None
+    checksummed = checksummed_range(blksz) if compat & COMPAT_SB_CHKSUM else None
     specs = {f.path: f for f in image.spec.files}
     files = frozenset(p for p, f in specs.items() if f.regular and f.hardlink is None)
     dirs = {""} | {str(parent) for p in specs for parent in PurePosixPath(p).parents

@@ -16,6 +16,14 @@ MAGIC_AT, CHECKSUM_AT, COMPAT_AT, BLKSZBITS_AT, META_BLKADDR_AT = 0, 4, 8, 12, 4
 PREFIX_COUNT_AT, ISHARE_PREFIX_ID_AT = 91, 105
 
 
+def checksummed_range(blksz: int) -> tuple[int, int]:
+    """The bytes the superblock checksum covers (erofs_superblock_csum_verify): from the
+    superblock to the end of the first block, or with blocks of 1 KiB or less, where the
+    superblock is a block of its own, the whole of that block."""
+    return SUPERBLOCK_OFFSET, SUPERBLOCK_OFFSET + (blksz - SUPERBLOCK_OFFSET
+                                                   if blksz > SUPERBLOCK_OFFSET else blksz)
+
+
 @dataclass(frozen=True)
 class Superblock:
     feature_compat: int

@@ -35,6 +35,7 @@ from harness.erofs.superblock import (
     COMPAT_SB_CHKSUM,
     META_BLKADDR_AT,
     SUPERBLOCK_OFFSET,
+    checksummed_range,
 )
 
 LONG_PREFIX = 0x80  # EROFS_XATTR_LONG_PREFIX: the name index is a long-prefix id
@@ -65,8 +66,8 @@ def crc32c(seed: int, data: bytes) -> int:
 
 def superblock_checksum(image: bytes) -> int:
     """What the kernel expects in the superblock's checksum field (erofs_superblock_csum_verify)."""
-    blksz = 1 << image[SUPERBLOCK_OFFSET + BLKSZBITS_AT]
-    block = bytearray(image[SUPERBLOCK_OFFSET:blksz])
+    start, end = checksummed_range(1 << image[SUPERBLOCK_OFFSET + BLKSZBITS_AT])
+    block = bytearray(image[start:end])
     block[CHECKSUM_AT:CHECKSUM_AT + 4] = b"\0\0\0\0"
     return crc32c(0xFFFFFFFF, bytes(block))
 

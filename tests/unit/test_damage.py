@@ -93,3 +93,19 @@ def test_a_damage_that_changes_nothing_is_never_drawn() -> None:
     layout, rng = _layout(4 * BLOCK), random.Random(5)
     assert not Damage("noop", ((2 * BLOCK + 10, b"\0\0"),)).changes(bytes(data))
     assert all(random_damage(layout, bytes(data), rng).changes(bytes(data)) for _ in range(200))
+
+
+@pytest.mark.parametrize(("blkszbits", "covered"), [(12, 4096 - 1024), (10, 1024), (9, 512)])
+def test_the_checksum_covers_what_the_kernel_reads_for_every_block_size(
+        blkszbits: int, covered: int) -> None:
+    """erofs_superblock_csum_verify: crc32c seeded 0x5045B54A over the bytes after the
+    checksum field, to the end of the first block, or of the superblock's own block when
+    blocks are 1 KiB or smaller (a harness once summed nothing there)."""
+    from harness.erofs.superblock import MAGIC
+    from harness.erofs.xattrs import crc32c
+    data = bytearray(random.Random(blkszbits).randbytes(4 * BLOCK))
+    struct.pack_into("<I", data, SUPERBLOCK_OFFSET, MAGIC)
+    data[SUPERBLOCK_OFFSET + 12] = blkszbits
+    after = SUPERBLOCK_OFFSET + CHECKSUM_AT + 4
+    want = crc32c(0x5045B54A, bytes(data[after:SUPERBLOCK_OFFSET + covered]))
+    assert superblock_checksum(bytes(data)) == want
