@@ -11,6 +11,7 @@ from harness.kernel.kbuild import coverage_make_args, fragments_for
 from harness.kernel.kernel import Kernel
 from harness.kernel.spec import TreeSpec, parse_kernel_spec
 from harness.results.coverage import notes_of, summarize, table
+from harness.vm.sshclient import CommandResult
 
 
 def test_the_coverage_option_round_trips_and_is_added_when_missing() -> None:
@@ -62,3 +63,46 @@ def test_the_table_gives_lines_branches_and_what_was_not_executed() -> None:
     assert "total                    12/40      30.0%      1/4       25.0%" in text
     # Uncovered lines are listed for the sharing feature's files only.
     assert "not executed in ishare.c: lines 5-7, 12" in text and "zdata.c: lines" not in text
+
+
+class _FakeVM:
+    """The seam save_counters talks to: a kernel config, a state, and run()."""
+
+    def __init__(self, config: dict[str, str], stdout: str, status: int = 0) -> None:
+        from harness.vm.machine import VMState
+        self.kernel = Kernel(spec="tree:,coverage", release="7.3.4",
+                             vmlinuz=Path("/nonexistent"), modules_dir=None, config=config)
+        self.state = VMState.RUNNING
+        self.name = "gw0-boot1"
+        self.commands: list[str] = []
+        self._stdout, self._status = stdout, status
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        self.commands.append(command)
+        return CommandResult(command, self._status, self._stdout, "", 0.1)
+
+
+def _counters_blob(names: list[str]) -> str:
+    import base64
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in names:
+            info = tarfile.TarInfo(f"fs/erofs/{name}")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"gcda"))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_coverage_guest_saves_its_counters_and_others_save_nothing(tmp_path: Path) -> None:
+    from harness.guest.coverage import save_counters
+    vm = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, _counters_blob(["ishare.gcda", "super.gcda"]))
+    assert save_counters(vm, tmp_path) == 2  # type: ignore[arg-type]
+    assert (tmp_path / "gw0-boot1.tar.gz").is_file()
+    assert "/sys/kernel/debug/gcov" in vm.commands[0]
+    plain = _FakeVM({}, "")
+    assert save_counters(plain, tmp_path / "plain") == 0  # type: ignore[arg-type]
+    assert plain.commands == [] and not (tmp_path / "plain").exists()
+    broken = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, "not base64 at all!")
+    assert save_counters(broken, tmp_path / "broken") == 0  # type: ignore[arg-type]
