@@ -60,6 +60,8 @@ def test_deleted_image_files_stay_readable_and_shared_until_unmount(
         f"still holds them")
 
 
+@pytest.mark.requires_kernel("user_namespaces", reason="an unprivileged user in a user "
+                             "namespace of its own is the mounter")
 @pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "inode_share"])
 def test_an_unprivileged_user_cannot_mount(erofs_image: Callable[[str], BuiltImage],
                                            options: str, guest: Guest, mount: Mounter,

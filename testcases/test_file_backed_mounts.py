@@ -83,6 +83,7 @@ def test_file_backed_metadata_is_cached_in_the_image_files_page_cache(
         f"{len(blocks)} blocks of metadata the walk needs: EROFS cached them elsewhere")
 
 
+@pytest.mark.requires_kernel("fanotify", reason="fanotify on the image file")
 @pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
     "page_cache_share"))], ids=["plain", "sharing"])
 def test_fanotify_on_the_image_file(erofs_image: Callable[[str], BuiltImage], options: str,

@@ -1,7 +1,8 @@
 """gcov counters out of a coverage kernel's guest (``tree:,coverage``): the ``.gcda`` files
 of fs/erofs, read from debugfs before the VM stops. Each VM of a run saves its own set
-(``<dir>/<vm name>.tar.gz``); ``make coverage`` merges them (harness/results/coverage.py).
-A VM that died takes its counters with it: the report says how many VMs it merged.
+(``<dir>/<vm name>-<n>.tar.gz``): when it stops, and before each test marked as a known
+kernel bug, which may crash it. ``make coverage`` merges them (harness/results/coverage.py).
+A VM that dies otherwise takes the counters since its last save with it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ with tarfile.open(fileobj=buf, mode="w:gz") as tar:
                 info = tarfile.TarInfo(part + "/" + name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+if len(sys.argv) > 3:  # counted once: the next save starts from zero
+    with open(os.path.join(root, "reset"), "w") as fh:
+        fh.write("1")
 sys.stdout.write(base64.b64encode(buf.getvalue()).decode())
 """
 
@@ -46,12 +50,15 @@ def has_counters(vm: VM) -> bool:
     return vm.kernel.option("GCOV_KERNEL") == "y"
 
 
-def save_counters(vm: VM, into: Path) -> int:
-    """Write the guest's fs/erofs counters to ``<into>/<vm name>.tar.gz``; the number of
-    counter files (0 on a kernel without gcov, or a guest that no longer answers)."""
+def save_counters(vm: VM, into: Path, *, reset: bool = False) -> int:
+    """Write the guest's fs/erofs counters to ``<into>/<vm name>-<n>.tar.gz``; the number of
+    counter files (0 on a kernel without gcov, or a guest that no longer answers).
+    ``reset``: zero the guest's counters once read, so that a later save of the same guest
+    (before a test that may crash it, and at its end) counts nothing twice."""
     if not has_counters(vm) or vm.state is not VMState.RUNNING:
         return 0
-    result = vm.run(f"python3 -c {shlex.quote(_DUMP)} {GCOV_ROOT} {PART}", timeout=120)
+    command = f"python3 -c {shlex.quote(_DUMP)} {GCOV_ROOT} {PART}" + (" reset" if reset else "")
+    result = vm.run(command, timeout=120)
     if not result.ok:
         log.warning("%s: no coverage counters: %s", vm.name, result.stderr.strip()[-300:])
         return 0
@@ -63,5 +70,6 @@ def save_counters(vm: VM, into: Path) -> int:
         log.warning("%s: unreadable coverage counters: %s", vm.name, exc)
         return 0
     into.mkdir(parents=True, exist_ok=True)
-    (into / f"{vm.name}.tar.gz").write_bytes(blob)
+    taken = len(list(into.glob(f"{vm.name}-*.tar.gz")))
+    (into / f"{vm.name}-{taken}.tar.gz").write_bytes(blob)
     return count

@@ -21,6 +21,8 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "pagemap": ("CONFIG_PROC_PAGE_MONITOR",),
     "io_uring": ("CONFIG_IO_URING",),
     "loop": ("CONFIG_BLK_DEV_LOOP",),
+    "fanotify": ("CONFIG_FANOTIFY",),
+    "user_namespaces": ("CONFIG_USER_NS",),
 }
 
 

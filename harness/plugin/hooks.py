@@ -129,6 +129,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         callspec = getattr(item, "callspec", None)
         if bug.applies(kernel.release, kernel.series, callspec.id if callspec else ""):
             item.stash[known_bug_key] = (bug, kernel.release)
+            # A known bug may crash the guest: keep the coverage counters gathered so far.
+            item.config.stash[pool_key].save_coverage()
 
 
 def _vm_of(item: pytest.Item) -> VM | None:

@@ -125,13 +125,18 @@ class VMPool:
         assert self.session is not None
         return self.session
 
+    def save_coverage(self) -> None:
+        """Save (and zero) a coverage kernel's counters of the running guest, if any."""
+        if self.current is not None:
+            try:
+                save_counters(self.current, self.options.artifacts / COUNTERS_DIR, reset=True)
+            except HarnessError as exc:
+                log.warning("coverage counters of %s lost: %s", self.current.name, exc)
+
     def close(self) -> None:
         if self.current is not None:
             # A coverage kernel's counters live in the guest: save them before it goes.
-            try:
-                save_counters(self.current, self.options.artifacts / COUNTERS_DIR)
-            except HarnessError as exc:
-                log.warning("coverage counters of %s lost: %s", self.current.name, exc)
+            self.save_coverage()
             with contextlib.suppress(Exception):
                 self.current.stop()
             self.current = self.session = None

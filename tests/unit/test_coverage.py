@@ -99,8 +99,11 @@ def test_a_coverage_guest_saves_its_counters_and_others_save_nothing(tmp_path: P
     from harness.guest.coverage import save_counters
     vm = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, _counters_blob(["ishare.gcda", "super.gcda"]))
     assert save_counters(vm, tmp_path) == 2  # type: ignore[arg-type]
-    assert (tmp_path / "gw0-boot1.tar.gz").is_file()
-    assert "/sys/kernel/debug/gcov" in vm.commands[0]
+    assert (tmp_path / "gw0-boot1-0.tar.gz").is_file()
+    assert "/sys/kernel/debug/gcov" in vm.commands[0] and not vm.commands[0].endswith("reset")
+    # Before a test that may crash the guest: saved beside the first, and zeroed after.
+    assert save_counters(vm, tmp_path, reset=True) == 2  # type: ignore[arg-type]
+    assert (tmp_path / "gw0-boot1-1.tar.gz").is_file() and vm.commands[1].endswith(" reset")
     plain = _FakeVM({}, "")
     assert save_counters(plain, tmp_path / "plain") == 0  # type: ignore[arg-type]
     assert plain.commands == [] and not (tmp_path / "plain").exists()
