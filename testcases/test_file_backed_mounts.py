@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import SHARE
+from conftest import PARTIAL_META_PAGE_BUG, SHARE
 from harness.erofs.images import BuiltImage
 from harness.erofs.layout import image_layout
 from harness.erofs.tools import ErofsUtils
@@ -135,13 +135,7 @@ def test_fanotify_on_the_image_file(erofs_image: Callable[[str], BuiltImage], op
         f"error (EIO or EPERM)")
 
 
-@pytest.mark.known_bug(
-    "metadata in the last page of a file-backed image that ends inside that page reads EIO "
-    "(reports/fileio-partial-meta-page.yaml): 7.3 reads metadata whole folios at a time and "
-    "takes the short read at the end of the image file for an error",
-    signature=r"failed to read inode meta block|Input/output error|errno 5\b",
-    releases=">=7.3", unless_patched="read metadata in the last partial page",
-    params=["file-*"])
+@pytest.mark.known_bug(**PARTIAL_META_PAGE_BUG, params=["file-*"])
 @pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
     "page_cache_share"))], ids=["plain", "sharing"])
 def test_an_image_that_ends_inside_a_page_reads_whole(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import xxhash
 
-from conftest import SHARE, read_and_look
+from conftest import PARTIAL_META_PAGE_BUG, SHARE, read_and_look
 from harness.erofs.images import BuiltImage
 from harness.erofs.superblock import read_superblock
 from harness.guest.mounts import Mount, Mounter
@@ -142,12 +142,7 @@ def test_an_empty_fingerprint_is_no_fingerprint(own_fingerprints, pagecache: Pro
     assert again.sha256 == ms.image.file("empty-b")["sha256"]
 
 
-@pytest.mark.known_bug(
-    "the inode of big-b lies in the last page of the image, which ends inside it: file-backed "
-    "mounts of 7.3 read that metadata as EIO (reports/fileio-partial-meta-page.yaml)",
-    signature=r"failed to read inode meta block|Input/output error|errno 5\b",
-    releases=">=7.3", unless_patched="read metadata in the last partial page",
-    params=["file"])
+@pytest.mark.known_bug(**PARTIAL_META_PAGE_BUG, params=["file"])  # big-b's inode is there
 def test_a_fingerprint_longer_than_a_block_is_no_fingerprint(erofs_image, source: str,
                                                              mount: Mounter,
                                                              pagecache: Probe) -> None:
