@@ -16,18 +16,20 @@ ARTIFACTS ?= artifacts
 
 # Host packages: QEMU, what the guest image is assembled from (vmimages/guest.yaml), what
 # builds the Python environment, and what builds erofs-utils >= 1.9 from Debian's source
-# (harness/erofs_utils.py: Debian 12's erofs-utils 1.5 has no fingerprints).
+# (harness/erofs/tools.py: Debian 12's erofs-utils 1.5 has no fingerprints) and composefs's
+# tools from Debian's source for make savings (harness/savings/composefs.py).
 HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin python3-minimal \
 	util-linux kmod attr e2fsprogs xfsprogs apt dpkg python3-venv ca-certificates \
 	autoconf automake libtool pkg-config liblz4-dev uuid-dev zlib1g-dev libzstd-dev \
 	liblzma-dev libssl-dev dpkg-dev make gcc \
-	flex bison bc libelf-dev dwarves ccache git xz-utils cpio patch
+	flex bison bc libelf-dev dwarves ccache git xz-utils cpio patch \
+	meson ninja-build
 
 VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings
 
 all: help
 
@@ -45,6 +47,7 @@ help:
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]  fs/erofs line and branch coverage (gcov)"
+	@echo "make savings [PAIRS=..] [CONTAINERS=..]  memory saved on real image pairs, beside composefs"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
 	@echo "make compare A=<results> B=<results>  differences between two runs"
 	@echo "make ci-config  regenerate .github/workflows/nightly.yml and .gitlab-ci.yml"
@@ -142,6 +145,13 @@ kernel: deps venv
 coverage: deps venv
 	$(PY) -m harness coverage $(VM_OPTS) --jobs=$(RUN_JOBS) --out=$(ARTIFACTS)/coverage \
 		-- $(PYTEST_ARGS)
+
+# make savings [KERNEL=] [PAIRS=small,medium] [CONTAINERS=1,2,4,8,16]: memory saved on
+# real container-image pairs (savings/pairs.yaml); table, plots and HTML in
+# $(ARTIFACTS)/savings/.
+savings: deps venv
+	$(PY) -m harness savings $(VM_OPTS) $(if $(PAIRS),--pairs=$(PAIRS)) \
+		$(if $(CONTAINERS),--containers=$(CONTAINERS)) --out=$(ARTIFACTS)/savings
 
 # make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]: every cell, N at a time, into results/.
 MATRIX ?= matrix/nightly.yaml

@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_cov.add_argument("--out", type=Path, default=Path("artifacts") / "coverage")
     p_cov.add_argument("pytest_args", nargs=argparse.REMAINDER,
                        help="after --: pytest arguments (a selection: -k, -m, files)")
+    p_sav = sub.add_parser("savings", help="memory saved on real container-image pairs: "
+                                           "no sharing, inode_share, composefs, overlayfs")
+    _vm_options(p_sav)
+    p_sav.add_argument("--pairs", default="", help="comma-separated pair names of "
+                                                   "savings/pairs.yaml (default: all)")
+    p_sav.add_argument("--containers", default="1,2,4,8,16",
+                       help="container counts to measure at (comma-separated)")
+    # Sixteen containers without sharing hold sixteen copies: more than the suite's guest.
+    p_sav.set_defaults(vm_memory=4096)
+    p_sav.add_argument("--out", type=Path, default=Path("artifacts") / "savings")
     p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
     p_matrix.add_argument("matrix", type=Path)
     p_matrix.add_argument("--jobs", type=int, default=1, help="cells at a time")
@@ -203,6 +213,20 @@ def cmd_coverage(args: argparse.Namespace) -> int:
                         pytest_args=extra)
 
 
+def cmd_savings(args: argparse.Namespace) -> int:
+    from harness.savings.run import run_savings
+    try:
+        counts = tuple(sorted({int(c) for c in args.containers.split(",") if c.strip()}))
+    except ValueError:
+        raise HarnessError(f"--containers={args.containers!r}: give counts like 1,2,4,8,16") \
+            from None
+    if not counts or counts[0] < 1:
+        raise HarnessError(f"--containers={args.containers!r}: counts must be 1 or more")
+    only = [p.strip() for p in args.pairs.split(",") if p.strip()] or None
+    return run_savings(args.kernel, args.out.resolve(), only=only, counts=counts,
+                       memory_mb=args.vm_memory, accel=args.accel)
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from harness.kernel.resolve import resolve_kernel
     kernel = resolve_kernel(args.kernel)
@@ -265,7 +289,8 @@ COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
             "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore,
-            "fuzz": cmd_fuzz, "stress": cmd_stress, "coverage": cmd_coverage}
+            "fuzz": cmd_fuzz, "stress": cmd_stress, "coverage": cmd_coverage,
+            "savings": cmd_savings}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,20 +196,28 @@ def find_mirrors(entries: list[SourceEntry]) -> Mirrors:
 class PrivateApt:
     """apt-get and apt-cache run against our own sources, lists and cache."""
 
-    def __init__(self, root: Path, mirrors: Mirrors | None = None) -> None:
+    def __init__(self, root: Path, mirrors: Mirrors | None = None, *,
+                 archive_suites: tuple[str, ...] = ARCHIVE_SUITES,
+                 security_suites: tuple[str, ...] = SECURITY_SUITES,
+                 with_sources: bool = True) -> None:
         self.root = root
         self.mirrors = mirrors or find_mirrors(system_sources())
         self.sources = root / "etc" / "sources.list"
         self.lists = root / "lists"
+        # Another set of suites gets another root: lists of one set never slow the other.
+        self.archive_suites = archive_suites
+        self.security_suites = security_suites
+        self.with_sources = with_sources
 
     def sources_text(self) -> str:
         m = self.mirrors
         lines = []
-        for suite in ARCHIVE_SUITES:
+        for suite in self.archive_suites:
             lines.append(f"deb [signed-by={m.keyring}] {m.archive} {suite} main")
-            lines.append(f"deb-src [signed-by={m.keyring}] {m.archive} {suite} main")
+            if self.with_sources:
+                lines.append(f"deb-src [signed-by={m.keyring}] {m.archive} {suite} main")
         if m.security:
-            for suite in SECURITY_SUITES:
+            for suite in self.security_suites:
                 lines.append(f"deb [signed-by={m.keyring}] {m.security} {suite} main")
         return "\n".join(lines) + "\n"
 
@@ -264,7 +272,7 @@ class PrivateApt:
         self._prepare()
         if not force and self.lists_fresh():
             return
-        suites = ", ".join(ARCHIVE_SUITES + SECURITY_SUITES)
+        suites = ", ".join(self.archive_suites + self.security_suites)
         print(f"harness: refreshing private apt lists ({suites})", file=sys.stderr, flush=True)
         self._run(["apt-get", *self.options(), "update"], "apt-get update")
         for path in self.lists.glob("*_Packages*"):
