@@ -200,6 +200,9 @@ def _unpack(apt: PrivateApt, versions: dict[str, str], out: Path, label: str) ->
             if proc.returncode != 0:
                 raise HarnessError(f"dpkg-deb -x {deb.name} failed: {proc.stderr.strip()}")
     _compile_python(root)
+    # The mount points a container runtime fills (base-files makes them on a real system).
+    for name in ("dev", "proc", "tmp"):
+        (root / name).mkdir(exist_ok=True)
     # The dynamic loader finds libraries through ld.so.cache on an installed system.
     ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
     (root / "etc").mkdir(exist_ok=True)
@@ -213,7 +216,7 @@ def build_tree(spec: PairSpec, side: str, suites: tuple[str, ...], index: Index,
                apt: PrivateApt) -> Tree:
     chosen = index.closure(spec.packages, suites, spec.origin)
     versions = {name: stanza["Version"] for name, stanza in chosen.items()}
-    key = cache.content_key(["savings-tree-v1", json.dumps(versions, sort_keys=True)])
+    key = cache.content_key(["savings-tree-v2", json.dumps(versions, sort_keys=True)])
     label = f"{spec.name}/{side}"
 
     def build(out: Path) -> dict[str, object]:

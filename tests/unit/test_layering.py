@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"guest"},
     {"pipeline", "results"},
     {"plugin", "repro", "matrix", "bench", "explore", "hostile",
-     "coverage"},
+     "coverage", "savings"},
     {"cli", "__main__"},
 ]
 

@@ -186,11 +186,34 @@ def in_cgroup(cgroup, work):
     return json.loads(data)
 
 
+CLONE_NEWNS = 0x00020000
+MS_BIND = 4096
+MS_REC = 16384
+
+
+def _container_mounts(root):
+    """What a container runtime gives a container besides its image: /dev and /proc, in a
+    mount namespace of this (forked) process alone, so they go away with it. The trees
+    carry the empty directories (harness/savings/pairs.py), as base-files makes them."""
+    libc = pcprobe.libc
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(pcprobe.ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    libc.mount(b"none", b"/", None, MS_REC | (1 << 18), None)  # MS_PRIVATE: no propagation
+    for name, source, fstype, flags in (("dev", b"/dev", None, MS_BIND | MS_REC),
+                                        ("proc", b"proc", b"proc", 0)):
+        target = os.path.join(root, name)
+        if not os.path.isdir(target):
+            continue  # a read-only image without the directory: the program goes without
+        if libc.mount(source, target.encode(), fstype, flags, None) != 0:
+            raise OSError(pcprobe.ctypes.get_errno(), f"mount {name} in {root}")
+
+
 def run_container(root, commands):
     """The container's commands, chrooted into its root (in the current, forked, process)."""
+    _container_mounts(root)
     os.chroot(root)
     os.chdir("/")
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/", "LANG": "C.UTF-8",
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/", "LC_ALL": "C",
            "PYTHONDONTWRITEBYTECODE": "1"}
     started = time.monotonic()
     for command in commands:
