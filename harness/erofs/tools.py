@@ -11,14 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core import cache
-from harness.core.errors import HarnessError, ToolMissing
-from harness.kernel.aptrepo import PrivateApt
+from harness.core.errors import ToolMissing
+from harness.kernel.aptrepo import PrivateApt, build_source_package, cached_source_build
 
 MIN_VERSION = (1, 9)
 BUILD_DEPS = ("autoconf", "automake", "libtool", "pkg-config", "liblz4-dev", "uuid-dev",
@@ -70,27 +69,13 @@ def _build(apt: PrivateApt, out: Path) -> dict[str, object]:
         raise ToolMissing(f"building erofs-utils needs {', '.join(missing)}: install "
                           f"{' '.join(BUILD_DEPS)} (`make deps` does it)")
     with tempfile.TemporaryDirectory(prefix="erofs-utils.") as tmp:
-        dsc = apt.source("erofs-utils", Path(tmp) / "dl")
-        if not dsc:
-            raise HarnessError("apt-get source erofs-utils fetched no .dsc")
-        src = Path(tmp) / "src"
-        steps = [(["dpkg-source", "--no-check", "-x", str(dsc[0]), str(src)], Path(tmp)),
-                 (["./autogen.sh"], src), (["./configure", *CONFIGURE], src),
-                 (["make", f"-j{os.cpu_count() or 2}"], src)]
-        log_path = Path(tmp) / "build.log"
-        for argv, cwd in steps:
-            print(f"harness: erofs-utils: {' '.join(argv[:2])}", file=sys.stderr, flush=True)
-            with log_path.open("a") as log:
-                proc = subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                      check=False)
-            if proc.returncode != 0:
-                tail = "\n".join(log_path.read_text().splitlines()[-25:])
-                raise HarnessError(f"building erofs-utils failed at {' '.join(argv)} "
-                                   f"(exit {proc.returncode}); last lines:\n{tail}")
+        src = build_source_package(apt, "erofs-utils", Path(tmp), [
+            ["./autogen.sh"], ["./configure", *CONFIGURE],
+            ["make", f"-j{os.cpu_count() or 2}"]])
         (out / "bin").mkdir()
         for rel in ("mkfs/mkfs.erofs", "dump/dump.erofs", "fsck/fsck.erofs"):
             shutil.copy2(src / rel, out / "bin" / Path(rel).name)
-    return {"source": dsc[0].name}
+    return {"source": apt.source_version("erofs-utils")}
 
 
 def known_version() -> str | None:
@@ -112,10 +97,5 @@ def provide(apt_root: Path | None = None) -> ErofsUtils:
     explicit = os.environ.get("MKFS_EROFS")
     if explicit:
         return check(Path(explicit), "$MKFS_EROFS")
-    apt = PrivateApt(apt_root or cache.cache_root() / "apt")
-    with apt.locked():
-        apt.update()
-        version = apt.source_version("erofs-utils")
-        key = cache.content_key(["erofs-utils-v1", version, *CONFIGURE])
-        entry = cache.get_or_build("erofs-utils", key, lambda out: _build(apt, out))
+    entry, version = cached_source_build("erofs-utils", CONFIGURE, _build, apt_root)
     return check(entry / "bin" / "mkfs.erofs", f"erofs-utils {version} built from source")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.cache import cache_root, get_or_build
 from harness.core.cache import content_key as cache_key
 from harness.core.errors import HarnessError, ToolMissing
 
@@ -349,6 +350,46 @@ class PrivateApt:
         if proc.returncode != 0:
             raise HarnessError(f"{what} with the private apt configuration in {self.root} "
                                f"failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+
+
+def build_source_package(apt: PrivateApt, package: str, tmp: Path,
+                         commands: list[list[str]]) -> Path:
+    """Fetch sid's source of ``package`` into ``tmp``, unpack it and run ``commands`` in it
+    (a build), with progress shown and the log's tail in the error of a failed step; the
+    unpacked, built source directory is returned. For host tools Debian 12 has too old or
+    not at all, whose sid binaries need a newer libc."""
+    dsc = apt.source(package, tmp / "dl")
+    if not dsc:
+        raise HarnessError(f"apt-get source {package} fetched no .dsc")
+    src = tmp / "src"
+    steps = [(["dpkg-source", "--no-check", "-x", str(dsc[0]), str(src)], tmp),
+             *((argv, src) for argv in commands)]
+    log_path = tmp / "build.log"
+    for argv, cwd in steps:
+        print(f"harness: {package}: {' '.join(argv[:2])}", file=sys.stderr, flush=True)
+        with log_path.open("a") as log:
+            proc = subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                  check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(log_path.read_text().splitlines()[-25:])
+            raise HarnessError(f"building {package} failed at {' '.join(argv)} "
+                               f"(exit {proc.returncode}); last lines:\n{tail}")
+    return src
+
+
+def cached_source_build(package: str, parts: list[str],
+                        build: Callable[[PrivateApt, Path], dict[str, object]],
+                        apt_root: Path | None = None) -> tuple[Path, str]:
+    """The cache entry of ``build`` for sid's current source version of ``package`` (and
+    ``parts``, what else shapes the build): built once per version. Returns the entry and
+    the version."""
+    apt = PrivateApt(apt_root or cache_root() / "apt")
+    with apt.locked():
+        apt.update()
+        version = apt.source_version(package)
+        key = cache_key([f"{package}-v1", version, *parts])
+        entry = get_or_build(package, key, lambda out: build(apt, out))
+    return entry, version
 
 
 def parse_packages(text: str) -> list[dict[str, str]]:

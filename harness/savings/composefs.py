@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core import cache
 from harness.core.errors import HarnessError, ToolMissing
-from harness.kernel.aptrepo import PrivateApt
+from harness.kernel.aptrepo import PrivateApt, build_source_package, cached_source_build
 
 BUILD_TOOLS = ("dpkg-source", "meson", "ninja", "pkg-config", "cc")
 MESON_OPTIONS = ["-Dman=disabled", "-Dfuse=disabled"]
@@ -49,37 +47,17 @@ def _build(apt: PrivateApt, out: Path) -> dict[str, object]:
         raise ToolMissing(f"building composefs needs {', '.join(missing)} (`make deps` "
                           "installs meson, ninja-build and pkg-config)")
     with tempfile.TemporaryDirectory(prefix="composefs.") as tmp:
-        dsc = apt.source("composefs", Path(tmp) / "dl")
-        if not dsc:
-            raise HarnessError("apt-get source composefs fetched no .dsc")
-        src = Path(tmp) / "src"
-        steps = [(["dpkg-source", "--no-check", "-x", str(dsc[0]), str(src)], Path(tmp)),
-                 (["meson", "setup", "build", *MESON_OPTIONS], src),
-                 (["ninja", "-C", "build"], src)]
-        log_path = Path(tmp) / "build.log"
-        for argv, cwd in steps:
-            print(f"savings: composefs: {' '.join(argv[:2])}", file=sys.stderr, flush=True)
-            with log_path.open("a") as log:
-                proc = subprocess.run(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                      check=False)
-            if proc.returncode != 0:
-                tail = "\n".join(log_path.read_text().splitlines()[-25:])
-                raise HarnessError(f"building composefs failed at {' '.join(argv)} "
-                                   f"(exit {proc.returncode}); last lines:\n{tail}")
+        src = build_source_package(apt, "composefs", Path(tmp), [
+            ["meson", "setup", "build", *MESON_OPTIONS], ["ninja", "-C", "build"]])
         (out / "bin").mkdir()
         (out / "lib").mkdir()
         shutil.copy2(src / "build" / "tools" / "mkcomposefs", out / "bin" / "mkcomposefs")
         for lib in (src / "build" / "libcomposefs").glob("libcomposefs.so*"):
             if lib.is_file():  # the .so, its soname link (copied as a file); not meson's .p
                 shutil.copy2(lib, out / "lib" / lib.name, follow_symlinks=True)
-    return {"source": dsc[0].name}
+    return {"source": apt.source_version("composefs")}
 
 
 def provide(apt_root: Path | None = None) -> Composefs:
-    apt = PrivateApt(apt_root or cache.cache_root() / "apt")
-    with apt.locked():
-        apt.update()
-        version = apt.source_version("composefs")
-        key = cache.content_key(["composefs-v1", version, *MESON_OPTIONS])
-        entry = cache.get_or_build("composefs", key, lambda out: _build(apt, out))
+    entry, version = cached_source_build("composefs", MESON_OPTIONS, _build, apt_root)
     return Composefs(entry / "bin" / "mkcomposefs", entry / "lib", version)

@@ -165,25 +165,19 @@ class Cgroup:
 
 
 def in_cgroup(cgroup, work):
-    """``work()`` in a child that lives in ``cgroup``; returns what it returned (JSON)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
+    """``work()`` in a child that lives in ``cgroup``; returns what it returned (JSON), or
+    {"error"} with what it raised."""
+    def joined():
+        cgroup.join()
         try:
-            cgroup.join()
-            result = work()
+            return work()
         except Exception as exc:  # reported, never raised, in the child
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(w, json.dumps(result).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+    pid, pipe = pcprobe._in_child(joined)
+    with os.fdopen(pipe, "rb") as fh:
+        raw = fh.read()
     os.waitpid(pid, 0)
-    return json.loads(data)
+    return json.loads(raw or b'{"error": "the child died"}')
 
 
 CLONE_NEWNS = 0x00020000
