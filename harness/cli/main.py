@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="container counts to measure at (comma-separated)")
     # Sixteen containers without sharing hold sixteen copies: more than the suite's guest.
     p_sav.set_defaults(vm_memory=4096)
+    p_sav.add_argument("--configs", default="", help="comma-separated configurations "
+                                                     "(default: all)")
     p_sav.add_argument("--out", type=Path, default=Path("artifacts") / "savings")
     p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
     p_matrix.add_argument("matrix", type=Path)
@@ -214,7 +216,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
 
 
 def cmd_savings(args: argparse.Namespace) -> int:
-    from harness.savings.run import run_savings
+    from harness.savings.run import CONFIGS, run_savings
     try:
         counts = tuple(sorted({int(c) for c in args.containers.split(",") if c.strip()}))
     except ValueError:
@@ -223,7 +225,13 @@ def cmd_savings(args: argparse.Namespace) -> int:
     if not counts or counts[0] < 1:
         raise HarnessError(f"--containers={args.containers!r}: counts must be 1 or more")
     only = [p.strip() for p in args.pairs.split(",") if p.strip()] or None
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) or CONFIGS
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise HarnessError(f"--configs: no configuration {', '.join(unknown)} (known: "
+                           f"{', '.join(CONFIGS)})")
     return run_savings(args.kernel, args.out.resolve(), only=only, counts=counts,
+                       configs=configs,
                        memory_mb=args.vm_memory, accel=args.accel)
 
 

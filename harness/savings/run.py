@@ -27,7 +27,7 @@ from harness.savings import composefs, pairs, store
 from harness.savings.report import write_report
 from harness.vm.machine import VMConfig
 
-CONFIGS = ("erofs", "inode_share", "composefs", "overlay")
+CONFIGS = ("erofs", "inode_share", "inode_share_buffered", "composefs", "overlay")
 CONTAINERS = (1, 2, 4, 8, 16)
 HELPERS = "/run/harness-helpers"
 HELPER_SOURCE = PROBE_SOURCE.parent / "savings.py"

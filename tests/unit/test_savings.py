@@ -117,7 +117,17 @@ def test_the_table_gives_saving_and_distance_to_the_ideal(tmp_path: Path) -> Non
     table = markdown(_results())
     row = next(line for line in table.splitlines() if line.startswith("| EROFS inode_share"))
     assert "failed: mount: EINVAL" in row
-    assert "| 51.0 MiB | 49.0% | +2.0% | +0.0% | 15.3 MiB | 23.5% | +2.0% |" in row
+    assert "| 51.0 MiB | 49.0% | +2.0% | +0.0% | 15.3 MiB | 23.5% | +2.0% | - |" in row
     write_report(_results(), tmp_path)
     assert (tmp_path / "savings-p.png").read_bytes().startswith(b"\x89PNG")
     assert "savings-p.png" in (tmp_path / "savings.html").read_text()
+
+
+def test_each_further_container_is_the_slope_past_two() -> None:
+    from harness.savings.report import rows
+    results = _results()
+    pair = results["pairs"]["p"]  # type: ignore[index]
+    pair["containers"]["inode_share"]["points"].append(
+        {"containers": 4, "memcg_bytes": 17.3 * 2**20, "cached_bytes": 0})
+    row = rows(pair, ["inode_share"], 4)[0]
+    assert row["further"] == "1.0 MiB"

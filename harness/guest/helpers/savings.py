@@ -8,6 +8,8 @@ Configurations:
 - ``erofs``: each container mounts its side's EROFS image file-backed with ``directio``
   (no second copy in the ext4 page cache), no sharing;
 - ``inode_share``: the same with ``inode_share,domain_id=savings``;
+- ``inode_share_buffered``: ``inode_share`` without ``directio``: the image file's own page
+  cache (on ext4) then holds what EROFS reads through it, shared by every mount of the file;
 - ``composefs``: the metadata image through loop, an overlay over it with the shared object
   store as a data-only lower layer (``lowerdir=meta::objects``, metacopy, redirect_dir);
 - ``overlay``: an overlay of the side's tree on ext4 with a tmpfs upper layer.
@@ -69,10 +71,10 @@ class Containers:
     def add(self, index):
         side = SIDES[index % 2]
         root = f"{BASE}/c{index}"
-        if self.config in ("erofs", "inode_share"):
-            options = "directio"
-            if self.config == "inode_share":
-                options += ",inode_share,domain_id=savings"
+        if self.config in ("erofs", "inode_share", "inode_share_buffered"):
+            options = "" if self.config.endswith("_buffered") else "directio"
+            if self.config.startswith("inode_share"):
+                options = ",".join(filter(None, [options, "inode_share,domain_id=savings"]))
             self._mount(f"{STORE}/erofs/{side}.erofs", root, "erofs", options)
         elif self.config == "composefs":
             loop = sh(f"losetup -f --show -r {STORE}/cfs/{side}.cfs").strip()
