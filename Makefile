@@ -29,7 +29,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check
 
 all: help
 
@@ -48,6 +48,7 @@ help:
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]  fs/erofs line and branch coverage (gcov)"
 	@echo "make savings [PAIRS=..] [CONTAINERS=..]  memory saved on real image pairs, beside composefs"
+	@echo "make check [KERNEL_TREE=<dir>] [PATCHES=..] [PYTEST_ARGS=..]  rebuild, boot, sharing tests: edit to verdict"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
 	@echo "make compare A=<results> B=<results>  differences between two runs"
 	@echo "make ci-config  regenerate .github/workflows/nightly.yml and .gitlab-ci.yml"
@@ -139,6 +140,15 @@ TREE_SPEC = tree:$(KERNEL_TREE)$(if $(REF),$(comma)ref=$(REF))$(if $(PATCHES),$(
 comma := ,
 kernel: deps venv
 	$(PY) -m harness kernel --kernel='$(if $(KERNEL),$(KERNEL),$(TREE_SPEC))'
+
+# make check [KERNEL_TREE=<dir>] [PATCHES=..] [PYTEST_ARGS=...]: a kernel developer's loop
+# after an edit: rebuild what changed in the tree (the same spec as make kernel), boot it
+# with the cached guest image and run the sharing-semantics tests, or the PYTEST_ARGS
+# selection of testcases/, to a verdict.
+CHECK_SELECTION ?= testcases/test_sharing_semantics.py
+check: deps venv
+	$(PYTEST) $(if $(PYTEST_ARGS),testcases $(PYTEST_ARGS),$(CHECK_SELECTION)) -n $(RUN_JOBS) \
+		--kernel='$(TREE_SPEC)' --accel=$(ACCEL) --artifacts=$(ARTIFACTS)/check
 
 # make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]: the suite (or a selection) on the tree
 # built with gcov counters for fs/erofs; the report in $(ARTIFACTS)/coverage/report/.

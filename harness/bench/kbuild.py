@@ -1,5 +1,7 @@
 """``make bench`` (part kbuild): clean build time, incremental rebuild after touching
-fs/erofs/ishare.c, and the time from that touch to a guest answering over SSH.
+fs/erofs/ishare.c, the time from that touch to a guest answering over SSH, and edit to
+verdict: from the touch to the sharing-semantics tests' verdict on the rebuilt kernel, the
+way ``make check`` runs them (pytest, 2 workers, the cached guest image).
 
 The clean time is the one measured when the build directory was made (a clean build on
 the 2-core machine takes minutes; re-running it on every bench would be the bench). With
@@ -10,7 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from harness.kernel.kbuild import build_tree, fragments_for
 from harness.kernel.spec import TreeSpec
@@ -18,6 +24,23 @@ from harness.pipeline import vm_for
 from harness.vm.machine import VMConfig
 
 TOUCHED = "fs/erofs/ishare.c"
+CHECK_SELECTION = "testcases/test_sharing_semantics.py"
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def edit_to_verdict(target: Path, vm_config: VMConfig, jobs: int = 2) -> tuple[float, str]:
+    """Touch ``target``, then run what ``make check`` runs; seconds to pytest's exit, and
+    its outcome line."""
+    os.utime(target)
+    started = time.monotonic()
+    argv = [sys.executable, "-m", "pytest", CHECK_SELECTION, "-q", "-p", "no:cacheprovider",
+            "-n", str(jobs), "--kernel=tree:", f"--accel={vm_config.accel}",
+            f"--artifacts={PROJECT / 'artifacts' / 'bench-check'}"]
+    proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    outcome = re.findall(r"^=*\s*(\d+ (?:passed|failed|error).*?) in [\d.]+s", proc.stdout,
+                         re.MULTILINE)
+    return seconds, (outcome[-1] if outcome else f"pytest exit {proc.returncode}")
 
 
 def run_kbuild_bench(vm_config: VMConfig) -> None:
@@ -37,6 +60,7 @@ def run_kbuild_bench(vm_config: VMConfig) -> None:
     with vm:
         ready = time.monotonic()
         release = vm.run("uname -r", check=True).stdout.strip()
+    verdict_seconds, verdict = edit_to_verdict(target, vm_config)
     config = "tinyconfig + " + " + ".join(f.name for f in fragments_for(tree_request))
     print(f"\nkernel build ({source}; {config}; {vm_config.cpus}-CPU guest, "
           f"{os.cpu_count()} host cores)")
@@ -45,6 +69,9 @@ def run_kbuild_bench(vm_config: VMConfig) -> None:
             ("touch to booted guest (rebuild, guest image, boot to SSH)",
              f"{ready - started:.1f} s", "<= 20 s"),
             ("  of which boot to SSH", f"{ready - built_at:.1f} s", ""),
+            (f"edit to verdict ({CHECK_SELECTION}, 2 workers)", f"{verdict_seconds:.1f} s",
+             "<= 60 s"),
+            ("  verdict", verdict, ""),
             ("guest says", release, "")]
     for name, value, target_text in rows:
         print(f"  {name:<60} {value:>10}  {target_text}")
