@@ -266,16 +266,24 @@ class Batch:
         return self._add({"op": "cgroup_read", "cgroup": cgroup, "path": path,
                           "method": method, "limit": limit}, _cgroup)
 
-    def mount(self, source: str, target: str, options: str) -> Pending[MountAnswer]:
-        """mount(2); a refusal is an answer (errno), not a failure of the batch."""
+    def mount(self, source: str, target: str, options: str,
+              settle: bool = True) -> Pending[MountAnswer]:
+        """mount(2); a refusal is an answer (errno), not a failure of the batch.
+
+        ``settle=False`` skips the 50 ms wait for kernel messages printed after the call
+        returns (asynchronous ones): for callers that read the log later anyway (the
+        explorer, which reads it at the end of every step)."""
         return self._add({"op": "mount", "source": source, "target": target,
-                          "options": options}, _mount)
+                          "options": options, "settle": settle}, _mount)
 
-    def remount(self, target: str, options: str) -> Pending[MountAnswer]:
-        return self._add({"op": "remount", "target": target, "options": options}, _mount)
+    def remount(self, target: str, options: str, settle: bool = True) -> Pending[MountAnswer]:
+        return self._add({"op": "remount", "target": target, "options": options,
+                          "settle": settle}, _mount)
 
-    def umount(self, target: str, lazy: bool = False) -> Pending[MountAnswer]:
-        return self._add({"op": "umount", "target": target, "lazy": lazy}, _mount)
+    def umount(self, target: str, lazy: bool = False,
+               settle: bool = True) -> Pending[MountAnswer]:
+        return self._add({"op": "umount", "target": target, "lazy": lazy,
+                          "settle": settle}, _mount)
 
     def hold(self, path: str, tag: str, timeout: float = 120.0) -> Pending[int]:
         """A child maps and touches ``path`` and keeps the mapping for up to ``timeout``

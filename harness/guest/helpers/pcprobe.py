@@ -554,14 +554,15 @@ def _settle():
     time.sleep(0.05)  # let printk from the syscall reach the ring buffer
 
 
-def do_mount(source, target, options, fstype="erofs", readonly=True):
+def do_mount(source, target, options, fstype="erofs", readonly=True, settle=True):
     os.makedirs(target, exist_ok=True)
     log = kernel_log()
     mark = log.mark()["seq"]
     rc = libc.mount(source.encode(), target.encode(), fstype.encode(),
                     MS_RDONLY if readonly else 0, options.encode() if options else None)
     err = ctypes.get_errno() if rc != 0 else 0
-    _settle()
+    if settle:
+        _settle()
     return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
             "kmsg": log.since(mark)["lines"]}
 
@@ -569,7 +570,7 @@ def do_mount(source, target, options, fstype="erofs", readonly=True):
 MS_REMOUNT = 32
 
 
-def do_remount(target, options):
+def do_remount(target, options, settle=True):
     """mount(2) with MS_REMOUNT and exactly ``options``: what a program that does not go
     through mount(8) (which re-sends the options in effect) asks of the kernel."""
     log = kernel_log()
@@ -577,17 +578,19 @@ def do_remount(target, options):
     rc = libc.mount(b"none", target.encode(), None, MS_REMOUNT | MS_RDONLY,
                     options.encode() if options else None)
     err = ctypes.get_errno() if rc != 0 else 0
-    _settle()
+    if settle:
+        _settle()
     return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
             "kmsg": log.since(mark)["lines"]}
 
 
-def do_umount(target, lazy=False):
+def do_umount(target, lazy=False, settle=True):
     log = kernel_log()
     mark = log.mark()["seq"]
     rc = libc.umount2(target.encode(), MNT_DETACH if lazy else 0)
     err = ctypes.get_errno() if rc != 0 else 0
-    _settle()
+    if settle:
+        _settle()
     return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
             "kmsg": log.since(mark)["lines"]}
 
@@ -1027,9 +1030,12 @@ OPS = {
     "hold": lambda op: hold(op["path"], op["tag"], op.get("timeout", 120.0)),
     "release": lambda op: release(op["tag"]),
     "mount": lambda op: do_mount(op["source"], op["target"], op.get("options", ""),
-                                 op.get("fstype", "erofs"), op.get("readonly", True)),
-    "umount": lambda op: do_umount(op["target"], op.get("lazy", False)),
-    "remount": lambda op: do_remount(op["target"], op.get("options", "")),
+                                 op.get("fstype", "erofs"), op.get("readonly", True),
+                                 op.get("settle", True)),
+    "umount": lambda op: do_umount(op["target"], op.get("lazy", False),
+                                   op.get("settle", True)),
+    "remount": lambda op: do_remount(op["target"], op.get("options", ""),
+                                     op.get("settle", True)),
     "drop_caches": lambda op: drop_caches(op.get("level", 3), op.get("sync", True)),
     "erofs_mounts": lambda op: erofs_mounts(op["prefix"]),
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
