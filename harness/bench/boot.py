@@ -8,6 +8,7 @@ its /init prints, on the same accelerator, memory and CPUs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from harness.core import cache, procs
 from harness.core.deadline import Deadline, poll
 from harness.core.errors import HarnessError
 from harness.core.paths import CATALOG
-from harness.guestimage.build import build_guest_image
+from harness.guestimage.build import READY_MARKER, build_guest_image
 from harness.guestimage.cpio import CpioWriter
 from harness.pipeline import kernel_for, vm_for
 from harness.vm.accel import choose_accel
@@ -68,6 +69,24 @@ def bare_boot_seconds(vmlinuz: Path, accel: str, memory_mb: int, cpus: int) -> f
     return seconds
 
 
+PHASES = ("QEMU start to kernel (firmware, decompression)", "kernel to /init",
+          "/init to ready (modules, network, scratch disk)", "ready to SSH answering")
+
+
+def boot_phases(total: float, uptime_at_answer: float, console: str) -> dict[str, float]:
+    """A boot split at the guest's own clock: /init prints the uptime when it starts and
+    when it is ready, and the first command over SSH reads it; what the host waited beyond
+    that uptime came before the kernel's clock started."""
+    out = {PHASES[0]: max(total - uptime_at_answer, 0.0)}
+    started = re.search(rf"{READY_MARKER}: init started at ([\d.]+)", console)
+    ready = re.search(rf"{READY_MARKER}: ready at ([\d.]+)", console)
+    if started and ready:
+        out[PHASES[1]] = float(started.group(1))
+        out[PHASES[2]] = float(ready.group(1)) - float(started.group(1))
+        out[PHASES[3]] = uptime_at_answer - float(ready.group(1))
+    return out
+
+
 def _row(name: str, value: str, target: str = "") -> str:
     return f"| {name:<44} | {value:>16} | {target:<10} |"
 
@@ -86,6 +105,7 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
           f"{config.memory_mb} MiB, {config.cpus} CPUs, {boots} boots each", file=sys.stderr)
     warm = None
     harness_times, bare_times = [], []
+    phases: list[dict[str, float]] = []
     rtts: list[float] = []
     for number in range(boots):
         print(f"bench: boot {number + 1}/{boots}", file=sys.stderr, flush=True)
@@ -94,8 +114,10 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
         vm = vm_for(kernel, config, image=image, name=f"bench{number}", announce=False)
         started = time.monotonic()
         with vm:
-            vm.run("true", check=True)
+            uptime = float(vm.run("cut -d' ' -f1 /proc/uptime", check=True).stdout)
             harness_times.append(time.monotonic() - started)
+            phases.append(boot_phases(harness_times[-1], uptime,
+                                      vm.console.since(0) if vm.console else ""))
             if warm is None:
                 warm = prepare + harness_times[-1]
             if number == 0:
@@ -113,6 +135,10 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
         _row("warm start: spec -> cached kernel/image -> ready", f"{warm or 0:.2f} s"),
         _row("guest image size", f"{image.initramfs.stat().st_size >> 20} MiB"),
     ]
+    for name in PHASES:
+        values = [p[name] for p in phases if name in p]
+        if values:
+            rows.append(_row(f"  phase: {name}", f"{statistics.median(values):.2f} s"))
     line = "+" + "-" * 46 + "+" + "-" * 18 + "+" + "-" * 12 + "+"
     print(line)
     print(_row("boot benchmark (" + accel.name + ")", "value", "target"))
