@@ -65,7 +65,7 @@ def rows(pair: dict[str, Any], configs: list[str], most: int) -> list[dict[str, 
         return _mib((points[most] - points[2]) / (most - 2))
 
     ideal_read = float(pair["ideal"]["read_all"])
-    ideal_run = pair["ideal"]["containers"].get(str(most), pair["ideal"]["containers"].get(most))
+    ideal_run = pair["ideal"]["containers"].get(str(most))
     base_read, base_run = read_all("erofs"), at_most("erofs")
     out = []
     for config in configs:
@@ -154,7 +154,7 @@ def plot(name: str, pair: dict[str, Any], configs: list[str], counts: list[int],
                       [p["memcg_bytes"] / MIB for p in points], marker="o",
                       label=LABELS.get(config, config))
     ideal = pair["ideal"]["containers"]
-    axes.plot(counts, [ideal.get(str(c), ideal.get(c, 0)) / MIB for c in counts],
+    axes.plot(counts, [ideal.get(str(c), 0) / MIB for c in counts],
               linestyle="--", color="black", label="ideal (unique pages touched)")
     axes.set_xscale("log", base=2)
     axes.set_xticks(counts, [str(c) for c in counts])

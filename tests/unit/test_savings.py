@@ -10,7 +10,7 @@ import pytest
 from harness.core.errors import HarnessError, SpecError
 from harness.savings import pairs
 from harness.savings.report import markdown, write_report
-from harness.savings.run import _ideal_containers, sharing_census
+from harness.savings.run import _ideal_containers, census_problems, sharing_census
 
 
 def _tree(side: str, files: dict[str, tuple[int, str]]) -> pairs.Tree:
@@ -88,7 +88,7 @@ def test_the_containers_ideal_counts_each_content_once() -> None:
     touched = {"old": {"usr/bin/tool": 3, "usr/lib/libx.so": 2},
                "new": {"usr/bin/tool": 3, "usr/lib/libx.so": 1}}
     ideal = _ideal_containers(touched, {"old": OLD, "new": NEW}, (1, 2, 4))
-    assert ideal == {1: 5 * 4096, 2: 8 * 4096, 4: 8 * 4096}
+    assert ideal == {"1": 5 * 4096, "2": 8 * 4096, "4": 8 * 4096}
 
 
 def _results() -> dict[str, object]:
@@ -131,3 +131,20 @@ def test_each_further_container_is_the_slope_past_two() -> None:
         {"containers": 4, "memcg_bytes": 17.3 * 2**20, "cached_bytes": 0})
     row = rows(pair, ["inode_share"], 4)[0]
     assert row["further"] == "1.0 MiB"
+
+
+def test_the_census_fails_the_run_where_the_kernel_breaks_a_claim() -> None:
+    right = {"erofs": {"census": sharing_census({}, OLD, NEW)},
+             "inode_share": {"census": sharing_census({"usr/lib/libx.so": 2,
+                                                       "usr/lib/moved": 1}, OLD, NEW)},
+             "composefs": {"census": sharing_census({"usr/lib/libx.so": 2}, OLD, NEW)}}
+    assert census_problems("p", right) == []
+    unshared = {"inode_share": {"census": sharing_census({"usr/lib/libx.so": 2}, OLD, NEW)}}
+    assert census_problems("p", unshared) == [
+        "p/inode_share: 1 byte-identical files not shared (usr/lib/moved)"]
+    foreign = {"inode_share_buffered": {"census": sharing_census(
+        {"usr/lib/libx.so": 2, "usr/lib/moved": 1, "usr/bin/tool": 1}, OLD, NEW)}}
+    assert "without an identical twin" in census_problems("p", foreign)[0]
+    private = {"erofs": {"census": sharing_census({"usr/lib/libx.so": 2}, OLD, NEW)}}
+    assert census_problems("p", private) == [
+        "p/erofs: 1 files resident before they were read, without inode_share"]

@@ -112,12 +112,6 @@ def cached_kib():
     return pcprobe.meminfo()["Cached"]
 
 
-def settle_cold():
-    pcprobe.drop_caches()
-    time.sleep(0.2)
-    pcprobe.drop_caches()
-
-
 def files_of(root):
     out = []
     for top, dirs, names in os.walk(root):
@@ -247,7 +241,7 @@ def first_byte(containers, probe):
 
 
 def workload_read_all(cfg, config, tag):
-    settle_cold()
+    pcprobe.drop_caches()
     before = cached_kib()
     containers = Containers(config)
     try:
@@ -266,21 +260,20 @@ def workload_read_all(cfg, config, tag):
             reads.append(result)
             charges.append(cgroup.file_bytes())
         after = cached_kib()
-        resident = [sum(residency(root).values()) for root in roots]
     finally:
         containers.close()
-    settle_cold()
+    pcprobe.drop_caches()
     for i in range(2):
         Cgroup(f"{tag}-read{i}").remove()
     emit(kind="read_all", config=config, cached_bytes=(after - before) * KIB,
          memcg_bytes=sum(charges), memcg_per_container=charges,
          metadata_bytes=sum(r["metadata"] for r in reads), preshared=preshared,
-         resident_pages=resident, ttfb_seconds=ttfb,
+         ttfb_seconds=ttfb,
          read_bytes=[r["bytes"] for r in reads], read_seconds=[r["seconds"] for r in reads])
 
 
 def workload_containers(cfg, config, tag):
-    settle_cold()
+    pcprobe.drop_caches()
     before = cached_kib()
     counts = set(cfg["containers"])
     containers = Containers(config)
@@ -306,7 +299,7 @@ def workload_containers(cfg, config, tag):
         touched = {SIDES[i]: residency(roots[i]) for i in range(min(2, len(roots)))}
     finally:
         containers.close()
-    settle_cold()
+    pcprobe.drop_caches()
     for i in range(max(counts)):
         Cgroup(f"{tag}-c{i}").remove()
     emit(kind="containers", config=config, points=points, memcg_per_container=charges,
