@@ -159,7 +159,9 @@ def run_savings(kernel_spec: str | None, out: Path, *, only: list[str] | None = 
     config = VMConfig(memory_mb=memory_mb, accel=accel, command_timeout=3600)
     with vm_for(kernel, config, name="savings", artifacts=out) as vm:
         session = GuestSession(vm)
-        session.need_modules("erofs", "loop", "overlay")
+        # composefs and plain overlayfs need overlayfs (a tree kernel may lack it).
+        overlay = ("overlay",) if {"composefs", "overlay"} & set(configs) else ()
+        session.need_modules("erofs", "loop", *overlay)
         vm.run(f"mkdir -p {HELPERS}", check=True)
         for source in (PROBE_SOURCE, HELPER_SOURCE):
             vm.run(f"cat > {HELPERS}/{source.name}", stdin=source.read_bytes(), check=True)
