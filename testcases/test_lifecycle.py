@@ -49,6 +49,33 @@ def test_mapping_survives_close_and_lazy_unmount(pair: tuple[BuiltImage, BuiltIm
     assert other.resident == other.pages, f"after the lazy unmount of a: b shows {other}"
 
 
+def test_mapping_outlives_every_mount_through_cache_drop_and_pageout(
+        pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """A mapping of a shared file is the last thing left of the domain: its file closed,
+    both mounts lazily unmounted, the dentry and inode caches dropped, the other image's
+    superblock gone. Its VMA holds only the shared file, which must still reach a live
+    real EROFS inode to read through, and must never pick one that was evicted: the
+    holder reclaims its own pages as memory pressure would (MADV_PAGEOUT), and touching
+    them again must read the right bytes from the image, without a kernel report."""
+    a, b = pair
+    ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
+    pagecache.hold(ma.path(BIG), "orphan")  # the holder closes the file after mmap
+    # b's inode joins the shared inode last, so it is the first one a fault would pick
+    # to read through; its superblock goes away entirely below (nothing pins it).
+    pagecache.read(mb.path(twin_of(a, b, BIG)))
+    for m in (ma, mb):
+        result = mount.umount(m, lazy=True)
+        assert result.ok, f"lazy umount {m.target}: {result.errname} {result.kmsg}"
+    pagecache.drop_caches()  # evicts every inode no one holds; mapped pages stay
+    held = pagecache.release_after_pageout("orphan")
+    assert not isinstance(held, str), f"the holder failed after every mount went: {held}"
+    assert held.after_pageout.resident < held.after_pageout.pages // 2, (
+        f"MADV_PAGEOUT left {held.after_pageout}: the faults below would read nothing anew")
+    assert held.read.sha256 == a.file(BIG)["sha256"], (
+        f"faulting the reclaimed pages back in read wrong bytes: {held.read}")
+
+
 def test_drop_caches_empties_both_views_and_refill_is_shared(
         pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
         pagecache: Probe) -> None:

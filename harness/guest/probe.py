@@ -61,6 +61,14 @@ class Residency:
 
 
 @dataclass(frozen=True)
+class PagedOutRead:
+    """A holder's mapping reclaimed with MADV_PAGEOUT (what stayed resident), then every
+    page touched again (what the faults read)."""
+    after_pageout: Residency
+    read: ReadResult
+
+
+@dataclass(frozen=True)
 class Frames:
     """Page frame numbers of a file's pages (0: not present), each frame's map count, and
     whether it belongs to a transparent huge page."""
@@ -510,6 +518,14 @@ class Probe:
         """The holder hashes its mapping and exits: what it read, or its error text."""
         answer = self._one({"op": "release", "tag": tag}, lambda a: a)
         return str(answer["error"]) if "error" in answer else _read(answer)
+
+    def release_after_pageout(self, tag: str) -> PagedOutRead | str:
+        """The holder reclaims its own mapping (MADV_PAGEOUT, what memory pressure does to
+        it), then hashes it, faulting every page back in, and exits; or its error text."""
+        answer = self._one({"op": "release", "tag": tag, "pageout": True}, lambda a: a)
+        if "error" in answer:
+            return str(answer["error"])
+        return PagedOutRead(_residency(answer["paged_out"]), _read(answer))
 
     # ---- mounts ------------------------------------------------------------------------
 

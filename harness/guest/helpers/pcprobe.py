@@ -204,6 +204,9 @@ libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
+MADV_PAGEOUT = 21
+
+
 class Mapping:
     """A read-only shared mapping of a whole file made with libc mmap (we need its address,
     which Python's mmap object does not give for read-only maps)."""
@@ -223,6 +226,22 @@ class Mapping:
         for offset in range(0, self.size, PAGE):
             ctypes.string_at(self.address + offset, 1)
 
+    def resident(self):
+        """Pages of this mapping in the page cache (mincore on the mapping itself)."""
+        pages = (self.size + PAGE - 1) // PAGE
+        vec = ctypes.create_string_buffer(max(pages, 1))
+        if libc.mincore(ctypes.c_void_p(self.address), ctypes.c_size_t(self.size), vec) != 0:
+            _oserror("mincore")
+        return {"pages": pages, "resident": sum(b & 1 for b in vec.raw[:pages])}
+
+    def page_out(self):
+        """madvise(MADV_PAGEOUT): reclaim this mapping's pages now (clean file pages are
+        unmapped and freed when no one else maps them); what stayed resident."""
+        if libc.madvise(ctypes.c_void_p(self.address), ctypes.c_size_t(self.size),
+                        MADV_PAGEOUT) != 0:
+            _oserror("madvise(MADV_PAGEOUT)")
+        return self.resident()
+
     def close(self):
         libc.munmap(self.address, max(self.size, 1))
 
@@ -235,13 +254,9 @@ def mincore(path):
         return {"pages": 0, "resident": 0}
     mapping = Mapping(path)
     try:
-        vec = ctypes.create_string_buffer(pages)
-        if libc.mincore(mapping.address, size, vec) != 0:
-            _oserror("mincore")
-        resident = sum(b & 1 for b in vec.raw)
+        return mapping.resident()
     finally:
         mapping.close()
-    return {"pages": pages, "resident": resident}
 
 
 def _frames(pagemap, mapping):
@@ -452,8 +467,12 @@ def hold(path, tag, timeout=120.0):
             deadline = time.monotonic() + timeout
             while not os.path.exists(go) and time.monotonic() < deadline:
                 time.sleep(0.01)
+            result = {}
+            with open(go) as fh:
+                if fh.read() == "pageout":
+                    result["paged_out"] = mapping.page_out()
             data = ctypes.string_at(mapping.address, mapping.size)
-            result = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            result.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
         except Exception as exc:
             result = {"error": str(exc)}
         with open(out, "w") as fh:
@@ -483,9 +502,13 @@ def end_holders():
     return {"ended": ended}
 
 
-def release(tag, timeout=120.0):
+def release(tag, pageout=False):
+    """The holder hashes its mapping (every page touched again) and exits. With
+    ``pageout`` it first reclaims its own pages with MADV_PAGEOUT, as memory pressure
+    would, and reports what stayed resident: the hash then faults them back in."""
     pid = HOLDERS.pop(tag)
-    open(f"/run/hold-{tag}.go", "w").close()
+    with open(f"/run/hold-{tag}.go", "w") as fh:
+        fh.write("pageout" if pageout else "")
     os.waitpid(pid, 0)
     with open(f"/run/hold-{tag}.out") as fh:
         return json.load(fh)
@@ -1028,7 +1051,7 @@ OPS = {
     "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
                                           op.get("limit")),
     "hold": lambda op: hold(op["path"], op["tag"], op.get("timeout", 120.0)),
-    "release": lambda op: release(op["tag"]),
+    "release": lambda op: release(op["tag"], op.get("pageout", False)),
     "mount": lambda op: do_mount(op["source"], op["target"], op.get("options", ""),
                                  op.get("fstype", "erofs"), op.get("readonly", True),
                                  op.get("settle", True)),
