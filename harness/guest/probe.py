@@ -158,6 +158,14 @@ class FileState:
 MemInfo = dict[str, int]  # /proc/meminfo in KiB, by field name
 
 
+@dataclass(frozen=True)
+class SlabObjects:
+    """A slab cache's objects in /proc/slabinfo, read after shrinking the cache (so that
+    free objects in a CPU's own slabs are not counted as in use): in use and allocated."""
+    active: int
+    total: int
+
+
 def _read(answer: dict[str, Any]) -> ReadResult:
     return ReadResult(int(answer["bytes"]), str(answer["sha256"]))
 
@@ -444,6 +452,12 @@ class Probe:
 
     def meminfo(self) -> MemInfo:
         return self._one({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
+
+    def slab_objects(self, name: str) -> SlabObjects:
+        """The objects of slab cache ``name`` (``erofs_inode``: every EROFS inode, the
+        shared ones included)."""
+        return self._one({"op": "slab_objects", "name": name},
+                         lambda a: SlabObjects(int(a["active"]), int(a["total"])))
 
     def drop_caches(self) -> None:
         self._one({"op": "drop_caches"}, _nothing)
