@@ -19,7 +19,7 @@ ARTIFACTS ?= artifacts
 # (harness/erofs/tools.py: Debian 12's erofs-utils 1.5 has no fingerprints) and composefs's
 # tools from Debian's source for make savings (harness/savings/composefs.py).
 HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin python3-minimal \
-	util-linux kmod attr e2fsprogs xfsprogs apt dpkg python3-venv ca-certificates \
+	util-linux kmod attr e2fsprogs apt dpkg python3-venv ca-certificates \
 	autoconf automake libtool pkg-config liblz4-dev uuid-dev zlib1g-dev libzstd-dev \
 	liblzma-dev libssl-dev dpkg-dev make gcc \
 	flex bison bc libelf-dev dwarves ccache git xz-utils cpio patch \
