@@ -22,7 +22,8 @@ class Guest:
         self.workdir = f"{WORK_ROOT}/{name}"
         # Files of this test on the scratch disk (private copies of images): removed after it.
         self.scratch = f"{SCRATCH_ROOT}/{name}"
-        self._disks: list[HotplugDisk] = []
+        self._disks: list[HotplugDisk] = []  # writable: unplugged after the test
+        self._kept: list[HotplugDisk] = []  # read-only: back to the session's kept disks
         self.vm.run(f"rm -rf {self.workdir} && mkdir -p {self.workdir}", check=True)
 
     def run(self, command: str, *, timeout: float | None = None,
@@ -40,7 +41,13 @@ class Guest:
         self.vm.run(f"cat > {q} && chmod {mode:o} {q}", stdin=data, check=True)
 
     def attach_disk(self, path: Path, read_only: bool = True) -> str:
-        disk = self.vm.attach_disk(path, read_only=read_only)
+        """A virtio disk of ``path`` for this test; a read-only one may have served an
+        earlier test (harness/guest/disks.py says why that carries no state)."""
+        if read_only:
+            kept = self.session.disks.take(path)
+            self._kept.append(kept)
+            return kept.device
+        disk = self.vm.attach_disk(path, read_only=False)
         self._disks.append(disk)
         return disk.device
 
@@ -51,21 +58,18 @@ class Guest:
 
     def cleanup(self) -> None:
         """Undo what the test set up; errors here are real failures (a mount that will not
-        go away is a finding), so they are raised after everything was tried."""
-        problems = []
-        # A mapping held by a child keeps its mount busy and its pages resident.
-        self.session.probe.end_holders()
-        for point in sorted(self.mounts_under(self.workdir), key=len, reverse=True):
-            result = self.vm.run(f"umount {shlex.quote(point)} || umount -l {shlex.quote(point)}")
-            if not result.ok:
-                problems.append(f"umount {point}: {result.stderr.strip()}")
-        self.vm.run("for l in $(losetup -n -O NAME 2>/dev/null); do losetup -d $l; done")
+        go away is a finding), so they are raised after everything was tried. The guest
+        side is one probe call: under TCG each program started costs tens of ms."""
+        # Holders first: a mapping held by a child keeps its mount busy and pages resident.
+        problems, busy = self.session.probe.cleanup(self.workdir, [self.workdir, self.scratch],
+                                                    [d.device for d in self._kept])
         for disk in self._disks:
             try:
                 self.vm.detach_disk(disk)
             except Exception as exc:  # keep going: every disk must be tried
                 problems.append(f"detach {disk.device}: {exc!r}")
         self._disks.clear()
-        self.vm.run(f"rm -rf {self.workdir} {self.scratch}")
+        problems += self.session.disks.give_back(self._kept, busy)
+        self._kept.clear()
         if problems:
             raise GuestCommandError("cleanup", 1, "", "; ".join(problems))

@@ -66,7 +66,7 @@ class Mounter:
         self.session.need_modules("erofs", "loop")
 
     def _loop(self, path: str) -> str:
-        return self.guest.check(f"losetup -f --show -r {shlex.quote(path)}").strip()
+        return self.probe.loop_attach(path)
 
     def _private(self, remote: str) -> str:
         """A copy of an uploaded file that this test alone uses (to delete or change it under

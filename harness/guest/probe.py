@@ -522,6 +522,22 @@ class Probe:
         """A child maps ``path``, closes the file, touches every page and waits; its pid."""
         return self._one({"op": "hold", "path": path, "tag": tag}, lambda a: int(a["pid"]))
 
+    def loop_attach(self, path: str, read_only: bool = True) -> str:
+        """A free loop device over ``path`` in the guest (``losetup -f --show``, without
+        starting a program); its /dev name."""
+        return self._one({"op": "loop_attach", "path": path, "read_only": read_only},
+                         lambda a: str(a["device"]))
+
+    def cleanup(self, prefix: str, dirs: list[str],
+                devices: list[str]) -> tuple[list[str], set[str]]:
+        """End the holders, unmount everything under ``prefix``, detach every loop device and
+        remove ``dirs``, in one round trip: what could not be undone, and which of
+        ``devices`` a superblock still holds."""
+        return self._one({"op": "cleanup", "prefix": prefix, "dirs": dirs,
+                          "devices": devices},
+                         lambda a: ([str(p) for p in a["problems"]],
+                                    {str(d) for d in a["busy"]}))
+
     def end_holders(self) -> list[str]:
         """Kill the holders a test left behind (if the probe ever ran); their tags."""
         if self._server is None:

@@ -11,6 +11,7 @@ import hashlib
 import shlex
 from pathlib import Path
 
+from harness.guest.disks import KeptDisks
 from harness.guest.probe import Probe
 from harness.vm.machine import VM
 
@@ -21,6 +22,7 @@ class GuestSession:
     def __init__(self, vm: VM) -> None:
         self.vm = vm
         self.probe = Probe(vm)  # one probe server per guest
+        self.disks = KeptDisks(vm)  # read-only image disks between tests
         self._modules: set[str] = set()
         self._uploads: dict[Path, str] = {}  # host file -> its copy on the guest's scratch disk
         # The kernel log record the splat check has read up to (-1: none yet).

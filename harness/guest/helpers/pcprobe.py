@@ -9,10 +9,12 @@ so that the host sees exactly which step failed and how.
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import json
 import mmap
 import os
+import shutil
 import stat
 import struct
 import sys
@@ -524,8 +526,10 @@ def release(tag, pageout=False):
     ``pageout`` it first reclaims its own pages with MADV_PAGEOUT, as memory pressure
     would, and reports what stayed resident: the hash then faults them back in."""
     pid = HOLDERS.pop(tag)
-    with open(f"/run/hold-{tag}.go", "w") as fh:
+    # Written aside and renamed: the holder polls for the name and must never see it empty.
+    with open(f"/run/hold-{tag}.go.tmp", "w") as fh:
         fh.write("pageout" if pageout else "")
+    os.rename(f"/run/hold-{tag}.go.tmp", f"/run/hold-{tag}.go")
     os.waitpid(pid, 0)
     with open(f"/run/hold-{tag}.out") as fh:
         return json.load(fh)
@@ -633,6 +637,95 @@ def do_umount(target, lazy=False, settle=True):
         _settle()
     return {"ok": rc == 0, "errno": err, "errname": errno.errorcode.get(err, "") if err else "",
             "kmsg": log.since(mark)["lines"]}
+
+
+# ---- loop devices and the clean-up after a test ------------------------------------------
+# Done here with ioctls rather than with losetup(8) and umount(8): under TCG every program
+# started costs tens of milliseconds, and a test sets up and tears down several.
+
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LOOP_CLR_FD = 0x4C01
+LO_FLAGS_READ_ONLY = 1
+# struct loop_config: fd, block_size, struct loop_info64 (five u64, four u32, three byte
+# arrays of 64, 64 and 32, two u64), eight reserved u64.
+LOOP_CONFIG = struct.Struct("=II5Q4I64s64s32s2Q8Q")
+
+
+def loop_attach(path, read_only=True):
+    """A free loop device over ``path`` (what ``losetup -f --show -r`` does); its name."""
+    backing = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+    try:
+        ctl = os.open("/dev/loop-control", os.O_RDWR)
+        try:
+            for _ in range(10):  # another opener may take the free device first
+                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                device = f"/dev/loop{number}"
+                fd = os.open(device, os.O_RDWR)
+                try:
+                    config = LOOP_CONFIG.pack(
+                        backing, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                        LO_FLAGS_READ_ONLY if read_only else 0,
+                        os.fsencode(path)[:63], b"", b"", 0, 0, *[0] * 8)
+                    fcntl.ioctl(fd, LOOP_CONFIGURE, config)
+                    return {"device": device}
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                finally:
+                    os.close(fd)
+            raise OSError(errno.EBUSY, f"no free loop device for {path}")
+        finally:
+            os.close(ctl)
+    finally:
+        os.close(backing)
+
+
+def _mount_points(prefix):
+    points = []
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            point = line.split()[1].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def cleanup(prefix, dirs, devices=()):
+    """After a test: end its holders, unmount everything under ``prefix`` (lazily where a
+    plain unmount fails), detach every loop device (a busy one detaches itself when its
+    last user goes), remove ``dirs``. What could not be undone, as problems; and which of
+    ``devices`` a superblock still holds (they cannot be opened exclusively)."""
+    end_holders()
+    problems = []
+    for point in _mount_points(prefix):
+        if libc.umount2(point.encode(), 0) != 0 and \
+                libc.umount2(point.encode(), MNT_DETACH) != 0:
+            problems.append(f"umount {point}: {os.strerror(ctypes.get_errno())}")
+    for name in sorted(os.listdir("/sys/block")):
+        if not name.startswith("loop") or \
+                not os.path.exists(f"/sys/block/{name}/loop/backing_file"):
+            continue
+        try:
+            fd = os.open(f"/dev/{name}", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.ioctl(fd, LOOP_CLR_FD)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # already detached
+                problems.append(f"detach /dev/{name}: {exc.strerror}")
+        finally:
+            os.close(fd)
+    for folder in dirs:
+        shutil.rmtree(folder, ignore_errors=True)
+    busy = []
+    for device in devices:
+        try:
+            os.close(os.open(device, os.O_RDONLY | os.O_EXCL))
+        except OSError:
+            busy.append(device)
+    return {"problems": problems, "busy": busy}
 
 
 DROP_CACHES_QUIET = "4"  # drops nothing; from then on the kernel logs no line per drop
@@ -1082,6 +1175,8 @@ OPS = {
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
     "hint": lambda op: hint(op["path"], op["advice"]),
     "end_holders": lambda op: end_holders(),
+    "loop_attach": lambda op: loop_attach(op["path"], op.get("read_only", True)),
+    "cleanup": lambda op: cleanup(op["prefix"], op["dirs"], op.get("devices", [])),
     "seek_map": lambda op: seek_map(op["path"]),
     "parallel_read": lambda op: parallel_read(op["paths"]),
     "walk": lambda op: walk(op["root"], op.get("cap", WALK_READ_CAP), op.get("budget", 120.0),
