@@ -112,7 +112,9 @@ class GuestSSH:
         """Connect, retrying while the guest's sshd is not up yet, until the deadline."""
         pkey = paramiko.ECDSAKey.from_private_key_file(str(self.keys.client_key))
         last: Exception | None = None
-        delay = 0.05
+        # sshd starts a few hundred ms after the ready marker: short waits between tries
+        # (a refused connect costs the guest next to nothing) are boot time saved.
+        delay = 0.02
         while not deadline.expired():
             client = paramiko.SSHClient()
             client.get_host_keys().add(f"[{self.host}]:{self.port}",
@@ -138,7 +140,7 @@ class GuestSSH:
                 last = exc
                 client.close()
                 time.sleep(min(delay, deadline.remaining()))
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, 0.1)
         raise TimeoutError(f"SSH to {self.host}:{self.port} did not come up: {last}")
 
     def _transport(self) -> paramiko.Transport:
