@@ -230,7 +230,6 @@ def test_shared_page_cache_goes_with_the_last_mount(
         f"image files' pages taken off)")
 
 
-SHARED_FILES = 1000  # files in each of the `many` images, every one with a twin
 SLAB_SLACK = 100  # objects: directories, the root, and what another test's RCU frees late
 
 
@@ -242,6 +241,7 @@ def test_shared_inodes_go_with_the_last_mount(
     Once both mounts are gone every one of them must be freed: EROFS inodes (the shared
     ones are EROFS inodes too) return to where they were, without drop_caches."""
     a, b = erofs_image("many"), erofs_image("many-renamed")
+    twins = len(a.spec.files)  # every one with a twin in b
     before = pagecache.slab_objects("erofs_inode").active
     mounts = [mount(a, SHARE, source), mount(b, SHARE, source)]
     for m in mounts:
@@ -258,9 +258,9 @@ def test_shared_inodes_go_with_the_last_mount(
             break
         time.sleep(0.2)
     measure(erofs_inodes_looked_up=looked_up - before, erofs_inodes_after=after - before)
-    assert looked_up - before >= 3 * SHARED_FILES - SLAB_SLACK, (
-        f"looking up {SHARED_FILES} twins through two mounts added only {looked_up - before} "
-        f"EROFS inodes (expected about {3 * SHARED_FILES}: each mount's and the shared ones)")
+    assert looked_up - before >= 3 * twins - SLAB_SLACK, (
+        f"looking up {twins} twins through two mounts added only {looked_up - before} "
+        f"EROFS inodes (expected about {3 * twins}: each mount's and the shared ones)")
     assert after - before <= SLAB_SLACK, (
         f"{after - before} EROFS inodes outlive every mount of the domain ({before} before the "
         f"mounts, {looked_up} after the lookups, {after} 10 s after unmounting both)")

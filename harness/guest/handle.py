@@ -51,11 +51,6 @@ class Guest:
         self._disks.append(disk)
         return disk.device
 
-    def mounts_under(self, prefix: str) -> list[str]:
-        out = self.vm.run("cat /proc/mounts", check=True).stdout
-        points = [line.split()[1] for line in out.splitlines() if len(line.split()) > 1]
-        return [p for p in points if p == prefix or p.startswith(prefix + "/")]
-
     def cleanup(self) -> None:
         """Undo what the test set up; errors here are real failures (a mount that will not
         go away is a finding), so they are raised after everything was tried. The guest
