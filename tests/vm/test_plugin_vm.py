@@ -188,3 +188,25 @@ def sigint_default() -> None:
 
 def sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_a_disk_a_superblock_still_holds_is_reported_busy_to_the_kept_disks(
+        pytester: pytest.Pytester, isolated_tmp: Path) -> None:
+    """Read-only disks go back to the guest's kept disks after a test only when the guest
+    can open them exclusively: a lazily unmounted filesystem that a process still holds
+    makes its disk busy (it is unplugged instead), and once the process is gone it is free."""
+    pytester.makepyfile("""
+        def test_busy_while_held(erofs_image, mount, pagecache, guest):
+            m = mount(erofs_image("sizes"), "", "block")
+            guest.check(f"sleep 60 < {m.path('four-mib')} > /dev/null 2>&1 & "
+                        "echo $! > /run/sleeper")
+            assert mount.umount(m, lazy=True).ok
+            _, busy = pagecache.cleanup("/nonexistent", [], [m.device])
+            assert busy == {m.device}
+            guest.check("kill $(cat /run/sleeper) && sleep 0.5")
+            _, busy = pagecache.cleanup("/nonexistent", [], [m.device])
+            assert busy == set()
+    """)
+    result = _run(pytester, isolated_tmp)
+    result.assert_outcomes(passed=1)
+    assert qemu_processes(str(isolated_tmp)) == []
