@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.core.waits import WaitLedger
 from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
 from harness.kernel.resolve import resolve_kernel
@@ -26,9 +27,10 @@ def kernel_for(spec: KernelLike) -> Kernel:
 
 def vm_for(kernel: KernelLike, config: VMConfig | None = None, *, name: str = "vm",
            artifacts: Path | None = None, image: GuestImage | None = None,
-           announce: bool = True) -> VM:
+           announce: bool = True, waits: WaitLedger | None = None) -> VM:
     """A VM for ``kernel``, not yet started: use it as a context manager (or ``start()``).
 
+    ``waits`` is where the VM counts its waits (the caller's ledger, to add up several VMs).
     ``image`` skips the guest image lookup when the caller already holds the one built for
     this kernel (the VM pool boots many VMs from one).
     """
@@ -37,4 +39,5 @@ def vm_for(kernel: KernelLike, config: VMConfig | None = None, *, name: str = "v
     if announce:
         print(f"harness: booting {resolved.release} ({resolved.origin})", file=sys.stderr,
               flush=True)
-    return VM(resolved, guest_image, config or VMConfig(), artifacts=artifacts, name=name)
+    return VM(resolved, guest_image, config or VMConfig(), artifacts=artifacts, name=name,
+              waits=waits or WaitLedger())

@@ -377,7 +377,8 @@ class Probe:
         if self._server is None or self._server.channel.closed:
             self._server = _Server(self.vm)
         try:
-            return self._server.ask(ops)
+            with self.vm.waits.waiting("guest"):
+                return self._server.ask(ops)
         except ProbeLost:
             # The guest may well be alive (the after-test check decides); the next call
             # starts a new probe.

@@ -3,6 +3,7 @@ test that uses the VM, artifacts of failed tests."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 
 import pytest
@@ -104,6 +105,9 @@ def _kernel_or_exit(pool: VMPool) -> Kernel:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if VM_FIXTURES & set(getattr(item, "fixturenames", ())):
         item.user_properties.append(("harness_vm", 1))  # counted in the suite report
+        item.user_properties.append(("harness_worker", worker_id(item.config)))
+        item.stash[_timing_key] = (time.monotonic(),
+                                   item.config.stash[pool_key].waits.snapshot())
     marks = list(item.iter_markers("requires_kernel"))
     regressions = list(item.iter_markers("regression"))
     bugs = list(item.iter_markers("known_bug"))
@@ -194,6 +198,7 @@ def _after_test(item: pytest.Item, vm: VM, start: int) -> str | None:
 
 
 _start_key = pytest.StashKey[tuple[VM, int]]()
+_timing_key = pytest.StashKey[tuple[float, dict[str, float]]]()
 known_bug_key = pytest.StashKey[tuple[KnownBug, str]]()
 
 
@@ -202,12 +207,25 @@ def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
                                                                         pytest.TestReport]:
     report = yield
+    if report.when == "teardown" and _timing_key in item.stash:
+        report.user_properties.append(("harness_timing", _case_timing(item)))
     if report.when == "call" and report.failed and _start_key in item.stash:
         vm, start = item.stash[_start_key]
         _save_artifacts(item, vm, start, report)
     if report.when == "call" and known_bug_key in item.stash:
         _judge_known_bug(report, *item.stash[known_bug_key])
     return report
+
+
+def _case_timing(item: pytest.Item) -> dict[str, float]:
+    """The case's wall time from setup to the end of teardown, and what of it was spent
+    waiting on the guest (commands and probe calls), on disk hot-plug and on boots; the
+    rest ("harness") is the harness's and pytest's own work."""
+    started, before = item.stash[_timing_key]
+    timing = {"total": time.monotonic() - started,
+              **item.config.stash[pool_key].waits.since(before)}
+    timing["harness"] = timing["total"] - sum(v for k, v in timing.items() if k != "total")
+    return {k: round(v, 4) for k, v in timing.items()}
 
 
 def _judge_known_bug(report: pytest.TestReport, bug: KnownBug, release: str) -> None:

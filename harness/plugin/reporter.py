@@ -25,6 +25,7 @@ class SuiteReporter:
         self.config = config
         self.results: list[CaseResult] = []
         self.accels: list[str] = []
+        self.timings: dict[str, dict[str, float]] = {}
         self.started = time.monotonic()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -36,6 +37,9 @@ class SuiteReporter:
         props = dict(report.user_properties)
         if "harness_vm" not in props:
             return
+        timing = props.get("harness_timing")
+        if isinstance(timing, dict):  # on the teardown report: the case is complete
+            self.timings[report.nodeid] = {str(k): float(v) for k, v in timing.items()}
         outcome: str | None = None
         reason = ""
         if report.when == "call":
@@ -56,7 +60,7 @@ class SuiteReporter:
         measurements = {k[len("measure:"):]: v for k, v in props.items()
                         if str(k).startswith("measure:")}
         self.results.append(CaseResult(report.nodeid, outcome, report.duration, measurements,
-                                       reason))
+                                       reason, worker=str(props.get("harness_worker", ""))))
         if "harness_accel" in props:
             self.accels.append(str(props["harness_accel"]))
 
@@ -76,6 +80,8 @@ class SuiteReporter:
                     "accel": max(set(self.accels), key=self.accels.count) if self.accels
                     else options.accel,
                     "mkfs": _mkfs_version()}
+        for case in self.results:
+            case.timing = self.timings.get(case.nodeid, {})
         report = Report(settings, list(self.results))
         report.seconds = time.monotonic() - self.started
         return report

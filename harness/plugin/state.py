@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from harness.core.errors import HarnessError
+from harness.core.waits import WaitLedger
 from harness.guest.coverage import COUNTERS_DIR, save_counters
 from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage, build_guest_image
@@ -58,6 +59,9 @@ class VMPool:
     boots: int = 0
     kernel_error: HarnessError | None = None
     boot_error: HarnessError | None = None
+    # Every VM of this worker counts its waits here: the per-case split of guest and
+    # harness time (plugin hooks) reads it around each case.
+    waits: WaitLedger = field(default_factory=WaitLedger)
 
     @property
     def kernel(self) -> Kernel:
@@ -115,7 +119,7 @@ class VMPool:
                           accel=self.options.accel, keep=self.options.keep,
                           boot_timeout=self.options.boot_timeout)
         vm = vm_for(self.kernel, config, image=self.image, artifacts=self.options.artifacts / "vms",
-                    name=f"{self.name}-boot{self.boots}", announce=False)
+                    name=f"{self.name}-boot{self.boots}", announce=False, waits=self.waits)
         vm.start()
         return vm
 

@@ -22,6 +22,10 @@ class CaseResult:
     duration: float
     measurements: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    # Seconds from setup to the end of teardown: total, and what of it went to the guest
+    # (guest, hotplug), to boots, and to the harness itself (the rest).
+    timing: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
 
     @property
     def function(self) -> str:
@@ -108,6 +112,23 @@ class Report:
                                     for c in trials),
         }
 
+    def time_split(self) -> dict[str, Any]:
+        """Where the cases' time went: per kind, the sum over all cases, and the mean and
+        median per case; with the workers that ran them, so that the harness's own time
+        per case per worker can be judged against the run's wall time."""
+        timed = [c.timing for c in self.cases if c.timing]
+        if not timed:
+            return {}
+        split: dict[str, Any] = {"cases": len(timed), "wall_seconds": round(self.seconds, 1),
+                                 "workers": len({c.worker for c in self.cases if c.worker})
+                                 or 1}
+        for kind in ("total", "guest", "hotplug", "boot", "harness"):
+            values = sorted(t.get(kind, 0.0) for t in timed)
+            split[kind] = {"sum": round(sum(values), 1),
+                           "mean": round(sum(values) / len(values), 3),
+                           "median": round(values[len(values) // 2], 3)}
+        return split
+
     def table(self) -> str:
         counts = self.counts()
         lines = [f"EROFS page cache sharing: kernel {self.config.get('kernel')} "
@@ -135,6 +156,13 @@ class Report:
         if robust:
             lines.append("  hostile images: " + ", ".join(f"{k.replace('_', ' ')} {v}"
                                                           for k, v in robust.items()))
+        split = self.time_split()
+        if split:
+            lines.append(f"  time per case ({split['cases']} cases, {split['workers']} "
+                         f"worker(s), {split['wall_seconds']:.0f} s wall), mean/median: "
+                         + ", ".join(f"{k} {split[k]['mean']:.2f}/{split[k]['median']:.2f} s"
+                                     for k in ("total", "guest", "hotplug", "boot",
+                                               "harness")))
         for row in self.exploration():
             rules = " ".join(f"{k}={v}" for k, v in sorted(row["rules"].items()))
             lines.append(f"  exploration: {row['steps']} steps, {row['sequences']} sequences, "
@@ -145,7 +173,7 @@ class Report:
         folder.mkdir(parents=True, exist_ok=True)
         data = {"config": self.config, "seconds": self.seconds, "counts": dict(self.counts()),
                 "savings": self.savings(), "exploration": self.exploration(),
-                "robustness": self.robustness(),
+                "robustness": self.robustness(), "time_split": self.time_split(),
                 "cases": [asdict(c) for c in self.cases]}
         json_path = folder / "results.json"
         json_path.write_text(json.dumps(data, indent=1))

@@ -32,6 +32,7 @@ from harness.core.errors import (
     ToolMissing,
     VMError,
 )
+from harness.core.waits import WaitLedger
 from harness.guestimage.build import READY_MARKER, SCRATCH_SERIAL, GuestImage
 from harness.guestimage.sshkeys import GuestKeys, guest_keys
 from harness.kernel.kernel import Kernel, parse_config
@@ -97,6 +98,9 @@ class VM:
     artifacts: Path | None = None  # where the console log is kept
     name: str = "vm"
     ssh_keys: GuestKeys | None = None  # None: the cache's keys, which the image trusts
+    # Where this VM's waits are counted; the plugin's pool hands every VM it boots one
+    # ledger, so a case that replaces a broken VM still adds up.
+    waits: WaitLedger = field(default_factory=WaitLedger)
 
     def __post_init__(self) -> None:
         self.state = VMState.NEW
@@ -137,7 +141,8 @@ class VM:
         self._require(VMState.NEW)
         started = time.monotonic()
         try:
-            self._start()
+            with self.waits.waiting("boot"):
+                self._start()
         except BaseException:
             # KeyboardInterrupt included: nothing of a half-started VM may stay behind.
             self.stop()
@@ -327,7 +332,8 @@ class VM:
         assert self.ssh is not None
         limit = timeout or self.config.command_timeout
         try:
-            result = self.ssh.run(command, limit, stdin)
+            with self.waits.waiting("guest"):
+                result = self.ssh.run(command, limit, stdin)
         except CommandTimeout as exc:
             alive = self.responsive()
             self.state = VMState.BROKEN
@@ -367,6 +373,10 @@ class VM:
     def attach_disk(self, path: Path, *, read_only: bool = True,
                     timeout: float = 60.0) -> HotplugDisk:
         """Hot-plug a raw image as a virtio disk; returns it with its guest device name."""
+        with self.waits.waiting("hotplug"):
+            return self._attach_disk(path, read_only, timeout)
+
+    def _attach_disk(self, path: Path, read_only: bool, timeout: float) -> HotplugDisk:
         self._require(VMState.RUNNING)
         assert self.qmp is not None
         self._disk_seq += 1
@@ -395,6 +405,10 @@ class VM:
 
     def detach_disk(self, attached: HotplugDisk, timeout: float = 60.0) -> None:
         """Unplug a disk and wait until QEMU has released it."""
+        with self.waits.waiting("hotplug"):
+            self._detach_disk(attached, timeout)
+
+    def _detach_disk(self, attached: HotplugDisk, timeout: float) -> None:
         self._require(VMState.RUNNING, VMState.BROKEN)
         assert self.qmp is not None
         node = attached.disk.node

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.core.waits import WaitLedger
 from harness.vm.machine import VM, Disk, HotplugDisk
 
 
@@ -31,6 +32,10 @@ class _FakeVM:
     def __init__(self, qmp: _SlowQMP, attached: HotplugDisk) -> None:
         self.qmp = qmp
         self._disks = {"hp1": attached}
+        self.waits = WaitLedger()
+
+    def _detach_disk(self, attached: HotplugDisk, timeout: float) -> None:
+        VM._detach_disk(self, attached, timeout)  # type: ignore[arg-type]
 
     def _require(self, *states: object) -> None:
         return None
@@ -43,3 +48,5 @@ def test_a_guest_slower_than_one_poll_still_releases_the_disk() -> None:
     VM.detach_disk(fake, attached, timeout=30.0)  # type: ignore[arg-type]
     assert qmp.commands == ["device_del", "blockdev-del"]
     assert fake._disks == {}
+    # The wait for the guest is hot-plug time in the per-case split of the suite report.
+    assert fake.waits.seconds["hotplug"] > 0 and fake.waits.seconds["guest"] == 0

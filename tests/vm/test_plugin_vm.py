@@ -4,6 +4,7 @@ and an interrupted run leaves no QEMU behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,12 +108,24 @@ def test_xdist_gives_each_worker_its_own_vm(pytester: pytest.Pytester, isolated_
         def test_where(vm, n, worker_id):
             (vm_dir := __import__("pathlib").Path("pids")).mkdir(exist_ok=True)
             (vm_dir / f"{worker_id}-{n}").write_text(str(vm.pid))
+            vm.run("sleep 0.5", check=True)
     """)
-    result = _run(pytester, isolated_tmp, "-n", "2")
+    result = _run(pytester, isolated_tmp, "-n", "2", "--artifacts=art")
     result.assert_outcomes(passed=4)
     pids = {p.name.split("-")[0]: p.read_text() for p in (pytester.path / "pids").iterdir()}
     assert len(pids) == 2 and len(set(pids.values())) == 2, pids
     assert qemu_processes(str(isolated_tmp)) == []
+    # The report splits each case's time: the guest's half second shows as guest time in
+    # every case, each worker's one boot in its first case, and the rest is the harness's.
+    (results,) = (pytester.path / "art").glob("report-*/results.json")
+    split = json.loads(results.read_text())["time_split"]
+    assert split["cases"] == 4 and split["workers"] == 2, split
+    assert split["guest"]["median"] >= 0.5 and split["boot"]["sum"] > 1.0, split
+    cases = json.loads(results.read_text())["cases"]
+    assert sum(c["timing"]["boot"] > 1.0 for c in cases) == 2, cases
+    for case in cases:
+        parts = sum(case["timing"][k] for k in ("guest", "hotplug", "boot", "harness"))
+        assert abs(parts - case["timing"]["total"]) < 0.01, case
 
 
 def test_ctrl_c_during_a_test_leaves_no_qemu(pytester: pytest.Pytester,
