@@ -62,15 +62,17 @@ def test_deleted_image_files_stay_readable_and_shared_until_unmount(
 
 @pytest.mark.requires_kernel("user_namespaces", reason="an unprivileged user in a user "
                              "namespace of its own is the mounter")
-@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "inode_share"])
+@pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
+    "page_cache_share", reason="a kernel without it refuses the unknown option with EINVAL "
+    "before it gets to the namespace"))], ids=["plain", "inode_share"])
 def test_an_unprivileged_user_cannot_mount(erofs_image: Callable[[str], BuiltImage],
                                            options: str, guest: Guest, mount: Mounter,
                                            pagecache: Probe) -> None:
     """nobody, root of a user and mount namespace of its own, asks mount(2) for an image
-    file it can read. EROFS is not mountable in user namespaces, so the VFS refuses with
-    EPERM before EROFS parses an option; an EROFS that became mountable there would have
-    to refuse `inode_share` itself (a shared cache crosses the namespace's trust
-    boundary), and this test would tell."""
+    file it can read. EROFS is not mountable in user namespaces: EROFS parses the options
+    (an unknown one is EINVAL), then the VFS refuses the superblock with EPERM. An EROFS
+    that became mountable there would have to refuse `inode_share` itself (a shared cache
+    crosses the namespace's trust boundary), and this test would tell."""
     image = erofs_image("sizes")
     probe_mount = mount(image, "", "file")  # uploads it, and shows root can mount it
     assert probe_mount.backing is not None
