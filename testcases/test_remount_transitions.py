@@ -153,3 +153,51 @@ def test_remount_cannot_turn_on_sharing_the_mount_turned_off(
     shown = _shown_options(pagecache, m)
     assert "inode_share" not in shown, (
         f"/proc/mounts shows inode_share on a mount that turned it off: {shown}")
+
+
+def _join(*options: str) -> str:
+    return ",".join(filter(None, options))
+
+
+@pytest.mark.parametrize("state", ["cold", "looked-up", "mapped"])
+@pytest.mark.parametrize("start, then", [("", "directio"), ("directio", "nodirectio")],
+                         ids=["adding", "removing"])
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_remount_switching_directio_on_a_file_backed_mount_does_what_proc_mounts_says(
+        erofs_image: Images, options: str, start: str, then: str, state: str,
+        mount: Mounter, pagecache: Probe) -> None:
+    """`directio` makes a file-backed mount read its image file with O_DIRECT, past the
+    image file's own page cache. Remounted on or off, with files never looked up, looked up,
+    or mapped by a process across the remount: every file reads its bytes, the mapping
+    too, and whether a cold file's data now lands in the image file's page cache agrees
+    with /proc/mounts (direct: only metadata does)."""
+    a = erofs_image("sizes")
+    m = mount(a, _join(options, start), "file")
+    assert m.backing is not None
+    assert ("directio" in _shown_options(pagecache, m)) == bool(start), (
+        f"/proc/mounts after `-o {_join(options, start)}`: {_shown_options(pagecache, m)}")
+    if state == "looked-up":
+        assert pagecache.read(m.path(BIG)).sha256 == a.file(BIG)["sha256"]
+    elif state == "mapped":
+        pagecache.hold(m.path(BIG), "across-remount")
+    answer = pagecache.remount(m.target, _join(options, then))
+    assert answer.ok, f"remount -o {_join(options, then)}: {answer.errname} {answer.kmsg}"
+    shown_direct = "directio" in _shown_options(pagecache, m)
+    assert shown_direct == (then == "directio"), (
+        f"/proc/mounts after remount -o {_join(options, then)}: {_shown_options(pagecache, m)}")
+    # The cold 1 MiB file, from a cold cache: buffered reads leave its 256 pages in the image
+    # file's cache, direct ones only the metadata blocks the lookup read.
+    pagecache.drop_caches()
+    before = pagecache.residency(m.backing).resident
+    assert pagecache.read(m.path(NEVER_LOOKED_UP)).sha256 == \
+        a.file(NEVER_LOOKED_UP)["sha256"]
+    gained = pagecache.residency(m.backing).resident - before
+    assert (gained < 64) == shown_direct, (
+        f"/proc/mounts {'shows' if shown_direct else 'does not show'} directio, but reading "
+        f"1 MiB of a cold file added {gained} pages to the image file's page cache")
+    for path in (BIG, "page", "sparse"):
+        assert pagecache.read(m.path(path)).sha256 == a.file(path)["sha256"], path
+    if state == "mapped":
+        held = pagecache.release("across-remount")
+        assert not isinstance(held, str) and held.sha256 == a.file(BIG)["sha256"], (
+            f"the mapping made before the remount read {held}")
