@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, read_then_mincore, twin_of
+from conftest import BIG, SHARE, SIZES_FILES, read_then_mincore, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mount, Mounter
 from harness.guest.probe import Probe
@@ -197,6 +197,42 @@ def test_remount_switching_directio_on_a_file_backed_mount_does_what_proc_mounts
         f"1 MiB of a cold file added {gained} pages to the image file's page cache")
     for path in (BIG, "page", "sparse"):
         assert pagecache.read(m.path(path)).sha256 == a.file(path)["sha256"], path
+    if state == "mapped":
+        held = pagecache.release("across-remount")
+        assert not isinstance(held, str) and held.sha256 == a.file(BIG)["sha256"], (
+            f"the mapping made before the remount read {held}")
+
+
+@pytest.mark.parametrize("state", ["looked-up", "mapped"])
+@pytest.mark.parametrize("start, then", [("readaround", "disabled"), ("disabled", "readahead")],
+                         ids=["readaround-to-disabled", "disabled-to-readahead"])
+def test_remount_changing_cache_strategy_keeps_compressed_files_right_and_shared(
+        erofs_image: Images, source: str, start: str, then: str, state: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """cache_strategy decides whether compressed clusters are kept in the superblock's own
+    cache. A remount changes it under live state: pclusters cached (or not) under the old
+    strategy, a file mapped across the remount. Every file and its twin must read right,
+    /proc/mounts must show the new strategy, and a file first read after the remount must
+    still share with its twin in the other image."""
+    a, b = erofs_image("sizes-lz4"), erofs_image("renamed-lz4")
+    ma = mount(a, f"{SHARE},cache_strategy={start}", source)
+    mb = mount(b, f"{SHARE},cache_strategy={start}", source)
+    if state == "mapped":
+        pagecache.hold(ma.path(BIG), "across-remount")
+    else:
+        assert pagecache.read(ma.path(BIG)).sha256 == a.file(BIG)["sha256"]
+    answer = pagecache.remount(ma.target, f"{SHARE},cache_strategy={then}")
+    assert answer.ok, f"remount to cache_strategy={then}: {answer.errname} {answer.kmsg}"
+    shown = _shown_options(pagecache, ma)
+    assert f"cache_strategy={then}" in shown, f"/proc/mounts after the remount: {shown}"
+    after = read_then_mincore(pagecache, ma.path(NEVER_LOOKED_UP),
+                              mb.path(twin_of(a, b, NEVER_LOOKED_UP)))
+    assert after.resident == after.pages, (
+        f"a file first read after the remount does not share with its twin: {after}")
+    for path in SIZES_FILES:
+        assert pagecache.read(ma.path(path)).sha256 == a.file(path)["sha256"], path
+        twin = twin_of(a, b, path)
+        assert pagecache.read(mb.path(twin)).sha256 == b.file(twin)["sha256"], twin
     if state == "mapped":
         held = pagecache.release("across-remount")
         assert not isinstance(held, str) and held.sha256 == a.file(BIG)["sha256"], (
