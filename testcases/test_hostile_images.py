@@ -91,6 +91,19 @@ def damaged_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("damaged")
 
 
+# On 7.2 only: zeroing the compression index of data/plain in the lz4 image makes the
+# intact data/sixty-four-k of the *healthy* twin image read wrong bytes once the damaged
+# image was read, the shape of the pcluster reuse the fuzzer found
+# (reports/pcluster-reuse-wrong-bytes.yaml); 7.3.4 contains this damage.
+ZINDEX_ZEROED_72 = dict(
+    reason="7.2: a zeroed compression index in one image makes a healthy twin serve wrong "
+           "bytes (reports/pcluster-reuse-wrong-bytes.yaml, this damage only on 7.2)",
+    signature=r"healthy mount after the damaged one was read: \S+ \((read\(2\)|mmap)\) "
+              r"gave",
+    releases="==7.2", params=["hostile-lz4:zindex@data/plain:block-zeroed-*-sharing"])
+
+
+@pytest.mark.known_bug(**ZINDEX_ZEROED_72)
 @pytest.mark.parametrize(("image", "damage", "source", "sharing"), _params())
 def test_damage_is_refused_or_contained(erofs_image: Callable[[str], BuiltImage],
                                         hostile_layout: Callable[[str], ImageLayout],
@@ -105,6 +118,7 @@ def test_damage_is_refused_or_contained(erofs_image: Callable[[str], BuiltImage]
     assert not trial.violations, f"{trial.summary()}\n" + "\n".join(trial.violations)
 
 
+@pytest.mark.known_bug(**ZINDEX_ZEROED_72)
 @pytest.mark.parametrize(("image", "damage", "source", "sharing"), _live_params())
 def test_change_under_a_live_mount_is_contained(erofs_image: Callable[[str], BuiltImage],
                                                 hostile_layout: Callable[[str], ImageLayout],

@@ -31,6 +31,13 @@ def _holes_read_as_zeros(pagecache: Probe, path: str, data: list[tuple[int, int]
 
 
 @pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.known_bug(
+    "on 7.2 SEEK_HOLE through a sharing mount finds no hole in a sparse chunked file: the "
+    "whole file is data, where the plain mount reports the file's holes "
+    "(reports/seek-hole-sharing-no-holes.yaml; 7.3 agrees with the plain mount)",
+    signature=r"SEEK_DATA/SEEK_HOLE through the sharing mount report \[\(0, \d+\)\], "
+              r"the plain mount \[\(\d+, \d+\), ",
+    releases="==7.2", params=["*-sparse-sizes-chunk64k"])
 @pytest.mark.parametrize("image", ["sizes", "sizes-chunk64k"])
 @pytest.mark.parametrize("path", ["sparse", BIG, "page-plus-1", "one-byte"])
 def test_seek_data_and_hole_are_the_same_with_and_without_sharing(
