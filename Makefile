@@ -22,7 +22,7 @@ HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin pyt
 	util-linux kmod attr e2fsprogs apt dpkg python3-venv ca-certificates \
 	autoconf automake libtool pkg-config liblz4-dev uuid-dev zlib1g-dev libzstd-dev \
 	liblzma-dev libssl-dev dpkg-dev make gcc \
-	flex bison bc libelf-dev dwarves ccache git xz-utils cpio patch \
+	flex bison bc libelf-dev dwarves ccache git xz-utils zstd cpio patch \
 	meson ninja-build
 
 VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)

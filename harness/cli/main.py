@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild,explore",
                          type=lambda s: set(s.split(",")),
                          help="which benchmarks: boot,sharing,suite,kbuild,explore "
-                              "(default all)")
+                              "(default all), and kbuild-debug: the kernel build figures "
+                              "with the debug fragment (a clean KASAN build takes long)")
     p_explore = sub.add_parser("explore", help="random sequences of mounts, reads, mappings "
                                                "and unmounts checked against a model")
     _vm_options(p_explore)
@@ -172,6 +173,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "kbuild" in args.parts:
         from harness.bench.kbuild import run_kbuild_bench
         run_kbuild_bench(config)
+    if "kbuild-debug" in args.parts:
+        from harness.bench.kbuild import run_kbuild_bench
+        run_kbuild_bench(config, debug=True)
     if "suite" in args.parts:
         run_suite_throughput(kernel, config)
     if "explore" in args.parts:

@@ -224,12 +224,14 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
             stamp["config"] = config_key
             stamp_path.write_text(json.dumps(stamp))
         state = tree_state(tree)
-        bzimage = build / "arch" / "x86" / "boot" / "bzImage"
-        if stamp.get("state") != state or not bzimage.is_file():
+        vmlinux = build / "vmlinux"
+        if stamp.get("state") != state or not vmlinux.is_file():
             print(f"harness: building {origin} in {build} with {JOBS} jobs "
                   f"(log: {build / 'build.log'})", file=sys.stderr, flush=True)
             extra = coverage_make_args(tree) if request.coverage else []
-            build_seconds = _make(tree, build, ["bzImage", "modules"], f"building {origin}",
+            # vmlinux, not bzImage: QEMU boots it at its PVH entry (CONFIG_PVH in base.config),
+            # so nothing is packed here or unpacked at boot.
+            build_seconds = _make(tree, build, ["vmlinux", "modules"], f"building {origin}",
                                   jobs=JOBS, extra=extra)
             modinst = build / "modinst"
             shutil.rmtree(modinst, ignore_errors=True)
@@ -251,11 +253,10 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
     build directory while VMs may still boot this one."""
     release = (build / "include" / "config" / "kernel.release").read_text().strip()
     modinst = build / "modinst" / "lib" / "modules" / release
-    key = cache.content_key(["tree-kernel", cache.file_sha256(build / "arch" / "x86" / "boot" /
-                                                             "bzImage"), release])
+    key = cache.content_key(["tree-kernel", cache.file_sha256(build / "vmlinux"), release])
 
     def copy_out(out: Path) -> dict[str, object]:
-        shutil.copy2(build / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
+        shutil.copy2(build / "vmlinux", out / "vmlinux")
         shutil.copy2(build / ".config", out / "config")
         if modinst.is_dir():
             shutil.copytree(modinst, out / "modules", symlinks=True,
@@ -279,7 +280,7 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
     frags = [f.name for f in fragments_for(request)]
     parts.append("kconfigs " + "+".join(frags))
     modules = entry / "modules"
-    return Kernel(spec=str(request), release=release, vmlinuz=entry / "bzImage",
+    return Kernel(spec=str(request), release=release, vmlinuz=entry / "vmlinux",
                   modules_dir=modules if modules.is_dir() else None,
                   config=parse_config((entry / "config").read_text()),
                   origin=", ".join(parts), key=key,

@@ -32,12 +32,13 @@ class Kernel:
 
     spec: str
     release: str
-    vmlinuz: Path
+    vmlinuz: Path  # what QEMU's -kernel boots: a bzImage, or a vmlinux with a PVH entry
     modules_dir: Path | None  # the lib/modules/<release> directory, if it has modules
     config: dict[str, str] = field(default_factory=dict, compare=False)
     origin: str = ""  # e.g. the Debian packages it came from
     key: str = ""  # content key, used for the guest image built for it
     series: tuple[str, ...] = ()  # subjects of the patches applied (tree: kernels)
+    bzimage: Path | None = None  # the bzImage that vmlinuz was unpacked from, if it was
 
     def option(self, name: str) -> str | None:
         """The value of CONFIG_<name> (``y``, ``m``, a string) or None when unset."""

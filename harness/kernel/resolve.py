@@ -6,6 +6,7 @@ from harness.kernel.debian import default_spec, fetch_debian
 from harness.kernel.kbuild import build_tree
 from harness.kernel.kernel import Kernel
 from harness.kernel.local import locate_path_kernel
+from harness.kernel.pvh import booted_through_pvh
 from harness.kernel.spec import DebianSpec, KernelSpec, PathSpec, parse_kernel_spec
 
 
@@ -14,7 +15,7 @@ def resolve_kernel(spec: str | KernelSpec | None) -> Kernel:
     if spec is None or isinstance(spec, str):
         spec = parse_kernel_spec(spec or default_spec())
     if isinstance(spec, DebianSpec):
-        return fetch_debian(spec)
+        return booted_through_pvh(fetch_debian(spec))
     if isinstance(spec, PathSpec):
-        return locate_path_kernel(spec)
-    return build_tree(spec).kernel
+        return booted_through_pvh(locate_path_kernel(spec))
+    return build_tree(spec).kernel  # built as a vmlinux with a PVH entry (base.config)

@@ -268,7 +268,7 @@ class VM:
         hint = ("" if self._tail().strip() else
                 "; the guest printed nothing on its console, so the kernel most likely never "
                 f"started: check that {self.kernel.vmlinuz} is a complete bootable x86-64 "
-                "bzImage")
+                "bzImage, or a vmlinux with a PVH entry point")
         if self.console.ended:
             raise self._launch_failure(f"{self.name}: QEMU ended before the guest was "
                                        f"ready{hint}")
