@@ -784,12 +784,18 @@ def hint(path, advice, settle=5.0):
             raise ValueError(f"unknown hint {advice!r}")
     finally:
         os.close(fd)
-    deadline, last = time.monotonic() + settle, -1
+    # mincore counts a page once its read has completed, and no call says when a hint's
+    # reads have. The count must hold still for a quarter of a second, and nothing at all
+    # for a whole one: on a slow kernel (KASAN under TCG, a loop device's worker between
+    # them) the first pages complete well after 50 ms, and batches later ones apart.
+    started = time.monotonic()
+    deadline, last, since = started + settle, -1, started
     while time.monotonic() < deadline:
-        now = mincore(path)["resident"]
-        if now == last:
+        now, at = mincore(path)["resident"], time.monotonic()
+        if now != last:
+            last, since = now, at
+        elif at - since >= (0.25 if now else 1.0):
             break
-        last = now
         time.sleep(0.05)
     return {}
 
