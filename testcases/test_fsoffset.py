@@ -42,3 +42,31 @@ def test_image_at_an_offset_shares_with_its_twin(offset_sizes: BuiltImage, erofs
     mt = mount(twin, SHARE, source)
     other = read_then_mincore(pagecache, mo.path(BIG), mt.path(twin_of(offset_sizes, twin, BIG)))
     assert other.resident == other.pages, other
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.parametrize("new", ["0", str(2 * FSOFFSET)], ids=["to-zero", "elsewhere"])
+@pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
+    "page_cache_share"))], ids=["plain", "sharing"])
+def test_a_remount_cannot_move_the_image_offset(offset_sizes: BuiltImage, source: str,
+                                                options: str, new: str, mount: Mounter,
+                                                pagecache: Probe) -> None:
+    """Where the image starts in its file or device is fixed by the mount that found the
+    superblock there. A remount asking for another fsoffset= may be refused or ignored,
+    but /proc/mounts must go on showing the offset in use, and every file, read again from
+    the device after the caches are dropped, must read its bytes."""
+    m = mount(offset_sizes, ",".join(filter(None, [options, f"fsoffset={FSOFFSET}"])), source)
+    assert pagecache.read(m.path(BIG)).sha256 == offset_sizes.file(BIG)["sha256"]
+    answer = pagecache.remount(m.target, ",".join(filter(None, [options, f"fsoffset={new}"])))
+    line = pagecache.vm.run(f"grep ' {m.target} ' /proc/mounts", check=True).stdout
+    assert f"fsoffset={FSOFFSET}" in line.split()[3].split(","), (
+        f"after remount -o fsoffset={new} ({'accepted' if answer.ok else answer.errname}) "
+        f"/proc/mounts shows {line.split()[3]}")
+    pagecache.drop_caches()
+    files = offset_sizes.files()
+    with pagecache.batch() as batch:
+        reads = [batch.read(m.path(f["path"]), may_fail=True) for f in files]
+    wrong = {f["path"]: got.error or got.value for f, got in zip(files, reads, strict=True)
+             if got.failed or got.value.sha256 != f["sha256"]}
+    assert not wrong, (f"after remount -o fsoffset={new} "
+                       f"({'accepted' if answer.ok else answer.errname}): {wrong}")
