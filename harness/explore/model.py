@@ -73,9 +73,6 @@ class Cache:
     members: list[tuple[str, str]] = field(default_factory=list)  # (mount, path), in order
     sources: set[str] = field(default_factory=set)  # sha256 of every member since it was empty
     state: str = COLD
-    # A collapse may have left huge pages since the cache was last surely empty. Collapsing
-    # a range that is huge already succeeds without touching anyone's mapping.
-    maybe_huge: bool = False
 
 
 @dataclass
@@ -108,10 +105,8 @@ class World:
         self.mounts: dict[str, MountState] = {}
         self.caches: dict[CacheKey, Cache] = {}
         self.holders: dict[str, tuple[str, str]] = {}  # tag -> (mount, path)
-        # Holders whose mapping no longer maps the cache's pages: a huge page collapse
-        # zapped it (the holder would fault the new pages in, but it sleeps).
-        self.unmapped: set[str] = set()
-        # Holders a failed (EAGAIN) collapse may or may not have zapped.
+        # Holders a collapse may have unmapped (the holder would fault the new pages in,
+        # but it sleeps): whether it did cannot be seen from here (see collapsed()).
         self.maybe_unmapped: set[str] = set()
 
     # ---- mounts --------------------------------------------------------------------------
@@ -189,15 +184,19 @@ class World:
     def pinned(self, cache: Cache) -> bool | None:
         """Whether a holder's mapping keeps every page of the cache (None: maybe)."""
         tags = {tag for tag, (m, p) in self.holders.items()
-                if self.mounts[m].looked_up.get(p) == cache.key and tag not in self.unmapped}
+                if self.mounts[m].looked_up.get(p) == cache.key}
         if tags - self.maybe_unmapped:
             return True
         return None if tags else False
 
     def collapsed(self, mount: str, path: str, err: int) -> None:
         """MADV_COLLAPSE over a mapping of the file. 0: every page of the cache is in huge
-        pages now (missing ones were read), and every mapping of the old pages is gone;
-        but if the pages were huge already, nothing happened to any mapping.
+        pages now (missing ones were read), and every mapping of the old small pages is
+        gone; but where the pages were huge already, nothing happened to any mapping, and
+        the model cannot tell which: a collapse since the cache was last empty made them
+        huge, or the fill itself did (a mapping with large folios may be read into huge
+        ones; seen on 7.3: hold, collapse and drop left all 512 pages of a held 2 MiB file
+        resident, not reproduced on replay). So holders are only maybe unmapped.
         Any failure may come after the kernel read missing pages in (collapse_file reads
         ahead, then gives up on a page: EAGAIN when it is locked or off the LRU, EINVAL on
         SCAN_FAIL), so a cache that was not full is open; a failure puts the small pages
@@ -211,10 +210,7 @@ class World:
             return
         for tag, (m, p) in self.holders.items():
             if self.mounts[m].looked_up.get(p) == cache.key:
-                surely = err == 0 and not cache.maybe_huge
-                (self.unmapped if surely else self.maybe_unmapped).add(tag)
-        if err == 0:
-            cache.maybe_huge = True
+                self.maybe_unmapped.add(tag)
 
     def acceptable(self, mount: str, path: str) -> set[str]:
         """The hashes a whole read of the file may return."""
@@ -238,7 +234,6 @@ class World:
 
     def release(self, tag: str) -> set[str]:
         mount, path = self.holders.pop(tag)
-        self.unmapped.discard(tag)
         self.maybe_unmapped.discard(tag)
         cache = self.caches[self.mounts[mount].looked_up[path]]
         # The holder hashes its whole mapping before it exits: that faults back in any
@@ -271,7 +266,6 @@ class World:
             cache.sources |= own
             return
         cache.state = COLD
-        cache.maybe_huge = False
         cache.sources = own
 
     def expected_residency(self, mount: str, path: str) -> int | None:

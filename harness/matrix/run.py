@@ -248,6 +248,17 @@ def summarize_cell(matrix: Matrix, cell: Cell, out: Path, status: int,
     return summary
 
 
+def cell_state(cell: Cell, summary: dict[str, Any]) -> str:
+    """A cell's outcome in a few words, for the progress line."""
+    if summary["ok"]:
+        return "as expected"
+    if cell.campaign:  # no suite results: its error says what it found, and where
+        state = str(summary.get("error") or "failed").splitlines()[0].rstrip(":")
+        found = summary.get("found") or []
+        return state + (f", {', '.join(found)}" if found else "")
+    return f"{len(summary['unexpected'])} unexpected" if summary["results"] else "NO RESULTS"
+
+
 def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = None) -> int:
     matrix = load_matrix(path)
     cells = [matrix.cell(n) for n in only] if only else list(matrix.cells)
@@ -261,8 +272,7 @@ def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = No
               file=sys.stderr, flush=True)
         summary = run_cell(matrix, cell, out)
         counts = (summary["results"] or {}).get("counts", {})
-        state = "as expected" if summary["ok"] else (
-            f"{len(summary['unexpected'])} unexpected" if summary["results"] else "NO RESULTS")
+        state = cell_state(cell, summary)
         print(f"matrix: {cell.name}: {state} "
               f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'nothing'}) "
               f"in {summary['seconds']:.0f} s", file=sys.stderr, flush=True)

@@ -128,7 +128,7 @@ def test_file_backed_and_block_backed_twins_share_only_when_compressed() -> None
     assert world.lookup("m4", "big") is world.lookup("m5", "big")
 
 
-def test_a_collapse_unmaps_the_holders_so_their_pages_may_go() -> None:
+def test_a_collapse_may_unmap_the_holders_so_their_pages_may_go() -> None:
     world = _world(("m1", "a", SHARE1))
     world.hold("h1", "m1", "big")
     world.collapsed("m1", "big", errno.EINVAL)  # nothing changed, still pinned
@@ -137,8 +137,10 @@ def test_a_collapse_unmaps_the_holders_so_their_pages_may_go() -> None:
     world.collapsed("m1", "big", 0)
     assert world.expected_residency("m1", "big") == 2  # all of it, in huge pages
     world.dontneed("m1", "big")
-    assert world.expected_residency("m1", "big") == 0  # the holder no longer maps it
+    # Zapped if the collapse replaced small pages, still mapped if they were huge already.
+    assert world.expected_residency("m1", "big") is None
     assert world.release("h1") == {"A"}
+    assert world.expected_residency("m1", "big") == 2  # its last look faulted it all in
 
 
 def test_a_transient_collapse_failure_keeps_the_pages_but_not_the_pin() -> None:
@@ -150,9 +152,11 @@ def test_a_transient_collapse_failure_keeps_the_pages_but_not_the_pin() -> None:
     assert world.expected_residency("m1", "big") is None  # the holder may map nothing now
     world.collapsed("m1", "big", 0)
     world.drop_caches()
-    assert world.expected_residency("m1", "big") == 0  # now it surely maps nothing
+    assert world.expected_residency("m1", "big") is None  # still open
     world.release("h1")
     assert world.expected_residency("m1", "big") == 2  # its last look faulted it all in
+    world.drop_caches()
+    assert world.expected_residency("m1", "big") == 0  # no holder left: all of it goes
 
 
 def test_a_failed_collapse_of_a_cold_file_may_have_read_it() -> None:
@@ -175,7 +179,9 @@ def test_collapsing_a_cache_that_is_huge_already_may_leave_its_holders_mapped() 
     world.release("h2")
     world.drop_caches()
     assert world.expected_residency("m1", "big") == 0
-    world.hold("h3", "m1", "big")  # small pages again: a collapse surely unmaps
+    # A fresh fill may be huge from the start (large folios), so even the first collapse
+    # after the cache was empty may leave its holder mapped.
+    world.hold("h3", "m1", "big")
     world.collapsed("m1", "big", 0)
     world.drop_caches()
-    assert world.expected_residency("m1", "big") == 0
+    assert world.expected_residency("m1", "big") is None

@@ -7,7 +7,7 @@ import pytest
 
 from harness.core.errors import SpecError
 from harness.matrix.ciconfig import check_ci_files, render_ci_files
-from harness.matrix.run import load_matrix, summarize_cell
+from harness.matrix.run import cell_state, load_matrix, summarize_cell
 from harness.results.compare import compare, diff_results, load_side
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +170,10 @@ def test_a_campaign_cell_is_as_expected_only_when_it_found_nothing(
     (out / "fuzz.log").write_text("fuzz: the last words\n")
     summary = summarize_cell(matrix, cell, out, status, 1.0)
     assert summary["ok"] is ok
+    # The progress line says what a campaign found, never "no results".
+    assert cell_state(cell, summary) == {0: "as expected",
+                                         1: "fuzz found a problem (exit 1), found/fuzz-1.yaml",
+                                         2: "fuzz ended without a verdict (exit 2)"}[status]
     assert summary["found"] == (["found/fuzz-1.yaml"] if found else [])
     if not ok:
         assert "fuzz: the last words" in summary["error"]
