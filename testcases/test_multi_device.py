@@ -57,3 +57,31 @@ def test_twins_share_across_device_compositions(erofs_image: Callable[[str], Bui
     assert read.sha256 == a.file(path)["sha256"]
     assert twin.resident == twin.pages > 0, (
         f"{first}:{path} and its twin in {second} do not share: {twin}")
+
+
+@pytest.mark.parametrize("change", ["swapped", "one-left-out"])
+@pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
+    "page_cache_share"))], ids=["plain", "sharing"])
+def test_a_remount_cannot_rewire_the_devices(erofs_image: Callable[[str], BuiltImage],
+                                             options: str, change: str, source: str,
+                                             mount: Mounter, pagecache: Probe) -> None:
+    """Which device holds which chunks is fixed when the mount opens them. A remount naming
+    the devices in the other order, or one fewer, may be refused or ignored; every file,
+    read again from the devices after the caches are dropped, must read its bytes."""
+    image = erofs_image("merged-sizes-twins")
+    m = mount(image, options, source)
+    items = m.options.split(",")
+    devices = [i for i in items if i.startswith("device=")]
+    assert len(devices) == 2, m.options
+    rest = [i for i in items if not i.startswith("device=")]
+    asked = rest + (devices[::-1] if change == "swapped" else devices[:1])
+    answer = pagecache.remount(m.target, ",".join(filter(None, asked)))
+    pagecache.drop_caches()
+    files = image.files()
+    with pagecache.batch() as batch:
+        reads = [batch.read(m.path(f["path"]), may_fail=True) for f in files]
+    wrong = {f["path"]: got.error or got.value.sha256[:12]
+             for f, got in zip(files, reads, strict=True)
+             if got.failed or got.value.sha256 != f["sha256"]}
+    assert not wrong, (f"after a remount with the devices {change} "
+                       f"({'accepted' if answer.ok else answer.errname}): {wrong}")
