@@ -6,7 +6,9 @@ a ready report, ``reports/found/fuzz-<id>.yaml``, carrying the damage itself (ed
 truncation over the image the catalog builds), so that ``make repro`` replays it through
 ``testcases/test_hostile_images.py::test_found_damage_replays``. The fuzzer stops at the
 first find: after a crash the guest is gone, and a damage that broke a rule is worth a
-look before more of the same.
+look before more of the same. A find that is a known bug again (the signature of an
+earlier find's ``known_bug:`` that applies to this kernel) is counted and the fuzzer goes
+on, so that a nightly campaign is not ended each night by the bug it already reported.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -34,7 +37,9 @@ from harness.guest.handle import Guest
 from harness.guest.mounts import Mounter
 from harness.guest.session import GuestSession
 from harness.hostile.trial import Trial, damaged_copy, run_trial
+from harness.kernel.kernel import Kernel
 from harness.pipeline import kernel_for, vm_for
+from harness.plugin.markers import known_bug_applies
 from harness.vm.machine import VM, VMConfig, VMState
 from harness.vm.splats import splats_seen
 
@@ -54,6 +59,7 @@ class FuzzOutcome:
     foreign: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
     found: str | None = None  # what went wrong, if anything
+    known: Counter[str] = field(default_factory=Counter)  # known bugs met again, by report
     damage: Damage | None = None
     image: str = ""
     source: str = ""
@@ -64,7 +70,27 @@ class FuzzOutcome:
                 "trials_per_second": round(self.trials / self.seconds, 2) if self.seconds else 0,
                 "mounts_refused": self.refused, "read_errors": self.read_errors,
                 "twins_served_damaged_bytes": self.foreign, "kinds": dict(self.kinds),
-                "found": self.found}
+                "found": self.found, "known_bugs_again": dict(self.known)}
+
+
+def known_finds(kernel: Kernel, directory: Path = FOUND) -> dict[str, re.Pattern[str]]:
+    """The signatures of the known bugs earlier finds name (their ``known_bug:``) that apply
+    to ``kernel``, by report name."""
+    known: dict[str, re.Pattern[str]] = {}
+    for path in sorted(directory.glob("fuzz-*.yaml")):
+        bug = (yaml.safe_load(path.read_text()) or {}).get("known_bug")
+        if not bug:
+            continue
+        releases = [r.strip() for r in str(bug.get("releases") or "").split(",") if r.strip()]
+        if known_bug_applies(kernel.release, kernel.series, releases, bug.get("when_patched"),
+                             bug.get("unless_patched")):
+            known[path.stem] = re.compile(bug["signature"])
+    return known
+
+
+def which_known(problem: str, known: dict[str, re.Pattern[str]]) -> str | None:
+    """The report whose known bug ``problem`` is, if it carries one's signature."""
+    return next((name for name, signature in known.items() if signature.search(problem)), None)
 
 
 def found_id(kernel: str, image: str, damage: Damage, source: str, sharing: bool) -> str:
@@ -143,6 +169,7 @@ def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: f
     layouts = {name: image_layout(image, tools.dump) for name, image in images.items()}
     rng = random.Random(seed)
     outcome = FuzzOutcome(seed)
+    known = known_finds(kernel)
     print(f"fuzz: seed {seed}, {minutes:g} min on {kernel.spec} ({kernel.release}); images: "
           f"{', '.join(IMAGES)}; sharing {'on and off' if sharing_ok else 'off (no support)'}",
           file=sys.stderr, flush=True)
@@ -168,6 +195,12 @@ def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: f
             # The damaged copy is used once: keep the temporary directory small.
             for stale in Path(tmp).glob("*.erofs"):
                 stale.unlink()
+            again = which_known(problem, known) if problem is not None else None
+            if again is not None and vm.state is VMState.RUNNING:
+                outcome.known[again] += 1
+                print(f"fuzz: trial {outcome.trials}: the known bug of {again} again "
+                      f"({damage.name}, {source}); going on", file=sys.stderr, flush=True)
+                continue
             if problem is not None:
                 outcome.found, outcome.damage = problem, damage
                 outcome.image, outcome.source, outcome.sharing = name, source, sharing
@@ -183,9 +216,11 @@ def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: f
     out.mkdir(parents=True, exist_ok=True)
     (out / "fuzz.json").write_text(json.dumps({"kernel": kernel.spec, "release": kernel.release,
                                                **outcome.as_dict()}, indent=2) + "\n")
+    again = ", ".join(f"{name} x{n}" for name, n in sorted(outcome.known.items()))
     print(f"fuzz: {outcome.trials} trials in {outcome.seconds:.0f} s; refused "
           f"{outcome.refused}, read errors {outcome.read_errors}, twins served damaged bytes "
-          f"{outcome.foreign}; results in {out / 'fuzz.json'}", file=sys.stderr)
+          f"{outcome.foreign}; known bugs again: {again or 'none'}; results in "
+          f"{out / 'fuzz.json'}", file=sys.stderr)
     if outcome.found is None:
         print(f"fuzz: nothing found (seed {seed})", file=sys.stderr)
         return 0
