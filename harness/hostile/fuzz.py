@@ -222,7 +222,8 @@ def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: f
           f"{outcome.foreign}; known bugs again: {again or 'none'}; results in "
           f"{out / 'fuzz.json'}", file=sys.stderr)
     if outcome.found is None:
-        print(f"fuzz: nothing found (seed {seed})", file=sys.stderr)
+        print(f"fuzz: nothing {'new ' if outcome.known else ''}found (seed {seed})",
+              file=sys.stderr)
         return 0
     path = write_found(kernel.spec, outcome, found or FOUND)
     print(f"fuzz: FOUND (seed {seed}, trial {outcome.trials}): {outcome.found}\n"
