@@ -45,6 +45,15 @@ GCOV_NOTES = "gcov"
 PROGRESS_EVERY_S = 10.0
 
 
+def boot_image_path(request: TreeSpec) -> str:
+    """What the build makes for QEMU to boot, relative to the build directory: the plain
+    vmlinux, started at its PVH entry (CONFIG_PVH in base.config), so that nothing is packed
+    here or unpacked at boot; but a bzImage for the debug fragment, whose vmlinux
+    (KASAN, lockdep, 7.3) ends QEMU at the PVH entry before it prints a word, and for
+    coverage builds, whose boot through PVH is untried (speed matters less there)."""
+    return "arch/x86/boot/bzImage" if request.debug or request.coverage else "vmlinux"
+
+
 def fragments_for(request: TreeSpec) -> list[Path]:
     frags = [KCONFIGS / name for name in BASE_FRAGMENTS]
     if request.debug:
@@ -224,14 +233,12 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
             stamp["config"] = config_key
             stamp_path.write_text(json.dumps(stamp))
         state = tree_state(tree)
-        vmlinux = build / "vmlinux"
-        if stamp.get("state") != state or not vmlinux.is_file():
+        image = build / boot_image_path(request)
+        if stamp.get("state") != state or not image.is_file():
             print(f"harness: building {origin} in {build} with {JOBS} jobs "
                   f"(log: {build / 'build.log'})", file=sys.stderr, flush=True)
             extra = coverage_make_args(tree) if request.coverage else []
-            # vmlinux, not bzImage: QEMU boots it at its PVH entry (CONFIG_PVH in base.config),
-            # so nothing is packed here or unpacked at boot.
-            build_seconds = _make(tree, build, ["vmlinux", "modules"], f"building {origin}",
+            build_seconds = _make(tree, build, [image.name, "modules"], f"building {origin}",
                                   jobs=JOBS, extra=extra)
             modinst = build / "modinst"
             shutil.rmtree(modinst, ignore_errors=True)
@@ -253,10 +260,11 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
     build directory while VMs may still boot this one."""
     release = (build / "include" / "config" / "kernel.release").read_text().strip()
     modinst = build / "modinst" / "lib" / "modules" / release
-    key = cache.content_key(["tree-kernel", cache.file_sha256(build / "vmlinux"), release])
+    image = build / boot_image_path(request)
+    key = cache.content_key(["tree-kernel", cache.file_sha256(image), release])
 
     def copy_out(out: Path) -> dict[str, object]:
-        shutil.copy2(build / "vmlinux", out / "vmlinux")
+        shutil.copy2(image, out / image.name)
         shutil.copy2(build / ".config", out / "config")
         if modinst.is_dir():
             shutil.copytree(modinst, out / "modules", symlinks=True,
@@ -280,7 +288,7 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
     frags = [f.name for f in fragments_for(request)]
     parts.append("kconfigs " + "+".join(frags))
     modules = entry / "modules"
-    return Kernel(spec=str(request), release=release, vmlinuz=entry / "vmlinux",
+    return Kernel(spec=str(request), release=release, vmlinuz=entry / image.name,
                   modules_dir=modules if modules.is_dir() else None,
                   config=parse_config((entry / "config").read_text()),
                   origin=", ".join(parts), key=key,
