@@ -31,6 +31,18 @@ SIZES_FILES = ["one-byte", "page-minus-1", "page", "page-plus-1", "dir/sixty-fou
 BIG = "four-mib"
 
 
+def join_options(*options: str) -> str:
+    """Mount options joined with commas, the empty ones left out."""
+    return ",".join(filter(None, options))
+
+
+def shown_options(pagecache: Probe, m: Mount) -> list[str]:
+    """The mount's options as /proc/mounts shows them (the effective ones)."""
+    with pagecache.batch() as batch:
+        mounts = batch.erofs_mounts(m.target)
+    return mounts.value[m.target]
+
+
 def twin_of(a: BuiltImage, b: BuiltImage, path: str) -> str:
     """The path in image b holding the same content as ``path`` in image a."""
     content = a.file(path)["content"]

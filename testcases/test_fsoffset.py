@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import BIG, FSOFFSET, SHARE, read_then_mincore, twin_of
+from conftest import BIG, FSOFFSET, SHARE, join_options, read_then_mincore, shown_options, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
@@ -55,13 +55,13 @@ def test_a_remount_cannot_move_the_image_offset(offset_sizes: BuiltImage, source
     superblock there. A remount asking for another fsoffset= may be refused or ignored,
     but /proc/mounts must go on showing the offset in use, and every file, read again from
     the device after the caches are dropped, must read its bytes."""
-    m = mount(offset_sizes, ",".join(filter(None, [options, f"fsoffset={FSOFFSET}"])), source)
+    m = mount(offset_sizes, join_options(options, f"fsoffset={FSOFFSET}"), source)
     assert pagecache.read(m.path(BIG)).sha256 == offset_sizes.file(BIG)["sha256"]
-    answer = pagecache.remount(m.target, ",".join(filter(None, [options, f"fsoffset={new}"])))
-    line = pagecache.vm.run(f"grep ' {m.target} ' /proc/mounts", check=True).stdout
-    assert f"fsoffset={FSOFFSET}" in line.split()[3].split(","), (
+    answer = pagecache.remount(m.target, join_options(options, f"fsoffset={new}"))
+    shown = shown_options(pagecache, m)
+    assert f"fsoffset={FSOFFSET}" in shown, (
         f"after remount -o fsoffset={new} ({'accepted' if answer.ok else answer.errname}) "
-        f"/proc/mounts shows {line.split()[3]}")
+        f"/proc/mounts shows {','.join(shown)}")
     pagecache.drop_caches()
     files = offset_sizes.files()
     with pagecache.batch() as batch:

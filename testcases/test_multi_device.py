@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import SHARE, read_and_look, twin_of
+from conftest import SHARE, join_options, read_and_look, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
@@ -75,7 +75,7 @@ def test_a_remount_cannot_rewire_the_devices(erofs_image: Callable[[str], BuiltI
     assert len(devices) == 2, m.options
     rest = [i for i in items if not i.startswith("device=")]
     asked = rest + (devices[::-1] if change == "swapped" else devices[:1])
-    answer = pagecache.remount(m.target, ",".join(filter(None, asked)))
+    answer = pagecache.remount(m.target, join_options(*asked))
     pagecache.drop_caches()
     files = image.files()
     with pagecache.batch() as batch:

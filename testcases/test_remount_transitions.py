@@ -10,7 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, SIZES_FILES, read_then_mincore, twin_of
+from conftest import (
+    BIG,
+    SHARE,
+    SIZES_FILES,
+    join_options,
+    read_then_mincore,
+    shown_options,
+    twin_of,
+)
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mount, Mounter
 from harness.guest.probe import Probe
@@ -30,11 +38,6 @@ def _remount(pagecache: Probe, m: Mount, options: str, how: str = "mount(8)"
     result = pagecache.vm.run(f"mount -o {','.join(['remount', *filter(None, [options])])} "
                               f"{m.target}")
     return result.ok, result.stderr.strip()
-
-
-def _shown_options(pagecache: Probe, m: Mount) -> list[str]:
-    line = pagecache.vm.run(f"grep ' {m.target} ' /proc/mounts", check=True).stdout
-    return line.split()[3].split(",")
 
 
 @pytest.mark.known_bug(
@@ -60,9 +63,9 @@ def test_remount_turning_inode_share_on_keeps_files_readable(
         assert not got.failed and got.value.sha256 == a.file(path)["sha256"], (
             f"after `mount -o remount,{options}` ({'accepted' if ok else stderr}) {path} "
             f"read {got.error or got.value}")
-    assert "inode_share" not in _shown_options(pagecache, m) or not ok, (
+    assert "inode_share" not in shown_options(pagecache, m) or not ok, (
         f"/proc/mounts shows inode_share on a mount without a domain: "
-        f"{_shown_options(pagecache, m)}")
+        f"{shown_options(pagecache, m)}")
 
 
 @pytest.mark.known_bug(
@@ -86,7 +89,7 @@ def test_remount_without_inode_share_changes_nothing_about_sharing(
     assert before.resident == before.pages, f"the twins did not share before: {before}"
     ok, stderr = _remount(pagecache, ma, options, how)
     assert ok, f"remount through {how} with '{options}': {stderr}"
-    shown = "inode_share" in _shown_options(pagecache, ma)
+    shown = "inode_share" in shown_options(pagecache, ma)
     # BIG was never looked up through ma: its inode is made after the remount.
     after = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
     shared = after.resident == after.pages
@@ -95,7 +98,7 @@ def test_remount_without_inode_share_changes_nothing_about_sharing(
         f"inode_share, but a file looked up after it is {'' if shared else 'not '}shared "
         f"({after} through the twin), while the file looked up before still is")
     assert shown, (
-        f"a remount without inode_share turned sharing off: {_shown_options(pagecache, ma)}")
+        f"a remount without inode_share turned sharing off: {shown_options(pagecache, ma)}")
 
 
 @pytest.mark.known_bug(
@@ -150,13 +153,9 @@ def test_remount_cannot_turn_on_sharing_the_mount_turned_off(
         assert got == want[path], (
             f"after the remount ({how}, {'accepted' if ok else said}) {path} read the bytes "
             f"of {other}" if got == want[other] else f"{path} read {got}, want {want[path]}")
-    shown = _shown_options(pagecache, m)
+    shown = shown_options(pagecache, m)
     assert "inode_share" not in shown, (
         f"/proc/mounts shows inode_share on a mount that turned it off: {shown}")
-
-
-def _join(*options: str) -> str:
-    return ",".join(filter(None, options))
 
 
 @pytest.mark.parametrize("state", ["cold", "looked-up", "mapped"])
@@ -172,19 +171,20 @@ def test_remount_switching_directio_on_a_file_backed_mount_does_what_proc_mounts
     too, and whether a cold file's data now lands in the image file's page cache agrees
     with /proc/mounts (direct: only metadata does)."""
     a = erofs_image("sizes")
-    m = mount(a, _join(options, start), "file")
+    m = mount(a, join_options(options, start), "file")
     assert m.backing is not None
-    assert ("directio" in _shown_options(pagecache, m)) == bool(start), (
-        f"/proc/mounts after `-o {_join(options, start)}`: {_shown_options(pagecache, m)}")
+    assert ("directio" in shown_options(pagecache, m)) == bool(start), (
+        f"/proc/mounts after `-o {join_options(options, start)}`: {shown_options(pagecache, m)}")
     if state == "looked-up":
         assert pagecache.read(m.path(BIG)).sha256 == a.file(BIG)["sha256"]
     elif state == "mapped":
         pagecache.hold(m.path(BIG), "across-remount")
-    answer = pagecache.remount(m.target, _join(options, then))
-    assert answer.ok, f"remount -o {_join(options, then)}: {answer.errname} {answer.kmsg}"
-    shown_direct = "directio" in _shown_options(pagecache, m)
+    answer = pagecache.remount(m.target, join_options(options, then))
+    assert answer.ok, f"remount -o {join_options(options, then)}: {answer.errname} {answer.kmsg}"
+    shown = shown_options(pagecache, m)
+    shown_direct = "directio" in shown
     assert shown_direct == (then == "directio"), (
-        f"/proc/mounts after remount -o {_join(options, then)}: {_shown_options(pagecache, m)}")
+        f"/proc/mounts after remount -o {join_options(options, then)}: {shown}")
     # The cold 1 MiB file, from a cold cache: buffered reads leave its 256 pages in the image
     # file's cache, direct ones only the metadata blocks the lookup read.
     pagecache.drop_caches()
@@ -223,7 +223,7 @@ def test_remount_changing_cache_strategy_keeps_compressed_files_right_and_shared
         assert pagecache.read(ma.path(BIG)).sha256 == a.file(BIG)["sha256"]
     answer = pagecache.remount(ma.target, f"{SHARE},cache_strategy={then}")
     assert answer.ok, f"remount to cache_strategy={then}: {answer.errname} {answer.kmsg}"
-    shown = _shown_options(pagecache, ma)
+    shown = shown_options(pagecache, ma)
     assert f"cache_strategy={then}" in shown, f"/proc/mounts after the remount: {shown}"
     after = read_then_mincore(pagecache, ma.path(NEVER_LOOKED_UP),
                               mb.path(twin_of(a, b, NEVER_LOOKED_UP)))
