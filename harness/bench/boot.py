@@ -24,7 +24,7 @@ from harness.guestimage.build import READY_MARKER, build_guest_image
 from harness.guestimage.cpio import CpioWriter
 from harness.pipeline import kernel_for, vm_for
 from harness.vm.accel import choose_accel
-from harness.vm.machine import BASE_APPEND, VMConfig
+from harness.vm.machine import VMConfig, boot_append
 from harness.vm.qemu_cmd import DirectKernelBoot, Machine, QemuCommand, qemu_binary
 
 BARE_MARKER = "BARE-INIT-REACHED"
@@ -47,9 +47,12 @@ def bare_initramfs() -> Path:
     return cache.get_or_build("bench-bare", key, build) / "bare.cpio"
 
 
-def bare_boot_seconds(vmlinuz: Path, accel: str, memory_mb: int, cpus: int) -> float:
+def bare_boot_seconds(vmlinuz: Path, append: str, accel: str, memory_mb: int,
+                      cpus: int) -> float:
+    """Seconds from QEMU's start to a busybox /init, with the harness's command line
+    (``append``) so that the ratio counts only what the harness adds."""
     argv = QemuCommand(qemu_binary(), Machine(accel, memory_mb, cpus),
-                       DirectKernelBoot(vmlinuz, bare_initramfs(), BASE_APPEND)).argv()
+                       DirectKernelBoot(vmlinuz, bare_initramfs(), append)).argv()
     with tempfile.TemporaryFile() as out:
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -107,12 +110,13 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
     harness_times, bare_times, packed_times = [], [], []
     phases: list[dict[str, float]] = []
     rtts: list[float] = []
+    append = boot_append(kernel)
     for number in range(boots):
         print(f"bench: boot {number + 1}/{boots}", file=sys.stderr, flush=True)
-        bare_times.append(bare_boot_seconds(kernel.vmlinuz, accel.name, config.memory_mb,
-                                            config.cpus))
+        bare_times.append(bare_boot_seconds(kernel.vmlinuz, append, accel.name,
+                                            config.memory_mb, config.cpus))
         if kernel.bzimage is not None:  # what booting unpacked (PVH) saves over the bzImage
-            packed_times.append(bare_boot_seconds(kernel.bzimage, accel.name,
+            packed_times.append(bare_boot_seconds(kernel.bzimage, append, accel.name,
                                                   config.memory_mb, config.cpus))
         vm = vm_for(kernel, config, image=image, name=f"bench{number}", announce=False)
         started = time.monotonic()
