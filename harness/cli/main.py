@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.signals import Terminated, install_sigterm_cleanup
-from harness.vm.machine import ACCELS, VM_DEFAULTS, VMConfig
+from harness.vm.machine import ACCELS, COLD_BOOT_HELP, VM_DEFAULTS, VMConfig
 
 
 def _vm_options(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,9 @@ def _vm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vm-memory", type=int, default=VM_DEFAULTS.memory_mb, metavar="MB")
     parser.add_argument("--vm-cpus", type=int, default=VM_DEFAULTS.cpus, metavar="N")
     parser.add_argument("--vm-keep", action="store_true")
+    parser.add_argument("--vm-cold-boot", action="store_false", dest="vm_restore",
+                        default=VM_DEFAULTS.restore,
+                        help=COLD_BOOT_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _vm_config(args: argparse.Namespace) -> VMConfig:
     return VMConfig(memory_mb=args.vm_memory, cpus=args.vm_cpus, accel=args.accel,
-                    keep=args.vm_keep)
+                    keep=args.vm_keep, restore=args.vm_restore)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

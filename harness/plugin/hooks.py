@@ -30,7 +30,7 @@ from harness.plugin.state import (
     pool_key,
     worker_id,
 )
-from harness.vm.machine import ACCELS, VM, VM_DEFAULTS, VMState
+from harness.vm.machine import ACCELS, COLD_BOOT_HELP, VM, VM_DEFAULTS, VMState
 from harness.vm.splats import splats_seen
 
 VM_FIXTURES = {"vm", "guest"}
@@ -49,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"guest CPUs (default {VM_DEFAULTS.cpus})")
     group.addoption("--vm-keep", action="store_true", default=False,
                     help="keep each VM's work directory (disks, sockets) after it stops")
+    group.addoption("--vm-cold-boot", action="store_false", dest="vm_restore",
+                    default=VM_DEFAULTS.restore,
+                    help=COLD_BOOT_HELP)
     group.addoption("--vm-boot-timeout", type=float, default=VM_DEFAULTS.boot_timeout,
                     metavar="S", help=f"seconds a boot may take before it fails (default "
                                       f"{VM_DEFAULTS.boot_timeout:.0f})")

@@ -29,6 +29,7 @@ class Options:
     memory_mb: int
     cpus: int
     keep: bool
+    restore: bool
     artifacts: Path
     boot_timeout: float
 
@@ -36,7 +37,7 @@ class Options:
     def from_config(cls, config: pytest.Config) -> Options:
         return cls(kernel=config.getoption("kernel"), accel=config.getoption("accel"),
                    memory_mb=config.getoption("vm_memory"), cpus=config.getoption("vm_cpus"),
-                   keep=config.getoption("vm_keep"),
+                   keep=config.getoption("vm_keep"), restore=config.getoption("vm_restore"),
                    artifacts=Path(config.getoption("artifacts")).resolve(),
                    boot_timeout=config.getoption("vm_boot_timeout"))
 
@@ -117,6 +118,7 @@ class VMPool:
         self.boots += 1
         config = VMConfig(memory_mb=self.options.memory_mb, cpus=self.options.cpus,
                           accel=self.options.accel, keep=self.options.keep,
+                          restore=self.options.restore,
                           boot_timeout=self.options.boot_timeout)
         vm = vm_for(self.kernel, config, image=self.image, artifacts=self.options.artifacts / "vms",
                     name=f"{self.name}-boot{self.boots}", announce=False, waits=self.waits)

@@ -36,6 +36,7 @@ from harness.core.waits import WaitLedger
 from harness.guestimage.build import READY_MARKER, SCRATCH_SERIAL, GuestImage
 from harness.guestimage.sshkeys import GuestKeys, guest_keys
 from harness.kernel.kernel import Kernel, parse_config
+from harness.vm import snapshot
 from harness.vm.accel import AccelChoice, choose_accel
 from harness.vm.console import Console
 from harness.vm.qemu_cmd import (
@@ -69,10 +70,15 @@ class VMConfig:
     command_timeout: float = 120.0
     append: str = ""
     keep: bool = False  # --vm-keep: leave the work directory (console log, disks) behind
+    # Start from the saved booted guest of this kind when there is one (vm/snapshot.py);
+    # --vm-cold-boot turns it off, and every VM boots.
+    restore: bool = True
 
 
 # The one set of VM defaults: the command line's and pytest's options read them from here.
 VM_DEFAULTS = VMConfig()
+COLD_BOOT_HELP = ("boot every VM cold, instead of starting VMs from the guest saved after "
+                  "the first boot of the same kernel, image and machine")
 ACCELS = ("auto", "kvm", "tcg")
 
 # The kernel command line: panic=-1 with -no-reboot makes a panic end QEMU instead of
@@ -137,6 +143,7 @@ class VM:
         self.argv: list[str] = []
         self.workdir: Path | None = None
         self.boot_seconds = 0.0
+        self.restored = False  # started from the saved guest of its kind (vm/snapshot.py)
         self._disks: dict[str, HotplugDisk] = {}
         self._disk_seq = 0
         self._stack = contextlib.ExitStack()
@@ -167,14 +174,28 @@ class VM:
         started = time.monotonic()
         try:
             with self.waits.waiting("boot"):
-                self._start()
+                try:
+                    self._start(restore=self.config.restore)
+                except snapshot.RestoreFailed as exc:
+                    said = self._tail(1).strip()
+                    log.warning("%s: %s%s; booting it cold", self.name, exc,
+                                f" (QEMU: {said})" if said else "")
+                    self._reset()
+                    self._start(restore=False)
         except BaseException:
             # KeyboardInterrupt included: nothing of a half-started VM may stay behind.
             self.stop()
             raise
         self.boot_seconds = time.monotonic() - started
 
-    def _start(self) -> None:
+    def _reset(self) -> None:
+        """Back to NEW after a restore QEMU refused: its process and files are gone."""
+        self.stop()
+        self.__post_init__()
+
+    def _start(self, restore: bool) -> None:
+        """Start QEMU and wait for SSH. ``restore``: from the saved guest of this kind if
+        there is one. A cold boot saves the guest for the VMs after it (config.restore)."""
         qemu = qemu_binary()
         self.accel = choose_accel(self.config.accel, self.kernel.vmlinuz)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"harness-{self.name}."))
@@ -182,7 +203,7 @@ class VM:
             self._stack.callback(shutil.rmtree, self.workdir, True)
         if self.artifacts:
             self.artifacts.mkdir(parents=True, exist_ok=True)
-        disks = [self._make_scratch()] if self.config.scratch_mb else []
+        scratch = self.workdir / "scratch.ext4" if self.config.scratch_mb else None
         qmp_path = self.workdir / "qmp.sock"
         if len(str(qmp_path)) > 100:
             # AF_UNIX paths end at 108 bytes; a deep TMPDIR gets a short socket dir of its own.
@@ -196,19 +217,46 @@ class VM:
                               DirectKernelBoot(self.kernel.vmlinuz, self.image.initrd_path,
                                                append),
                               qmp=QmpSocket(qmp_path), network=UserNetwork(),
-                              disks=tuple(disks))
+                              disks=(Disk("scratch", scratch, SCRATCH_SERIAL,
+                                          read_only=False),) if scratch else ())
         self.argv = command.argv()
+        boots = [self.kernel.vmlinuz, *filter(None, [self.image.initrd_path])]
+        key = snapshot.key_for(self.argv, self.workdir, qmp_path, boots)
+        entry = snapshot.saved(key) if restore else None
+        if scratch is not None:
+            if entry is not None and (entry / snapshot.SCRATCH).is_file():
+                snapshot.copy_sparse(entry / snapshot.SCRATCH, scratch)
+            else:
+                self._make_scratch(scratch)
+        if entry is not None:
+            self.argv += snapshot.incoming_args(entry)
         log.info("starting %s: %s", self.name, " ".join(self.argv))
         self.console = Console(self.argv, self.console_log)
         deadline = Deadline(self.config.boot_timeout)
         try:
             self.qmp.accept(timeout=min(30.0, deadline.remaining()))
         except (QMPError, TimeoutError, OSError) as exc:
+            if entry is not None:
+                snapshot.forget(key)
+                raise snapshot.RestoreFailed(f"QEMU did not connect to its QMP socket "
+                                             f"({exc!r})") from exc
             raise self._launch_failure(
                 f"QEMU did not connect to its QMP socket ({exc!r})") from exc
         self.state = VMState.RUNNING
-        self.ssh_port = self._forwarded_port()
-        self._wait_ready(deadline)
+        if entry is not None:
+            console = self.console
+            try:
+                snapshot.wait_restored(self.qmp, deadline, lambda: console.ended)
+                self.ssh_port = self._forwarded_port()
+            except (snapshot.RestoreFailed, VMError) as exc:
+                snapshot.forget(key)
+                raise snapshot.RestoreFailed(str(exc).splitlines()[0]) from exc
+            self.restored = True
+        else:
+            self.ssh_port = self._forwarded_port()
+            self._wait_ready(deadline)
+            if self.config.restore:  # for the VMs after this one
+                snapshot.save(key, self.qmp, scratch)
         self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
         try:
             self.ssh.connect(deadline)
@@ -240,10 +288,8 @@ class VM:
                         "feature checks will treat every option as unset", self.name,
                         self.kernel.release)
 
-    def _make_scratch(self) -> Disk:
+    def _make_scratch(self, path: Path) -> None:
         """A sparse ext4 image for files the guest mounts (made here, never mounted here)."""
-        assert self.workdir is not None
-        path = self.workdir / "scratch.ext4"
         with path.open("wb") as fh:
             fh.truncate(self.config.scratch_mb << 20)
         try:
@@ -253,7 +299,6 @@ class VM:
         except FileNotFoundError as exc:
             raise ToolMissing("mkfs.ext4 is not installed (Debian package e2fsprogs); run "
                               "`make deps`") from exc
-        return Disk("scratch", path, SCRATCH_SERIAL, read_only=False)
 
     def _forwarded_port(self) -> int:
         assert self.qmp is not None

@@ -2,7 +2,9 @@
 """A stand-in for qemu-system-x86_64 at the process seam: prints a scripted console on
 stdout and plays the QEMU side of QMP (greeting, capabilities, info usernet, quit).
 
-FAKE_QEMU_MODE: ready | panic | silent | exit | noqmp
+FAKE_QEMU_MODE: ready | panic | silent | exit | noqmp | badrestore. With -incoming (a
+restore) it prints no ready marker, as a restored guest does not boot again; badrestore then
+fails the way QEMU does on a stream it cannot load. QMP migrate writes a stand-in stream.
 """
 import json
 import os
@@ -12,6 +14,10 @@ import time
 
 mode = os.environ.get("FAKE_QEMU_MODE", "ready")
 argv = sys.argv[1:]
+if argv == ["--version"]:
+    print("QEMU emulator version 0.0 (fake)")
+    sys.exit(0)
+incoming = "-incoming" in argv
 qmp_path = next(a.split("path=", 1)[1] for a in argv if a.startswith("socket,id=qmp0,path="))
 print("[    0.000000] Linux version 0.0-fake", flush=True)
 if mode == "exit":
@@ -50,10 +56,21 @@ if mode == "panic":
     print("[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs", flush=True)
     time.sleep(0.2)
     sys.exit(0)
-if mode == "ready":
+if incoming and mode == "badrestore":
+    print("qemu-system-x86_64: load of migration failed: Invalid argument", flush=True)
+    sys.exit(1)
+if mode in ("ready", "badrestore") and not incoming:
     print("HARNESS-GUEST: ready", flush=True)
 for request in stream:
     reply: dict[str, object] = {"return": {}}
+    if request["execute"] == "migrate":
+        target = request["arguments"]["uri"].split("cat > ", 1)[1].strip("'")
+        with open(target, "wb") as stream_file:
+            stream_file.write(b"fake guest memory")
+    if request["execute"] == "query-migrate":
+        reply = {"return": {"status": "completed"}}
+    if request["execute"] == "query-status":
+        reply = {"return": {"status": "running", "running": True}}
     if request["execute"] == "human-monitor-command":
         reply = {"return": "Hub -1 (net0):\r\n  Protocol[State]    FD  Source Address  Port"
                            "   Dest. Address  Port RecvQ SendQ\r\n  TCP[HOST_FORWARD]  13"

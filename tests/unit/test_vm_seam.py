@@ -23,15 +23,21 @@ def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (bindir / "qemu-system-x86_64").symlink_to(FAKE)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))  # saved guests go here
     return tmp_path
 
 
-def _vm(tmp_path: Path, boot_timeout: float = 5.0) -> VM:
+def _vm(tmp_path: Path, boot_timeout: float = 5.0, restore: bool = True) -> VM:
     kernel = Kernel("path:fake", "0.0-fake", tmp_path / "vmlinuz", None,
                     config={"CONFIG_EROFS_FS": "m"})
     image = GuestImage(tmp_path / "initrd", "k", "0.0-fake")
-    return VM(kernel, image, VMConfig(accel="tcg", scratch_mb=0, boot_timeout=boot_timeout),
+    return VM(kernel, image, VMConfig(accel="tcg", scratch_mb=0, boot_timeout=boot_timeout,
+                                      restore=restore),
               artifacts=tmp_path / "art", name="fake")
+
+
+def _saved(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "cache" / "booted-guests").glob("*/memory.bin"))
 
 
 def _gone(pid: int) -> bool:
@@ -109,3 +115,50 @@ def test_sshd_that_never_answers_is_a_boot_timeout(fake_qemu: Path) -> None:
     with pytest.raises(BootTimeout, match=r"SSH on 127\.0\.0\.1:1 never answered"):
         vm.start()
     assert vm.pid is not None and _gone(vm.pid) and not procs.owned()
+
+
+@pytest.fixture
+def no_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SSH to the fake cannot succeed: the VM is taken as up once SSH would be tried.
+    monkeypatch.setattr("harness.vm.machine.GuestSSH.connect", lambda self, deadline: None)
+
+
+def test_first_vm_of_a_kind_is_saved_and_the_next_is_restored_from_it(
+        fake_qemu: Path, no_ssh: None) -> None:
+    with _vm(fake_qemu) as first:
+        assert not first.restored and "-incoming" not in first.argv
+    assert len(_saved(fake_qemu)) == 1, "the first boot did not save the guest"
+    with _vm(fake_qemu) as second:
+        assert second.restored and second.argv[-2:] == [
+            "-incoming", f"exec:cat {_saved(fake_qemu)[0]}"]
+        # A restored guest does not boot again: its console never shows the ready marker.
+        assert second.console is not None and "ready" not in second.console.tail()
+    assert len(_saved(fake_qemu)) == 1 and not procs.owned()
+
+
+def test_a_saved_guest_qemu_cannot_load_is_forgotten_and_the_vm_boots_cold(
+        fake_qemu: Path, no_ssh: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with _vm(fake_qemu):
+        pass
+    [stale] = _saved(fake_qemu)
+    stale.write_bytes(b"a stream from another QEMU")
+    monkeypatch.setenv("FAKE_QEMU_MODE", "badrestore")
+    with _vm(fake_qemu) as vm:
+        assert not vm.restored and "-incoming" not in vm.argv
+        assert vm.console is not None and "HARNESS-GUEST: ready" in vm.console.tail()
+    [warning] = [r.getMessage() for r in caplog.records if "booting it cold" in r.getMessage()]
+    assert "(QEMU: qemu-system-x86_64: load of migration failed: Invalid argument)" in warning
+    # The cold boot saved a good one in its place.
+    assert [p.read_bytes() for p in _saved(fake_qemu)] == [b"fake guest memory"]
+    assert _leftovers(fake_qemu) == [] and not procs.owned()
+
+
+def test_cold_boot_neither_restores_nor_saves(fake_qemu: Path, no_ssh: None) -> None:
+    with _vm(fake_qemu, restore=False) as vm:
+        assert not vm.restored
+    assert _saved(fake_qemu) == []
+    with _vm(fake_qemu):
+        pass
+    with _vm(fake_qemu, restore=False) as vm:
+        assert not vm.restored and "-incoming" not in vm.argv
