@@ -20,9 +20,11 @@ from harness.core import cache, procs
 from harness.core.deadline import Deadline, poll
 from harness.core.errors import HarnessError
 from harness.core.paths import CATALOG
-from harness.guestimage.build import READY_MARKER, build_guest_image
+from harness.guestimage.build import READY_MARKER, GuestImage, build_guest_image
 from harness.guestimage.cpio import CpioWriter
+from harness.kernel.kernel import Kernel
 from harness.pipeline import kernel_for, vm_for
+from harness.vm import snapshot
 from harness.vm.accel import choose_accel
 from harness.vm.machine import VMConfig, boot_append
 from harness.vm.qemu_cmd import DirectKernelBoot, Machine, QemuCommand, qemu_binary
@@ -94,6 +96,37 @@ def _row(name: str, value: str, target: str = "") -> str:
     return f"| {name:<44} | {value:>16} | {target:<10} |"
 
 
+def restored_starts(kernel: Kernel, image: GuestImage, config: VMConfig,
+                    count: int) -> tuple[list[float], float]:
+    """Seconds from QEMU's start to the first answer over SSH for ``count`` VMs restored
+    from the saved guest of this kind, and how long saving it paused the VM that made it
+    (saved afresh here: a guest saved by an earlier run is replaced)."""
+    config = dataclasses.replace(config, restore=True)
+    for attempt in ("bench-save", "bench-save-again"):
+        with vm_for(kernel, config, image=image, name=attempt, announce=False) as vm:
+            entry, restored = vm.saved_guest, vm.restored
+        if entry is None:
+            raise HarnessError("the guest could not be saved: see the log for why")
+        if not restored:
+            break
+        snapshot.forget(entry.name, "the benchmark measures a save of its own")
+    if entry is None or restored:
+        raise HarnessError("the benchmark could not save a guest of its own")
+    times = []
+    for number in range(count):
+        print(f"bench: restored start {number + 1}/{count}", file=sys.stderr, flush=True)
+        vm = vm_for(kernel, config, image=image, name=f"bench-restored{number}",
+                    announce=False)
+        started = time.monotonic()
+        with vm:
+            vm.run("true", check=True)
+            times.append(time.monotonic() - started)
+            if not vm.restored:
+                raise HarnessError("a VM of a kind already saved booted cold: see the log "
+                                   "for why its restore failed")
+    return times, snapshot.seconds_to_save(entry)
+
+
 def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
                    round_trips: int = 50) -> None:
     warm_start = time.monotonic()
@@ -103,7 +136,8 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
     # Warm start: spec resolution and cache verification now, plus the first boot below
     # (the bare baseline boots in between are not part of it).
     prepare = time.monotonic() - warm_start
-    config = dataclasses.replace(vm_config, accel=accel.name)
+    # Cold boots for the boot figures; restored starts (vm/snapshot.py) measured after them.
+    config = dataclasses.replace(vm_config, accel=accel.name, restore=False)
     print(f"bench: kernel {kernel.release}, accel {accel.name} ({accel.reason}), "
           f"{config.memory_mb} MiB, {config.cpus} CPUs, {boots} boots each", file=sys.stderr)
     warm = None
@@ -132,12 +166,17 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
                     t0 = time.monotonic()
                     vm.run("true", check=True)
                     rtts.append(time.monotonic() - t0)
+    restored_times, saved_in = restored_starts(kernel, image, config, boots)
     h, b = statistics.median(harness_times), statistics.median(bare_times)
+    r = statistics.median(restored_times)
     rows = [
         _row("median harness boot-to-ready (SSH answers)", f"{h:.2f} s"),
         _row("median bare boot-to-init (busybox initramfs)", f"{b:.2f} s"),
         _row("ratio harness / bare", f"{h / b:.2f}x", "<= 1.3x"),
         _row("harness boot minus bare boot", f"{h - b:.2f} s"),
+        _row("median restored start-to-ready (saved guest)", f"{r:.2f} s"),
+        _row("ratio restored start / bare boot", f"{r / b:.2f}x", "<= 1.3x"),
+        _row("  saving the guest (first VM of a kind)", f"{saved_in:.2f} s"),
         _row(f"guest command round trip (median of {round_trips})",
              f"{statistics.median(rtts) * 1000:.1f} ms", "<= 30 ms"),
         _row("warm start: spec -> cached kernel/image -> ready", f"{warm or 0:.2f} s"),
@@ -158,6 +197,7 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
     print("\n".join(rows))
     print(line)
     print("all harness boots: " + ", ".join(f"{t:.2f}" for t in harness_times) + " s; "
+          "restored starts: " + ", ".join(f"{t:.2f}" for t in restored_times) + " s; "
           "bare: " + ", ".join(f"{t:.2f}" for t in bare_times) + " s"
           + ("; bare bzImage: " + ", ".join(f"{t:.2f}" for t in packed_times) + " s"
              if packed_times else ""))

@@ -144,6 +144,7 @@ class VM:
         self.workdir: Path | None = None
         self.boot_seconds = 0.0
         self.restored = False  # started from the saved guest of its kind (vm/snapshot.py)
+        self.saved_guest: Path | None = None  # that saved guest, restored from or made
         self._disks: dict[str, HotplugDisk] = {}
         self._disk_seq = 0
         self._stack = contextlib.ExitStack()
@@ -252,11 +253,12 @@ class VM:
                 snapshot.forget(key)
                 raise snapshot.RestoreFailed(str(exc).splitlines()[0]) from exc
             self.restored = True
+            self.saved_guest = entry
         else:
             self.ssh_port = self._forwarded_port()
             self._wait_ready(deadline)
             if self.config.restore:  # for the VMs after this one
-                snapshot.save(key, self.qmp, scratch)
+                self.saved_guest = snapshot.save(key, self.qmp, scratch)
         self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
         try:
             self.ssh.connect(deadline)

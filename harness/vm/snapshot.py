@@ -74,9 +74,9 @@ def saved(key: str) -> Path | None:
     return entry if (entry / cache.MANIFEST).is_file() else None
 
 
-def forget(key: str) -> None:
+def forget(key: str, why: str = "QEMU did not restore it") -> None:
     entry = cache.cache_root() / KIND / key
-    log.warning("removing the saved guest %s: QEMU did not restore it", entry)
+    log.warning("removing the saved guest %s: %s", entry, why)
     shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -102,10 +102,10 @@ def _migrate(qmp: QEMUMonitorProtocol, target: Path) -> None:
         time.sleep(0.01)
 
 
-def save(key: str, qmp: QEMUMonitorProtocol, scratch: Path | None) -> None:
+def save(key: str, qmp: QEMUMonitorProtocol, scratch: Path | None) -> Path | None:
     """Save the running guest under ``key`` (unless another VM already did) and let it go
-    on. The guest is paused from the end of the stream until its scratch disk is copied,
-    so both are the same instant."""
+    on; the saved guest's entry, or None if saving failed. The guest is paused from the end
+    of the stream until its scratch disk is copied, so both are the same instant."""
     def build(out: Path) -> dict[str, object]:
         started = time.monotonic()
         try:
@@ -118,13 +118,20 @@ def save(key: str, qmp: QEMUMonitorProtocol, scratch: Path | None) -> None:
             qmp.cmd("cont")
         return {"saved_in_seconds": round(time.monotonic() - started, 2)}
     try:
-        cache.get_or_build(KIND, key, build, verify_files=False)
+        entry = cache.get_or_build(KIND, key, build, verify_files=False)
     except (HarnessError, QMPError, OSError, subprocess.CalledProcessError) as exc:
         # Saving only saves time: the guest runs on, and later VMs boot cold.
         log.warning("could not save the booted guest (%s); later VMs of its kind boot cold",
                     exc)
-        return
+        return None
     prune()
+    return entry
+
+
+def seconds_to_save(entry: Path) -> float:
+    """How long saving this guest paused its VM (recorded when it was saved)."""
+    value = cache.read_meta(entry).get("saved_in_seconds", 0.0)
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def prune(keep: int = KEEP) -> None:
