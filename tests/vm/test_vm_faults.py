@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from vmhelpers import qemu_processes
+from vmhelpers import hotplug_round_trip, qemu_processes
 
 from harness.core.errors import GuestDied, HarnessError, VMError
 from harness.guestimage.build import GuestImage
@@ -35,15 +35,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_hotplugged_disk_appears_with_its_bytes_and_goes_away(vm: VM, tmp_path: Path) -> None:
-    image = tmp_path / "disk.raw"
-    payload = b"harness-hotplug-check".ljust(4096, b"\0") * 256
-    image.write_bytes(payload)
-    disk = vm.attach_disk(image)
-    digest = vm.run(f"sha256sum {disk.device}", check=True).stdout.split()[0]
-    import hashlib
-    assert digest == hashlib.sha256(payload).hexdigest()
-    vm.detach_disk(disk)
-    assert not vm.run(f"test -e {disk.device}").ok, f"{disk.device} still exists after unplug"
+    hotplug_round_trip(vm, tmp_path, b"harness-hotplug-check")
 
 
 def test_kernel_that_panics_at_boot_reports_the_panic_and_console(kernel: Kernel,

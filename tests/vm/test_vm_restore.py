@@ -7,12 +7,11 @@ hot-plug that works, and nothing left behind when it stops.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
 import pytest
-from vmhelpers import qemu_processes
+from vmhelpers import hotplug_round_trip, qemu_processes
 
 from harness.guestimage.build import GuestImage
 from harness.guestimage.sshkeys import GuestKeys, guest_keys
@@ -45,13 +44,7 @@ def test_second_vm_of_a_kind_is_restored_with_a_scratch_disk_of_its_own(
         assert second.run("uname -r", check=True).stdout.strip() == kernel.release
         assert not second.run("test -e /scratch/mark").ok, (
             "the restored VM's scratch disk holds what the first VM wrote")
-        image = private_cache / "disk.raw"
-        payload = b"restored-hotplug".ljust(4096, b"\0") * 64
-        image.write_bytes(payload)
-        disk = second.attach_disk(image)
-        digest = second.run(f"sha256sum {disk.device}", check=True).stdout.split()[0]
-        assert digest == hashlib.sha256(payload).hexdigest()
-        second.detach_disk(disk)
+        hotplug_round_trip(second, private_cache, b"restored-hotplug")
     assert qemu_processes(str(private_cache)) == [], "a QEMU process outlived its VM"
     assert [p.name for p in private_cache.iterdir() if p.name.startswith("harness-")] == []
 

@@ -3,14 +3,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
 from harness.core.cache import cache_root
+from harness.vm.machine import VM
 
 RUN_CACHE = cache_root()  # taken at import, before any fixture can change HOME
+
+
+def hotplug_round_trip(vm: VM, folder: Path, tag: bytes) -> None:
+    """Hot-plug a disk of known bytes, read it whole in the guest, unplug it: the bytes
+    must match and the device must be gone afterwards."""
+    image = folder / "disk.raw"
+    payload = tag.ljust(4096, b"\0") * 256
+    image.write_bytes(payload)
+    disk = vm.attach_disk(image)
+    digest = vm.run(f"sha256sum {disk.device}", check=True).stdout.split()[0]
+    assert digest == hashlib.sha256(payload).hexdigest(), f"{disk.device} read other bytes"
+    vm.detach_disk(disk)
+    assert not vm.run(f"test -e {disk.device}").ok, f"{disk.device} still exists after unplug"
 
 
 def qemu_processes(marker: str) -> list[int]:
