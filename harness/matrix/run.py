@@ -259,6 +259,32 @@ def cell_state(cell: Cell, summary: dict[str, Any]) -> str:
     return f"{len(summary['unexpected'])} unexpected" if summary["results"] else "NO RESULTS"
 
 
+# A cell's expected length when no earlier run of it is on record: a whole suite on a
+# debug kernel (KASAN, lockdep) runs several times longer than on a Debian one.
+GUESS_SUITE_SECONDS = 1800.0
+GUESS_DEBUG_FACTOR = 4.0
+
+
+def expected_seconds(cell: Cell, root: Path) -> float:
+    """How long a cell should take: its last run in this results directory, else a guess
+    (a campaign's time box, a suite's typical length)."""
+    try:
+        return float(json.loads((root / "cells" / cell.name / "summary.json")
+                                .read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if cell.campaign:
+        return cell.minutes * 60
+    return GUESS_SUITE_SECONDS * (GUESS_DEBUG_FACTOR if "debug" in cell.kernel else 1.0)
+
+
+def longest_first(cells: list[Cell], root: Path) -> list[Cell]:
+    """The order to start cells in: longest first, so that with N at a time the last cell
+    to start is a short one and the wall time stays close to the longest cell's (a long
+    cell started last would run alone at the end)."""
+    return sorted(cells, key=lambda c: -expected_seconds(c, root))
+
+
 def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = None) -> int:
     matrix = load_matrix(path)
     cells = [matrix.cell(n) for n in only] if only else list(matrix.cells)
@@ -278,8 +304,10 @@ def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = No
               f"in {summary['seconds']:.0f} s", file=sys.stderr, flush=True)
         return summary
 
+    order = longest_first(cells, out)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        summaries = list(pool.map(one, cells))
+        done = dict(zip([c.name for c in order], pool.map(one, order), strict=True))
+    summaries = [done[c.name] for c in cells]  # the report keeps the matrix's order
     wall = time.monotonic() - started
     # The run as a whole: the wall time of all cells at this many jobs, for the report.
     (out / "run.json").write_text(json.dumps(

@@ -7,7 +7,7 @@ import pytest
 
 from harness.core.errors import SpecError
 from harness.matrix.ciconfig import check_ci_files, render_ci_files
-from harness.matrix.run import cell_state, load_matrix, summarize_cell
+from harness.matrix.run import cell_state, load_matrix, longest_first, summarize_cell
 from harness.results.compare import compare, diff_results, load_side
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +179,16 @@ def test_a_campaign_cell_is_as_expected_only_when_it_found_nothing(
         assert "fuzz: the last words" in summary["error"]
     html = write_matrix_report(tmp_path / "out").read_text()
     assert "seed 7: 3 trials" in html or status == 2
+
+
+def test_cells_start_longest_first_by_their_last_run_else_by_kind(tmp_path: Path) -> None:
+    """With N cells at a time, a long cell started last runs alone at the end: the debug
+    kernel's suite starts first when nothing is on record, and a recorded run overrides
+    the guess."""
+    matrix = load_matrix(NIGHTLY)
+    first = longest_first(list(matrix.cells), tmp_path)[0]
+    assert "debug" in first.kernel and not first.campaign
+    quick = next(c for c in matrix.cells if c.kernel == "debian:6.12" and not c.campaign)
+    (tmp_path / "cells" / quick.name).mkdir(parents=True)
+    (tmp_path / "cells" / quick.name / "summary.json").write_text(json.dumps({"seconds": 1e6}))
+    assert longest_first(list(matrix.cells), tmp_path)[0] == quick
