@@ -63,10 +63,16 @@ def run_kbuild_bench(vm_config: VMConfig, debug: bool = False) -> None:
     config = "tinyconfig + " + " + ".join(f.name for f in fragments_for(tree_request))
     print(f"\nkernel build ({source}; {config}; {vm_config.cpus}-CPU guest, "
           f"{os.cpu_count()} host cores)")
-    rows = [("clean build (boot image + modules)", f"{clean:.0f} s", "<= 480 s"),
+    # Where touch-to-booted goes: make's rebuild, make modules_install, the harness's own
+    # part of the build (tree fingerprint, copying the kernel out), then the boot.
+    own = built_at - started - rebuilt.build_seconds - rebuilt.install_seconds
+    rows = [("clean build (boot image + modules)", f"{clean:.0f} s", "<= 300 s"),
             (f"rebuild after touching {TOUCHED}", f"{rebuilt.build_seconds:.1f} s", ""),
             ("touch to booted guest (rebuild, guest image, boot to SSH)",
-             f"{ready - started:.1f} s", "<= 20 s"),
+             f"{ready - started:.1f} s", "<= 8 s"),
+            ("  of which make (rebuild)", f"{rebuilt.build_seconds:.1f} s", ""),
+            ("  of which make modules_install", f"{rebuilt.install_seconds:.1f} s", ""),
+            ("  of which the harness (tree state, kernel copied out)", f"{own:.1f} s", ""),
             ("  of which boot to SSH", f"{ready - built_at:.1f} s", "")]
     if not debug:
         verdict_seconds, verdict = edit_to_verdict(target, vm_config)

@@ -177,6 +177,7 @@ class BuildResult:
     config_seconds: float
     build_seconds: float  # 0 when nothing had changed
     tree: PatchedTree
+    install_seconds: float = 0.0  # make modules_install, after a build
 
 
 def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: int) -> float:
@@ -226,7 +227,7 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
     with (build.parent / f"{build.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
-        config_seconds = build_seconds = 0.0
+        config_seconds = build_seconds = install_seconds = 0.0
         if stamp.get("config") != config_key or not (build / ".config").is_file():
             stamp = {}
             config_seconds = _configure(tree, build, requests, JOBS)
@@ -242,15 +243,16 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
                                   jobs=JOBS, extra=extra)
             modinst = build / "modinst"
             shutil.rmtree(modinst, ignore_errors=True)
-            _make(tree, build, ["modules_install"], "make modules_install", jobs=JOBS,
-                  extra=[f"INSTALL_MOD_PATH={modinst}", "INSTALL_MOD_STRIP=1",
-                         "CONFIG_MODULE_SIG_ALL="])
+            install_seconds = _make(
+                tree, build, ["modules_install"], "make modules_install", jobs=JOBS,
+                extra=[f"INSTALL_MOD_PATH={modinst}", "INSTALL_MOD_STRIP=1",
+                       "CONFIG_MODULE_SIG_ALL="])
             stamp.update(state=state, build_seconds=build_seconds)
             if config_seconds:  # a fresh build directory: this was a clean build
                 stamp["clean_seconds"] = build_seconds
             stamp_path.write_text(json.dumps(stamp))
         kernel = _describe(request, source, prepared, build, origin)
-    return BuildResult(kernel, build, config_seconds, build_seconds, prepared)
+    return BuildResult(kernel, build, config_seconds, build_seconds, prepared, install_seconds)
 
 
 def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Path,
