@@ -237,13 +237,16 @@ def summarize_cell(matrix: Matrix, cell: Cell, out: Path, status: int,
         if case["outcome"] not in allowed:
             unexpected.append({"nodeid": case["nodeid"], "outcome": case["outcome"],
                                "allowed": list(allowed), "reason": case.get("reason", "")})
+    # pytest's exit 0 and 1 are verdicts the expectations judge; 2 and up (interrupted,
+    # internal error, usage error, nothing collected) mean the results are not the whole.
+    whole = status in (0, 1)
     summary = {"cell": asdict(cell), "exit": status, "seconds": round(seconds, 1),
                "results": results, "unexpected": unexpected,
-               "ok": results is not None and not unexpected}
-    if results is None:
+               "ok": results is not None and whole and not unexpected}
+    if results is None or not whole:
         tail = _log_tail(out, cell)
-        summary["error"] = "the cell produced no results (pytest exit " \
-                           f"{status}):\n" + "\n".join(tail)
+        what = "produced no results" if results is None else "did not run to the end"
+        summary["error"] = f"the cell {what} (pytest exit {status}):\n" + "\n".join(tail)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -256,7 +259,11 @@ def cell_state(cell: Cell, summary: dict[str, Any]) -> str:
         state = str(summary.get("error") or "failed").splitlines()[0].rstrip(":")
         found = summary.get("found") or []
         return state + (f", {', '.join(found)}" if found else "")
-    return f"{len(summary['unexpected'])} unexpected" if summary["results"] else "NO RESULTS"
+    if not summary["results"]:
+        return "NO RESULTS"
+    if summary["exit"] not in (0, 1):
+        return f"pytest exit {summary['exit']}, {len(summary['unexpected'])} unexpected"
+    return f"{len(summary['unexpected'])} unexpected"
 
 
 # A cell's expected length when no earlier run of it is on record: a whole suite on a

@@ -1,5 +1,6 @@
-"""The suite report as a registered plugin object: it collects every VM test's outcome and
-measurements and writes the table, JSON and HTML at the end of the session.
+"""The suite report as a registered plugin object: it collects every test's outcome and the
+VM tests' measurements and timings, and writes the table, JSON and HTML at the end of a
+session that used a VM.
 
 It is an object, not module globals, so that each pytest session (pytester runs several in
 one process, xdist has a controller and workers) has its own results.
@@ -27,16 +28,20 @@ class SuiteReporter:
         self.accels: list[str] = []
         self.timings: dict[str, dict[str, float]] = {}
         self.started = time.monotonic()
+        # A session without a VM test (the harness's unit tests) writes no report.
+        self.used_vm = False
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.started = time.monotonic()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect outcomes and measurements of the tests that used a VM (on the xdist
-        controller too: the workers' reports carry their user_properties)."""
+        """Collect every test's outcome, and the measurements and timing of those that used
+        a VM (on the xdist controller too: the workers' reports carry their
+        user_properties). The tests without a VM (image builds, fsck) are outcomes too: a
+        matrix cell judges its tests by this report, and one missing from it could fail
+        unseen."""
         props = dict(report.user_properties)
-        if "harness_vm" not in props:
-            return
+        self.used_vm = self.used_vm or "harness_vm" in props
         timing = props.get("harness_timing")
         if isinstance(timing, dict):  # on the teardown report: the case is complete
             self.timings[report.nodeid] = {str(k): float(v) for k, v in timing.items()}
@@ -65,7 +70,7 @@ class SuiteReporter:
             self.accels.append(str(props["harness_accel"]))
 
     def report(self) -> Report | None:
-        if not self.results or hasattr(self.config, "workerinput"):
+        if not self.used_vm or hasattr(self.config, "workerinput"):
             return None
         pool = self.config.stash[pool_key]
         options = self.config.stash[options_key]

@@ -192,3 +192,24 @@ def test_cells_start_longest_first_by_their_last_run_else_by_kind(tmp_path: Path
     (tmp_path / "cells" / quick.name).mkdir(parents=True)
     (tmp_path / "cells" / quick.name / "summary.json").write_text(json.dumps({"seconds": 1e6}))
     assert longest_first(list(matrix.cells), tmp_path)[0] == quick
+
+
+@pytest.mark.parametrize(("status", "ok"), [(0, True), (1, True), (2, False), (3, False)])
+def test_a_cell_whose_pytest_stopped_short_is_not_as_expected(tmp_path: Path, status: int,
+                                                              ok: bool) -> None:
+    """Exit 1 is a verdict the expectations judge (an allowed failure); an interrupted or
+    crashed session's results are not the whole cell, however good the part is."""
+    path = tmp_path / "m.yaml"
+    path.write_text("kernels: {a: 'debian:7.3'}\nselections: {s: {}}\n"
+                    "expectations:\n  - {kernel: a, outcome: [passed, failed]}\n")
+    matrix = load_matrix(path)
+    cell = matrix.cell("a-tcg-s")
+    out = tmp_path / cell.name
+    (out / "artifacts" / "report-x").mkdir(parents=True)
+    (out / "artifacts" / "report-x" / "results.json").write_text(
+        json.dumps(_results({"t::a": "passed", "t::b": "failed"})))
+    summary = summarize_cell(matrix, cell, out, status, 1.0)
+    assert summary["ok"] is ok
+    if not ok:
+        assert f"pytest exit {status}" in summary["error"]
+        assert cell_state(cell, summary).startswith(f"pytest exit {status}")
