@@ -84,6 +84,7 @@ class CgroupRead:
     file: int  # memory.stat "file" after the read, bytes
     file_mapped: int
     current: int  # memory.current
+    anon: int = 0  # memory.stat "anon" at the end of the read: the reader's own pages
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def _mount(answer: dict[str, Any]) -> MountAnswer:
 def _cgroup(answer: dict[str, Any]) -> CgroupRead:
     read = answer["read"]
     return CgroupRead(None if "error" in read else _read(read), str(read.get("error", "")),
-                      int(answer["file"]), int(answer["file_mapped"]), int(answer["current"]))
+                      int(answer["file"]), int(answer["file_mapped"]), int(answer["current"]),
+                      int(answer.get("anon", 0)))
 
 
 def _outcome(raw: dict[str, Any] | None) -> Outcome | None:
