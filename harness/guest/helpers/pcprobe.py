@@ -277,7 +277,8 @@ def _frames(pagemap, mapping):
 # compaction may migrate them, both while this process reads pagemap. A view taken file by
 # file can then put two files of one page cache on two frames. So all files are mapped and
 # touched first, and the view counts only when a second look, after touching again, gives
-# the same frames: a consistent snapshot of one moment, whatever moved before it.
+# the same frames: a consistent snapshot of one moment, whatever moved before it. Their
+# mapcounts and flags are read between the two looks.
 PFN_SNAPSHOT_TRIES = 8
 
 
@@ -289,16 +290,20 @@ def pfns(paths):
         for path in paths:
             mappings.append(Mapping(path))
         with open("/proc/self/pagemap", "rb") as pagemap:
-            seen = []
+            seen, facts = [], []
             for _ in range(PFN_SNAPSHOT_TRIES):
                 for mapping in mappings:
                     mapping.touch()
                 now = [_frames(pagemap, mapping) for mapping in mappings]
                 if now == seen:
-                    return {path: {"pfns": frames, "counts": _kpagecount(frames),
-                                   "huge": _huge(frames)}
-                            for path, frames in zip(paths, now, strict=True)}
+                    # The counts and flags were read between two looks that agree: of these
+                    # very frames, not of frames a collapse freed after the last look (all
+                    # counts 0).
+                    return {path: {"pfns": frames, "counts": counts, "huge": huge}
+                            for path, frames, (counts, huge) in zip(paths, now, facts,
+                                                                    strict=True)}
                 seen = now
+                facts = [(_kpagecount(frames), _huge(frames)) for frames in now]
     finally:
         for mapping in mappings:
             mapping.close()
