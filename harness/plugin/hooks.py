@@ -134,7 +134,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if item.config.getoption("ignore_known_bugs"):
             continue
         callspec = getattr(item, "callspec", None)
-        if bug.applies(kernel.release, kernel.series, callspec.id if callspec else ""):
+        if bug.applies(kernel.release, kernel.series, callspec.id if callspec else "",
+                       kernel.spec):
             item.stash[known_bug_key] = (bug, kernel.release)
             # A known bug may crash the guest: keep the coverage counters gathered so far.
             item.config.stash[pool_key].save_coverage()

@@ -17,8 +17,10 @@ MARKERS = [
     "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
     "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
     "known_bug(reason, signature, releases=None, when_patched=None, unless_patched=None, "
-    "params=None): a known kernel bug, expected on kernels whose release is in `releases` "
-    "(e.g. '>=7.2,<7.4') and, if given, that carry a patch whose subject contains "
+    "params=None, kernels=None): a known kernel bug, expected on kernels whose release is in "
+    "`releases` (e.g. '>=7.2,<7.4'), whose spec matches one of the shell patterns `kernels` "
+    "if given (e.g. ['tree:*']: a bug that shows on builds of a source and not on the "
+    "distribution's binary of it), and, if given, that carry a patch whose subject contains "
     "`when_patched` and none containing `unless_patched`, for the parametrizations whose id "
     "matches one of the shell patterns `params` (default: all). There the test is xfailed "
     "only when its failure matches the regular expression `signature` (splat text, errno, "
@@ -35,9 +37,13 @@ class KnownBug:
     when_patched: str | None
     unless_patched: str | None
     params: tuple[str, ...] = ()
+    kernels: tuple[str, ...] = ()
 
-    def applies(self, release: str, series: tuple[str, ...], param_id: str = "") -> bool:
+    def applies(self, release: str, series: tuple[str, ...], param_id: str = "",
+                spec: str = "") -> bool:
         if self.params and not any(fnmatch.fnmatchcase(param_id, p) for p in self.params):
+            return False
+        if self.kernels and not any(fnmatch.fnmatchcase(spec, k) for k in self.kernels):
             return False
         return known_bug_applies(release, series, list(self.releases), self.when_patched,
                                  self.unless_patched)
@@ -63,15 +69,19 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
             raise pytest.UsageError(f"{where}: @known_bug releases={bound!r}: expected bounds "
                                     f"such as '>=7.2,<7.4'")
     unknown = set(mark.kwargs) - {"reason", "signature", "releases", "when_patched",
-                                  "unless_patched", "params"}
+                                  "unless_patched", "params", "kernels"}
     if unknown:
         raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
     params = mark.kwargs.get("params") or ()
     if isinstance(params, str) or not all(isinstance(p, str) for p in params):
         raise pytest.UsageError(f"{where}: @known_bug params= is a list of shell patterns "
                                 f"over parametrization ids, e.g. ['loop-*', 'block-*']")
+    kernels = mark.kwargs.get("kernels") or ()
+    if isinstance(kernels, str) or not all(isinstance(k, str) for k in kernels):
+        raise pytest.UsageError(f"{where}: @known_bug kernels= is a list of shell patterns "
+                                f"over kernel specs, e.g. ['tree:*']")
     return KnownBug(str(reason), pattern, tuple(releases), mark.kwargs.get("when_patched"),
-                    mark.kwargs.get("unless_patched"), tuple(params))
+                    mark.kwargs.get("unless_patched"), tuple(params), tuple(kernels))
 
 
 def known_bug_applies(release: str, series: tuple[str, ...], releases: list[str],

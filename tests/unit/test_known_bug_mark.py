@@ -1,0 +1,23 @@
+"""Where a known_bug mark applies: release bounds, patches, parametrizations, kernel specs."""
+
+import pytest
+
+from harness.plugin.markers import check_known_bug_mark
+
+
+def test_kernels_selects_builds_of_a_source_and_not_the_distributions_binary() -> None:
+    """A bug that shows on tree builds of 7.3.4 and not on Debian's binary of the same
+    release: the mark names the specs, and a fix patch in the series lifts it."""
+    mark = pytest.mark.known_bug(reason="r", signature="s", releases="==7.3",
+                                 kernels=["tree:*"], unless_patched="the fix").mark
+    bug = check_known_bug_mark(mark, "t")
+    assert bug.applies("7.3.4", (), "", "tree:,debug")
+    assert not bug.applies("7.3.4+deb13-cloud-amd64", (), "", "debian:7.3")
+    assert not bug.applies("7.3.4", ("erofs: the fix",), "", "tree:,patches=x.mbox")
+    assert not bug.applies("7.2.13", (), "", "tree:")
+
+
+def test_kernels_must_be_a_list_of_patterns() -> None:
+    mark = pytest.mark.known_bug(reason="r", signature="s", kernels="tree:*").mark
+    with pytest.raises(pytest.UsageError, match=r"kernels= is a list of shell patterns"):
+        check_known_bug_mark(mark, "t")
