@@ -120,9 +120,13 @@ def test_xdist_gives_each_worker_its_own_vm(pytester: pytest.Pytester, isolated_
     (results,) = (pytester.path / "art").glob("report-*/results.json")
     split = json.loads(results.read_text())["time_split"]
     assert split["cases"] == 4 and split["workers"] == 2, split
-    assert split["guest"]["median"] >= 0.5 and split["boot"]["sum"] > 1.0, split
+    assert split["guest"]["median"] >= 0.5 and split["boot"]["sum"] > 0.1, split
     cases = json.loads(results.read_text())["cases"]
-    assert sum(c["timing"]["boot"] > 1.0 for c in cases) == 2, cases
+    # A boot's length depends on whether the worker's VM was restored from a saved guest
+    # (under a second) or booted cold; what must hold is where it is booked: two cases
+    # carry a boot, the other two none.
+    boots = sorted(c["timing"]["boot"] for c in cases)
+    assert boots[:2] == [0.0, 0.0] and boots[2] > 0.05, cases
     for case in cases:
         parts = sum(case["timing"][k] for k in ("guest", "hotplug", "boot", "harness"))
         assert abs(parts - case["timing"]["total"]) < 0.01, case
