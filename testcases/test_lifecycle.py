@@ -207,7 +207,7 @@ TIGHT_READS = 10
     "mount or a directio file-backed mount reads through, the reader is OOM-killed "
     "(reports/file-backed-read-oom-under-memory-max.yaml)",
     signature=r"OOM-killed in \d+ of \d+ cold reads", releases=">=7.2",
-    params=["file-buffered"])
+    params=["file-buffered"], unless_patched="charge a file-backed mount's backing reads")
 @pytest.mark.parametrize(("source", "backing_io"), [("loop", ""), ("block", ""),
                                                     ("file", ""), ("file", "directio")],
                          ids=["loop", "block", "file-buffered", "file-directio"])

@@ -70,11 +70,13 @@ class PagedOutRead:
 
 @dataclass(frozen=True)
 class Frames:
-    """Page frame numbers of a file's pages (0: not present), each frame's map count, and
-    whether it belongs to a transparent huge page."""
+    """Page frame numbers of a file's pages (0: not present), each frame's map count,
+    whether it belongs to a transparent huge page, and the inode number of the memory
+    cgroup it is charged to (empty without memory cgroups)."""
     pfns: list[int]
     counts: list[int]
     huge: list[bool]
+    memcgs: list[int]
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ class CgroupRead:
     file: int  # memory.stat "file" after the read, bytes
     file_mapped: int
     current: int  # memory.current
-    anon: int = 0  # memory.stat "anon" at the end of the read: the reader's own pages
+    anon: int  # memory.stat "anon" at the end of the read: the reader's own pages
+    inode: int  # the cgroup directory's inode number, as /proc/kpagecgroup names it
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def _cgroup(answer: dict[str, Any]) -> CgroupRead:
     read = answer["read"]
     return CgroupRead(None if "error" in read else _read(read), str(read.get("error", "")),
                       int(answer["file"]), int(answer["file_mapped"]), int(answer["current"]),
-                      int(answer.get("anon", 0)))
+                      int(answer["anon"]), int(answer["inode"]))
 
 
 def _outcome(raw: dict[str, Any] | None) -> Outcome | None:
@@ -439,7 +442,8 @@ class Probe:
         """Map and touch all files at once; the page frames their pages sit in (pagemap,
         kpagecount, kpageflags), as one snapshot that a second look found unchanged."""
         answer = self._one({"op": "pfns", "paths": list(paths)}, lambda a: a)
-        return {path: Frames(list(v["pfns"]), list(v["counts"]), [bool(h) for h in v["huge"]])
+        return {path: Frames(list(v["pfns"]), list(v["counts"]), [bool(h) for h in v["huge"]],
+                             list(v["memcgs"]))
                 for path, v in answer.items()}
 
     def collapse_huge(self, path: str, touch: bool = False, eagain_retries: int = 0) -> int:

@@ -299,11 +299,13 @@ def pfns(paths):
                     # The counts and flags were read between two looks that agree: of these
                     # very frames, not of frames a collapse freed after the last look (all
                     # counts 0).
-                    return {path: {"pfns": frames, "counts": counts, "huge": huge}
-                            for path, frames, (counts, huge) in zip(paths, now, facts,
-                                                                    strict=True)}
+                    return {path: {"pfns": frames, "counts": counts, "huge": huge,
+                                   "memcgs": memcgs}
+                            for path, frames, (counts, huge, memcgs)
+                            in zip(paths, now, facts, strict=True)}
                 seen = now
-                facts = [(_kpagecount(frames), _huge(frames)) for frames in now]
+                facts = [(_kpagecount(frames), _huge(frames), _kpagecgroup(frames))
+                         for frames in now]
     finally:
         for mapping in mappings:
             mapping.close()
@@ -360,6 +362,22 @@ def _kpagecount(frames):
             kpc.seek(pfn * 8)
             counts.append(struct.unpack("<Q", kpc.read(8))[0])
     return counts
+
+
+def _kpagecgroup(frames):
+    """The inode number of the memory cgroup each frame is charged to (the nearest online
+    one; 0 for none), from /proc/kpagecgroup: empty on a kernel without memory cgroups."""
+    if not os.path.exists("/proc/kpagecgroup"):
+        return []
+    inodes = []
+    with open("/proc/kpagecgroup", "rb") as kpg:
+        for pfn in frames:
+            if pfn == 0:
+                inodes.append(0)
+                continue
+            kpg.seek(pfn * 8)
+            inodes.append(struct.unpack("<Q", kpg.read(8))[0])
+    return inodes
 
 
 KPF_THP = 22  # /proc/kpageflags: the page belongs to a transparent huge page
@@ -491,7 +509,7 @@ def cgroup_read(cgroup, path, method, limit=None):
     answer = json.loads(data)
     return {"read": answer["read"], "file": stat.get("file", 0),
             "file_mapped": stat.get("file_mapped", 0), "current": current,
-            "anon": answer["anon"]}
+            "anon": answer["anon"], "inode": os.stat(base).st_ino}
 
 
 def _keyed_numbers(path):
