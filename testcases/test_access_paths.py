@@ -4,6 +4,7 @@ on, what one mount read is resident through the other."""
 from __future__ import annotations
 
 import errno
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -38,6 +39,46 @@ def test_access_path_reads_right_bytes_into_the_shared_cache(
     assert read.sha256 == a.file(path)["sha256"], f"{method} read wrong bytes of {path}"
     assert other.resident == other.pages, (
         f"after {method}: {mine} through the reader's mount, {other} through the other")
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.known_bug(
+    "on 7.2 splice and sendfile fill the file's private page cache, not the shared one "
+    "(reports/splice-bypasses-shared-cache.yaml)",
+    signature=r"(splice|sendfile) left 0/\d+ pages resident in the shared cache",
+    releases="==7.2", params=["*-splice", "*-sendfile"])
+@pytest.mark.parametrize("method", METHODS)
+def test_access_path_charges_the_reader_for_the_pages_it_brings_in(
+        pair: tuple[BuiltImage, BuiltImage], source: str, method: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """Whatever the way in, the pages a cold read brings into the shared cache are charged
+    to the reader's memory cgroup, frame by frame (/proc/kpagecgroup): not to nobody (the
+    root), and not to another cgroup, such as that of a worker reading on the reader's
+    behalf. A total from memory.stat could not say so: a file-backed mount may also charge
+    the reader for its image file's pages."""
+    a, _ = pair
+    ma = mount(a, SHARE, source)
+    path, group = ma.path(BIG), f"charge-{source}-{method}"
+    pagecache.drop_caches()
+    try:
+        got = pagecache.cgroup_read(group, path, method)
+        resident = pagecache.residency(path)
+        # Mapping the file to read its frames faults in what is not resident, charged to
+        # the probe's cgroup: only as many pages as were resident can be the reader's.
+        frames = pagecache.pfns(path)[path]
+    finally:
+        pagecache.vm.run(f"rmdir /sys/fs/cgroup/{group}")
+    assert got.read is not None and got.read.sha256 == a.file(BIG)["sha256"], (
+        f"{method} read wrong bytes: {got}")
+    assert frames.memcgs, "no /proc/kpagecgroup: the kernel lacks memory cgroups"
+    assert resident.resident == resident.pages, (
+        f"{method} left {resident.resident}/{resident.pages} pages resident in the shared "
+        f"cache")
+    others = Counter(m for m in frames.memcgs if m != got.inode)
+    assert not others, (
+        f"{method}: {sum(others.values())} of the {resident.pages} pages it brought into the "
+        f"shared cache are charged to other cgroups than the reader's ({got.inode}): "
+        f"{dict(others)} (cgroup inode numbers)")
 
 
 @pytest.mark.requires_kernel("page_cache_share")

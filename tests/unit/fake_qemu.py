@@ -2,9 +2,10 @@
 """A stand-in for qemu-system-x86_64 at the process seam: prints a scripted console on
 stdout and plays the QEMU side of QMP (greeting, capabilities, info usernet, quit).
 
-FAKE_QEMU_MODE: ready | panic | silent | exit | noqmp | badrestore. With -incoming (a
-restore) it prints no ready marker, as a restored guest does not boot again; badrestore then
-fails the way QEMU does on a stream it cannot load. QMP migrate writes a stand-in stream.
+FAKE_QEMU_MODE: ready | panic | silent | exit | noqmp | badrestore | oopsrestore. With
+-incoming (a restore) it prints no ready marker, as a restored guest does not boot again;
+badrestore then fails the way QEMU does on a stream it cannot load, oopsrestore loads it
+and the guest oopses (QEMU stays up, the guest never answers). QMP migrate writes a stand-in stream.
 """
 import json
 import os
@@ -59,7 +60,11 @@ if mode == "panic":
 if incoming and mode == "badrestore":
     print("qemu-system-x86_64: load of migration failed: Invalid argument", flush=True)
     sys.exit(1)
-if mode in ("ready", "badrestore") and not incoming:
+if incoming and mode == "oopsrestore":
+    print("BUG: kernel NULL pointer dereference, address: 0000000000000000", flush=True)
+    print("Oops: Oops: 0010 [#1] SMP", flush=True)
+    print("Kernel panic - not syncing: Attempted to kill the idle task!", flush=True)
+if mode in ("ready", "badrestore", "oopsrestore") and not incoming:
     print("HARNESS-GUEST: ready", flush=True)
 for request in stream:
     reply: dict[str, object] = {"return": {}}

@@ -154,6 +154,33 @@ def test_a_saved_guest_qemu_cannot_load_is_forgotten_and_the_vm_boots_cold(
     assert _leftovers(fake_qemu) == [] and not procs.owned()
 
 
+def test_a_restored_guest_that_never_answers_is_forgotten_and_the_vm_boots_cold(
+        fake_qemu: Path, no_ssh: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with _vm(fake_qemu):
+        pass
+    [saved] = _saved(fake_qemu)
+    saved.write_bytes(b"a state that oopses when restored")
+    monkeypatch.setenv("FAKE_QEMU_MODE", "oopsrestore")
+    answers: list[Exception | None] = [TimeoutError("no answer"), None]
+
+    def connect(self: object, deadline: object) -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    monkeypatch.setattr("harness.vm.machine.GuestSSH.connect", connect)
+    with _vm(fake_qemu) as vm:
+        assert not vm.restored and "-incoming" not in vm.argv
+        assert vm.console is not None and "HARNESS-GUEST: ready" in vm.console.tail()
+    [warning] = [r.getMessage() for r in caplog.records if "booting it cold" in r.getMessage()]
+    assert ("the restored guest never answered SSH (no answer); its console: Oops: Oops: "
+            "0010") in warning, warning
+    assert answers == [], "SSH was not tried again after the cold boot"
+    assert [p.read_bytes() for p in _saved(fake_qemu)] == [b"fake guest memory"]
+    assert _leftovers(fake_qemu) == [] and not procs.owned()
+
+
 def test_cold_boot_neither_restores_nor_saves(fake_qemu: Path, no_ssh: None) -> None:
     with _vm(fake_qemu, restore=False) as vm:
         assert not vm.restored
