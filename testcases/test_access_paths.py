@@ -18,15 +18,17 @@ METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", 
            "fadvise_willneed", "readahead", "seek_data",
            pytest.param("io_uring", marks=pytest.mark.requires_kernel("io_uring"))]
 PATHS = [BIG, "sparse", "page-plus-1"]
+SPLICE_PRIVATE_72 = dict(
+    reason="on 7.2 splice and sendfile fill the file's private page cache, not the shared "
+           "one (reports/splice-bypasses-shared-cache.yaml; most likely no splice_read for "
+           "shared files before 7.3's erofs_ishare_splice_read)",
+    releases="==7.2")
 
 
 @pytest.mark.requires_kernel("page_cache_share")
 @pytest.mark.known_bug(
-    "on 7.2 splice and sendfile fill the file's private page cache, not the shared one "
-    "(reports/splice-bypasses-shared-cache.yaml; most likely no splice_read for shared "
-    "files before 7.3's erofs_ishare_splice_read)",
-    signature=r"whole through (splice|sendfile) left 0/\d+ pages resident in its own cache",
-    releases="==7.2", params=["*-splice-*", "*-sendfile-*"])
+    **SPLICE_PRIVATE_72, params=["*-splice-*", "*-sendfile-*"],
+    signature=r"whole through (splice|sendfile) left 0/\d+ pages resident in its own cache")
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("method", METHODS)
 def test_access_path_reads_right_bytes_into_the_shared_cache(
@@ -43,10 +45,8 @@ def test_access_path_reads_right_bytes_into_the_shared_cache(
 
 @pytest.mark.requires_kernel("page_cache_share")
 @pytest.mark.known_bug(
-    "on 7.2 splice and sendfile fill the file's private page cache, not the shared one "
-    "(reports/splice-bypasses-shared-cache.yaml)",
-    signature=r"(splice|sendfile) left 0/\d+ pages resident in the shared cache",
-    releases="==7.2", params=["*-splice", "*-sendfile"])
+    **SPLICE_PRIVATE_72, params=["*-splice", "*-sendfile"],
+    signature=r"(splice|sendfile) left 0/\d+ pages resident in the shared cache")
 @pytest.mark.parametrize("method", METHODS)
 def test_access_path_charges_the_reader_for_the_pages_it_brings_in(
         pair: tuple[BuiltImage, BuiltImage], source: str, method: str, mount: Mounter,

@@ -136,47 +136,34 @@ def test_first_vm_of_a_kind_is_saved_and_the_next_is_restored_from_it(
     assert len(_saved(fake_qemu)) == 1 and not procs.owned()
 
 
-def test_a_saved_guest_qemu_cannot_load_is_forgotten_and_the_vm_boots_cold(
+@pytest.mark.parametrize(("mode", "said"), [
+    ("badrestore", "(QEMU: qemu-system-x86_64: load of migration failed: Invalid argument)"),
+    ("oopsrestore", "the restored guest never answered SSH (no answer); its console: Oops: "
+                    "Oops: 0010"),
+], ids=["qemu-cannot-load-it", "the-guest-oopses-after-it"])
+def test_a_saved_guest_that_does_not_come_back_is_forgotten_and_the_vm_boots_cold(
         fake_qemu: Path, no_ssh: None, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    with _vm(fake_qemu):
-        pass
-    [stale] = _saved(fake_qemu)
-    stale.write_bytes(b"a stream from another QEMU")
-    monkeypatch.setenv("FAKE_QEMU_MODE", "badrestore")
-    with _vm(fake_qemu) as vm:
-        assert not vm.restored and "-incoming" not in vm.argv
-        assert vm.console is not None and "HARNESS-GUEST: ready" in vm.console.tail()
-    [warning] = [r.getMessage() for r in caplog.records if "booting it cold" in r.getMessage()]
-    assert "(QEMU: qemu-system-x86_64: load of migration failed: Invalid argument)" in warning
-    # The cold boot saved a good one in its place.
-    assert [p.read_bytes() for p in _saved(fake_qemu)] == [b"fake guest memory"]
-    assert _leftovers(fake_qemu) == [] and not procs.owned()
-
-
-def test_a_restored_guest_that_never_answers_is_forgotten_and_the_vm_boots_cold(
-        fake_qemu: Path, no_ssh: None, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, mode: str, said: str) -> None:
     with _vm(fake_qemu):
         pass
     [saved] = _saved(fake_qemu)
-    saved.write_bytes(b"a state that oopses when restored")
-    monkeypatch.setenv("FAKE_QEMU_MODE", "oopsrestore")
-    answers: list[Exception | None] = [TimeoutError("no answer"), None]
+    saved.write_bytes(b"a stream this QEMU cannot load, or a state that oopses")
+    monkeypatch.setenv("FAKE_QEMU_MODE", mode)
+    # SSH is tried only once QEMU took the stream: the oopsed guest never answers it.
+    refusals = [TimeoutError("no answer")] if mode == "oopsrestore" else []
 
     def connect(self: object, deadline: object) -> None:
-        answer = answers.pop(0)
-        if answer is not None:
-            raise answer
+        if refusals:
+            raise refusals.pop(0)
 
     monkeypatch.setattr("harness.vm.machine.GuestSSH.connect", connect)
     with _vm(fake_qemu) as vm:
         assert not vm.restored and "-incoming" not in vm.argv
         assert vm.console is not None and "HARNESS-GUEST: ready" in vm.console.tail()
     [warning] = [r.getMessage() for r in caplog.records if "booting it cold" in r.getMessage()]
-    assert ("the restored guest never answered SSH (no answer); its console: Oops: Oops: "
-            "0010") in warning, warning
-    assert answers == [], "SSH was not tried again after the cold boot"
+    assert said in warning, warning
+    assert refusals == [], "SSH was not tried on the restored guest"
+    # The cold boot saved a good one in its place.
     assert [p.read_bytes() for p in _saved(fake_qemu)] == [b"fake guest memory"]
     assert _leftovers(fake_qemu) == [] and not procs.owned()
 

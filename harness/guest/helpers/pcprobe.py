@@ -352,16 +352,21 @@ def smaps(paths):
                        f"{PFN_SNAPSHOT_TRIES} looks (huge page collapse or migration)")
 
 
-def _kpagecount(frames):
-    counts = []
-    with open("/proc/kpagecount", "rb") as kpc:
+def _kpage_words(table, frames):
+    """The 64-bit word of /proc/<table> for each frame (0 for a frame of 0: not present)."""
+    words = []
+    with open(f"/proc/{table}", "rb") as fh:
         for pfn in frames:
             if pfn == 0:
-                counts.append(0)
+                words.append(0)
                 continue
-            kpc.seek(pfn * 8)
-            counts.append(struct.unpack("<Q", kpc.read(8))[0])
-    return counts
+            fh.seek(pfn * 8)
+            words.append(struct.unpack("<Q", fh.read(8))[0])
+    return words
+
+
+def _kpagecount(frames):
+    return _kpage_words("kpagecount", frames)
 
 
 def _kpagecgroup(frames):
@@ -369,30 +374,14 @@ def _kpagecgroup(frames):
     one; 0 for none), from /proc/kpagecgroup: empty on a kernel without memory cgroups."""
     if not os.path.exists("/proc/kpagecgroup"):
         return []
-    inodes = []
-    with open("/proc/kpagecgroup", "rb") as kpg:
-        for pfn in frames:
-            if pfn == 0:
-                inodes.append(0)
-                continue
-            kpg.seek(pfn * 8)
-            inodes.append(struct.unpack("<Q", kpg.read(8))[0])
-    return inodes
+    return _kpage_words("kpagecgroup", frames)
 
 
 KPF_THP = 22  # /proc/kpageflags: the page belongs to a transparent huge page
 
 
 def _huge(frames):
-    flags = []
-    with open("/proc/kpageflags", "rb") as kpf:
-        for pfn in frames:
-            if pfn == 0:
-                flags.append(False)
-                continue
-            kpf.seek(pfn * 8)
-            flags.append(bool(struct.unpack("<Q", kpf.read(8))[0] >> KPF_THP & 1))
-    return flags
+    return [bool(word >> KPF_THP & 1) for word in _kpage_words("kpageflags", frames)]
 
 
 MADV_COLLAPSE = 25
