@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -292,23 +293,32 @@ def longest_first(cells: list[Cell], root: Path) -> list[Cell]:
     return sorted(cells, key=lambda c: -expected_seconds(c, root))
 
 
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One progress line on stderr, whole: print() writes the text and its newline
+    separately, so two cells starting together ran their lines into one."""
+    with _SAY:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def run_matrix(path: Path, out: Path, jobs: int = 1, only: list[str] | None = None) -> int:
     matrix = load_matrix(path)
     cells = [matrix.cell(n) for n in only] if only else list(matrix.cells)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"matrix: {len(cells)} cell(s) from {path}, {jobs} at a time, into {out}",
-          file=sys.stderr, flush=True)
+    say(f"matrix: {len(cells)} cell(s) from {path}, {jobs} at a time, into {out}")
 
     def one(cell: Cell) -> dict[str, Any]:
-        print(f"matrix: {cell.name}: started ({cell.kernel}, {cell.accel}, {cell.selection})",
-              file=sys.stderr, flush=True)
+        say(f"matrix: {cell.name}: started ({cell.kernel}, {cell.accel}, {cell.selection})")
         summary = run_cell(matrix, cell, out)
         counts = (summary["results"] or {}).get("counts", {})
         state = cell_state(cell, summary)
-        print(f"matrix: {cell.name}: {state} "
-              f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'nothing'}) "
-              f"in {summary['seconds']:.0f} s", file=sys.stderr, flush=True)
+        say(f"matrix: {cell.name}: {state} "
+            f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items())) or 'nothing'}) "
+            f"in {summary['seconds']:.0f} s")
         return summary
 
     order = longest_first(cells, out)
