@@ -19,6 +19,15 @@ from harness.plugin.state import VMPool, options_key, pool_key
 from harness.results.report import CaseResult, Report
 
 
+def _skip_reason(report: pytest.TestReport) -> str:
+    """Why a case was skipped or xfailed: a matrix cell lists it beside an unexpected
+    skip, which says nothing without it."""
+    if hasattr(report, "wasxfail"):
+        return str(report.wasxfail)
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
 class SuiteReporter:
     NAME = "erofs-harness-reporter"
 
@@ -53,10 +62,11 @@ class SuiteReporter:
             if report.failed:
                 # Kept for make compare: the failure's message, with any splat's first line.
                 reason = report.longreprtext[-3000:]
+            elif report.skipped:  # pytest.skip() or a known bug inside the test body
+                reason = _skip_reason(report)
         elif report.skipped and report.when == "setup":
             outcome = "skipped"
-            longrepr = report.longrepr
-            reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+            reason = _skip_reason(report)
         elif report.failed:
             outcome = "error"
             reason = report.longreprtext[-3000:]

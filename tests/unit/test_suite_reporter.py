@@ -21,3 +21,16 @@ def test_tests_without_a_vm_are_outcomes_too(pytestconfig: pytest.Config) -> Non
     assert reporter.used_vm
     assert [(c.nodeid, c.outcome) for c in reporter.results] == [("t.py::host", "failed"),
                                                                   ("t.py::guest", "passed")]
+
+
+def test_a_skip_inside_the_test_keeps_its_reason(pytestconfig: pytest.Config) -> None:
+    """A matrix cell lists its unexpected skips with their reasons: a skip raised in the
+    test body (a kernel that cannot do what the test needs) must carry its reason as a
+    skip at setup (a missing kernel option) does."""
+    reporter = SuiteReporter(pytestconfig)
+    for when in ("setup", "call"):
+        report = _report(f"t.py::{when}", when, "skipped", vm=True)
+        report.longrepr = ("t.py", 1, "Skipped: this kernel collapses no EROFS file")
+        reporter.pytest_runtest_logreport(report)
+    assert [(c.outcome, c.reason) for c in reporter.results] == [
+        ("skipped", "Skipped: this kernel collapses no EROFS file")] * 2
