@@ -70,6 +70,11 @@ class Console:
     def ended(self) -> bool:
         return self._ended
 
+    def wait_ended(self, seconds: float) -> bool:
+        """Until QEMU's output ends (its last words read), at most ``seconds``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._ended, timeout=seconds)
+
     def offset(self) -> int:
         """An absolute position in the console stream, for ``since``."""
         with self._cond:

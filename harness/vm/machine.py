@@ -237,7 +237,12 @@ class VM:
         deadline = Deadline(self.config.boot_timeout)
         try:
             self.qmp.accept(timeout=min(30.0, deadline.remaining()))
-        except (QMPError, TimeoutError, OSError) as exc:
+        except (QMPError, TimeoutError, OSError, AssertionError) as exc:
+            # AssertionError: qemu.qmp's accept() asserts the session runs once the
+            # handshake is done, and a QEMU that exits right after it (a saved stream it
+            # cannot load) can close the socket first; its reader then marks the session
+            # disconnecting. Either way QEMU's last console line says why.
+            self.console.wait_ended(2.0)
             if entry is not None:
                 snapshot.forget(key)
                 raise snapshot.RestoreFailed(f"QEMU did not connect to its QMP socket "
@@ -251,6 +256,9 @@ class VM:
                 snapshot.wait_restored(self.qmp, deadline, lambda: console.ended)
                 self.ssh_port = self._forwarded_port()
             except (snapshot.RestoreFailed, VMError) as exc:
+                # QEMU gave up on the stream and is going: its last console line (read
+                # by another thread) says why, and the warning quotes it.
+                console.wait_ended(2.0)
                 snapshot.forget(key)
                 raise snapshot.RestoreFailed(str(exc).splitlines()[0]) from exc
             self.restored = True

@@ -4,13 +4,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.core import procs
+from harness.core.deadline import Deadline
 from harness.core.errors import BootTimeout, VMError
 from harness.guestimage.build import GuestImage
 from harness.kernel.kernel import Kernel
+from harness.vm.console import Console
 from harness.vm.machine import VM, VMConfig, VMState
 
 FAKE = Path(__file__).with_name("fake_qemu.py")
@@ -152,10 +155,21 @@ def test_a_saved_guest_that_does_not_come_back_is_forgotten_and_the_vm_boots_col
     # SSH is tried only once QEMU took the stream: the oopsed guest never answers it.
     refusals = [TimeoutError("no answer")] if mode == "oopsrestore" else []
 
+    consoles: list[Console] = []
+
+    class RecordedConsole(Console):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            consoles.append(self)
+
     def connect(self: object, deadline: object) -> None:
         if refusals:
+            # A real SSH timeout lasts its whole deadline, by when the console has read
+            # the oops; this one fails at once, so it first waits for the console to.
+            consoles[-1].wait_for([r"Oops"], Deadline(10.0))
             raise refusals.pop(0)
 
+    monkeypatch.setattr("harness.vm.machine.Console", RecordedConsole)
     monkeypatch.setattr("harness.vm.machine.GuestSSH.connect", connect)
     with _vm(fake_qemu) as vm:
         assert not vm.restored and "-incoming" not in vm.argv
