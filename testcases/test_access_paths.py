@@ -67,7 +67,7 @@ def test_access_path_charges_the_reader_for_the_pages_it_brings_in(
         # the probe's cgroup: only as many pages as were resident can be the reader's.
         frames = pagecache.pfns(path)[path]
     finally:
-        pagecache.vm.run(f"rmdir /sys/fs/cgroup/{group}")
+        pagecache.remove_cgroups(group)
     assert got.read is not None and got.read.sha256 == a.file(BIG)["sha256"], (
         f"{method} read wrong bytes: {got}")
     assert frames.memcgs, "no /proc/kpagecgroup: the kernel lacks memory cgroups"

@@ -182,7 +182,7 @@ def test_reclaim_under_memory_max_keeps_bytes_right(pair: tuple[BuiltImage, Buil
     group = f"tight-{source}"
     limit = 3 << 20  # below the 4 MiB file: its pages must be reclaimed while it is read
     limited = pagecache.cgroup_read(group, ma.path(BIG), "stream", limit)
-    pagecache.vm.run(f"rmdir /sys/fs/cgroup/{group}")
+    pagecache.remove_cgroups(group)
     assert limited.read is not None and limited.read.sha256 == a.file(BIG)["sha256"], limited
     assert limited.current <= limit, f"memory.max exceeded: {limited}"
     measure(reader_anon_kib=limited.anon // 1024)
@@ -233,7 +233,7 @@ def test_cold_read_under_a_tight_memory_max_reclaims_rather_than_oom_kills(
             killed.append(str(exc))
             continue
         finally:
-            pagecache.vm.run(f"rmdir /sys/fs/cgroup/{group}")
+            pagecache.remove_cgroups(group)
         assert got.read is not None and got.read.sha256 == a.file(BIG)["sha256"], got
     measure(oom_killed=len(killed))
     assert len(killed) < TIGHT_READS // 2, (

@@ -195,7 +195,7 @@ def test_second_cgroup_is_not_charged_for_shared_pages(pair: tuple[BuiltImage, B
         frames = pagecache.pfns(ma.path(BIG))[ma.path(BIG)]
         second = pagecache.cgroup_read(groups[1], mb.path(twin_of(a, b, BIG)))
     finally:
-        pagecache.vm.run("rmdir " + " ".join(f"/sys/fs/cgroup/{g}" for g in groups))
+        pagecache.remove_cgroups(*groups)
     measure(memcg_first_kib=first.file // 1024, memcg_second_kib=second.file // 1024)
     assert frames.memcgs, "no /proc/kpagecgroup: the kernel lacks memory cgroups"
     elsewhere = [m for m in frames.memcgs if m != first.inode]

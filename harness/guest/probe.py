@@ -475,6 +475,10 @@ class Probe:
         return self._one({"op": "cgroup_read", "cgroup": cgroup, "path": path,
                           "method": method, "limit": limit}, _cgroup)
 
+    def remove_cgroups(self, *names: str) -> None:
+        """Remove the cgroups ``cgroup_read`` made (empty once their reader is gone)."""
+        self.vm.run("rmdir " + " ".join(f"/sys/fs/cgroup/{name}" for name in names))
+
     def data_ranges(self, path: str) -> list[tuple[int, int]]:
         """[start, end) ranges that SEEK_DATA/SEEK_HOLE report as data."""
         return self._one({"op": "seek_map", "path": path},
