@@ -265,15 +265,18 @@ class VM:
             self.saved_guest = entry
         else:
             self.ssh_port = self._forwarded_port()
+            # Made while the guest boots: it loads the client key (host time, not boot time).
+            self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
             self._wait_ready(deadline)
             if self.config.restore:  # for the VMs after this one
                 self.saved_guest = snapshot.save(key, self.qmp, scratch)
-        self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
+        if self.ssh is None:
+            self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
         try:
             self.ssh.connect(deadline)
         except SSHRefused as exc:
             raise VMError(f"{self.name}: {exc}. The guest image trusts the keys in the cache "
-                          f"(ssh/keys-v1); if they were replaced, the image is rebuilt on the "
+                          f"(ssh/keys-v2); if they were replaced, the image is rebuilt on the "
                           f"next run.", command=self.argv, console_tail=self._tail()) from exc
         except TimeoutError as exc:
             if self.restored:
