@@ -124,3 +124,13 @@ def get_or_build(kind: str, key: str, build: Callable[[Path], dict[str, object] 
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return entry
+
+
+def forget(kind: str, key: str, *, root: Path | None = None) -> None:
+    """Remove the entry for (kind, key), if any, so that the next get_or_build builds it."""
+    base = (root or cache_root()) / kind
+    if not base.is_dir():
+        return
+    with (base / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(base / key, ignore_errors=True)

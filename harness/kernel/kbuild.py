@@ -199,6 +199,17 @@ def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: i
     return time.monotonic() - started
 
 
+def modules_target(build: Path) -> list[str]:
+    """``modules`` unless the config builds none and an earlier build of this directory
+    already wrote modules.order (which modules_install reads): then it would only walk the
+    whole tree a second time, 0.4 s of every rebuild after an edit."""
+    config = (build / ".config").read_text()
+    if (build / "modules.order").is_file() and not re.search(r"^CONFIG_\w+=m$", config,
+                                                            re.MULTILINE):
+        return []
+    return ["modules"]
+
+
 def build_tree(request: TreeSpec) -> BuildResult:
     """Configure (when the fragments changed), build (when the tree changed), install
     modules, and describe the kernel."""
@@ -239,8 +250,8 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
             print(f"harness: building {origin} in {build} with {JOBS} jobs "
                   f"(log: {build / 'build.log'})", file=sys.stderr, flush=True)
             extra = coverage_make_args(tree) if request.coverage else []
-            build_seconds = _make(tree, build, [image.name, "modules"], f"building {origin}",
-                                  jobs=JOBS, extra=extra)
+            build_seconds = _make(tree, build, [image.name, *modules_target(build)],
+                                  f"building {origin}", jobs=JOBS, extra=extra)
             modinst = build / "modinst"
             shutil.rmtree(modinst, ignore_errors=True)
             install_seconds = _make(

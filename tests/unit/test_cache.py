@@ -48,3 +48,12 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_content_key_depends_on_every_part() -> None:
     assert cache.content_key(["a", "b"]) != cache.content_key(["ab"])
     assert cache.content_key(["a", b"b"]) == cache.content_key(["a", "b"])
+
+
+def test_forget_removes_the_entry_so_that_it_is_built_again(tmp_path: Path) -> None:
+    calls: list[int] = []
+    cache.get_or_build("kind", "k1", _builder(calls), root=tmp_path)
+    cache.forget("kind", "k1", root=tmp_path)
+    cache.forget("other-kind", "k1", root=tmp_path)  # nothing there: no error
+    cache.get_or_build("kind", "k1", _builder(calls), root=tmp_path)
+    assert len(calls) == 2
