@@ -198,7 +198,14 @@ def test_reclaim_under_memory_max_keeps_bytes_right(pair: tuple[BuiltImage, Buil
 # of the file, so most of it must be reclaimed while it is read, and four times what the
 # reader needs beside the page cache.
 TIGHT_LIMIT = 1 << 20
-TIGHT_READS = 10
+# The bug kills a share of the reads, not every one, and the share moves with the kernel's
+# build and the machine's load: 17 and 22 of 40 on debian:7.3.4, 13 of 40 on a tinyconfig
+# build of the same source; the paths that reclaim were killed in none of 40 each. So the
+# verdict is a count over many reads with a line far from both: more than 2 kills in 40 is
+# the bug (a chance of 3 in 100,000 at the lowest share seen), and a healthy path has room for
+# a rare kill from the forked reader's own copied pages.
+TIGHT_READS = 40
+TIGHT_TOLERATED = 2
 
 
 @pytest.mark.known_bug(
@@ -216,9 +223,8 @@ def test_cold_read_under_a_tight_memory_max_reclaims_rather_than_oom_kills(
         pagecache: Probe, measure: Callable[..., None]) -> None:
     """Clean page cache is what reclaim frees: a reader whose cgroup holds nothing else
     must get its bytes under a memory.max well below the file, however the image is
-    backed. The reads are counted, not one taken as the verdict: on a healthy kernel a
-    kill is rare at this limit (none in 40 on a loop mount), where the bug kills nearly
-    every read (39 in 40)."""
+    backed. The reads are counted, not one taken as the verdict (TIGHT_READS above); the
+    count stops early once it is past what a healthy kernel shows."""
     a, _ = pair
     ma = mount(a, ",".join(o for o in (SHARE, backing_io) if o), source)
     killed: list[str] = []
@@ -231,13 +237,15 @@ def test_cold_read_under_a_tight_memory_max_reclaims_rather_than_oom_kills(
             if "oom_kill=" not in str(exc):
                 raise
             killed.append(str(exc))
+            if len(killed) > TIGHT_TOLERATED:
+                break
             continue
         finally:
             pagecache.remove_cgroups(group)
         assert got.read is not None and got.read.sha256 == a.file(BIG)["sha256"], got
-    measure(oom_killed=len(killed))
-    assert len(killed) < TIGHT_READS // 2, (
-        f"OOM-killed in {len(killed)} of {TIGHT_READS} cold reads of a 4 MiB file under "
+    measure(oom_killed=len(killed), cold_reads=i + 1)
+    assert len(killed) <= TIGHT_TOLERATED, (
+        f"OOM-killed in {len(killed)} of {i + 1} cold reads of a 4 MiB file under "
         f"memory.max {TIGHT_LIMIT >> 10} KiB ({source} {backing_io or 'buffered'}); the "
         f"first: {killed[0]}")
 

@@ -135,7 +135,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             continue
         callspec = getattr(item, "callspec", None)
         if bug.applies(kernel.release, kernel.series, callspec.id if callspec else "",
-                       kernel.spec):
+                       kernel.spec, kernel.has):
             item.stash[known_bug_key] = (bug, kernel.release)
             # A known bug may crash the guest: keep the coverage counters gathered so far.
             item.config.stash[pool_key].save_coverage()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -38,12 +39,18 @@ class KnownBug:
     unless_patched: str | None
     params: tuple[str, ...] = ()
     kernels: tuple[str, ...] = ()
+    # Kernel options whose presence hides the bug (its failure needs a kernel built
+    # without them), e.g. TRANSPARENT_HUGEPAGE for a bug that only order-0 page cache
+    # folios show.
+    without_config: tuple[str, ...] = ()
 
     def applies(self, release: str, series: tuple[str, ...], param_id: str = "",
-                spec: str = "") -> bool:
+                spec: str = "", has: Callable[[str], bool] | None = None) -> bool:
         if self.params and not any(fnmatch.fnmatchcase(param_id, p) for p in self.params):
             return False
         if self.kernels and not any(fnmatch.fnmatchcase(spec, k) for k in self.kernels):
+            return False
+        if has is not None and any(has(option) for option in self.without_config):
             return False
         return known_bug_applies(release, series, list(self.releases), self.when_patched,
                                  self.unless_patched)
@@ -69,7 +76,7 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
             raise pytest.UsageError(f"{where}: @known_bug releases={bound!r}: expected bounds "
                                     f"such as '>=7.2,<7.4'")
     unknown = set(mark.kwargs) - {"reason", "signature", "releases", "when_patched",
-                                  "unless_patched", "params", "kernels"}
+                                  "unless_patched", "params", "kernels", "without_config"}
     if unknown:
         raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
     params = mark.kwargs.get("params") or ()
@@ -80,8 +87,13 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
     if isinstance(kernels, str) or not all(isinstance(k, str) for k in kernels):
         raise pytest.UsageError(f"{where}: @known_bug kernels= is a list of shell patterns "
                                 f"over kernel specs, e.g. ['tree:*']")
+    without = mark.kwargs.get("without_config") or ()
+    if isinstance(without, str) or not all(re.fullmatch(r"[A-Z0-9_]+", o) for o in without):
+        raise pytest.UsageError(f"{where}: @known_bug without_config= is a list of kernel "
+                                f"option names without CONFIG_, e.g. ['TRANSPARENT_HUGEPAGE']")
     return KnownBug(str(reason), pattern, tuple(releases), mark.kwargs.get("when_patched"),
-                    mark.kwargs.get("unless_patched"), tuple(params), tuple(kernels))
+                    mark.kwargs.get("unless_patched"), tuple(params), tuple(kernels),
+                    tuple(without))
 
 
 def known_bug_applies(release: str, series: tuple[str, ...], releases: list[str],

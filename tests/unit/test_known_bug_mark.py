@@ -21,3 +21,23 @@ def test_kernels_must_be_a_list_of_patterns() -> None:
     mark = pytest.mark.known_bug(reason="r", signature="s", kernels="tree:*").mark
     with pytest.raises(pytest.UsageError, match=r"kernels= is a list of shell patterns"):
         check_known_bug_mark(mark, "t")
+
+
+def test_without_config_expects_the_bug_only_where_the_kernel_lacks_the_options() -> None:
+    """A bug that order-0 page cache folios show and transparent huge pages hide: expected
+    on a build without THP, not on one with it, whatever its spec."""
+    mark = pytest.mark.known_bug(reason="r", signature="s", releases="==7.3",
+                                 without_config=["TRANSPARENT_HUGEPAGE"]).mark
+    bug = check_known_bug_mark(mark, "t")
+    assert bug.applies("7.3.4", (), "", "tree:", lambda option: False)
+    assert not bug.applies("7.3.4", (), "", "tree:",
+                           lambda option: option == "TRANSPARENT_HUGEPAGE")
+    assert not bug.applies("7.3.4+deb13-cloud-amd64", (), "", "debian:7.3",
+                           lambda option: option == "TRANSPARENT_HUGEPAGE")
+
+
+def test_without_config_must_be_a_list_of_option_names() -> None:
+    for bad in ("TRANSPARENT_HUGEPAGE", ["CONFIG_X=y"]):
+        mark = pytest.mark.known_bug(reason="r", signature="s", without_config=bad).mark
+        with pytest.raises(pytest.UsageError, match=r"without_config= is a list"):
+            check_known_bug_mark(mark, "t")
