@@ -115,8 +115,8 @@ def run_kbuild_bench(vm_config: VMConfig, debug: bool = False) -> None:
           f"{os.cpu_count()} host cores)")
     rows = [("clean build (boot image + modules)", f"{clean:.0f} s", "<= 300 s"),
             (f"rebuild after touching {TOUCHED}", f"{touched['make']:.1f} s", ""),
-            ("touch to booted guest (the same kernel: " +
-             ("restored from its saved guest)" if touch_restored else "booted cold)"),
+            ("touch to booted guest (the same kernel, " +
+             ("restored)" if touch_restored else "booted cold)"),
              f"{touched['total']:.1f} s", "")]
     rows += [(f"rebuild after a one-line edit of {TOUCHED}", f"{edited['make']:.1f} s", ""),
              ("edit to booted guest (rebuild, guest image, cold boot to SSH)",
