@@ -117,8 +117,9 @@ class GuestSSH:
         """Connect, retrying while the guest's sshd is not up yet, until the deadline."""
         pkey = self.pkey
         last: Exception | None = None
-        # sshd starts a few hundred ms after the ready marker: short waits between tries
-        # (a refused connect costs the guest next to nothing) are boot time saved.
+        # The guest prints its ready marker once sshd listens, so the first try normally
+        # succeeds; the retries are for a guest whose sshd is not up (a kernel or image
+        # that boots differently), with short waits: a refused connect costs next to nothing.
         delay = 0.02
         while not deadline.expired():
             client = paramiko.SSHClient()
