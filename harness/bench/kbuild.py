@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.kernel.kbuild import BuildResult, build_tree, fragments_for
+from harness.kernel.kbuild import build_tree, fragments_for
 from harness.kernel.spec import TreeSpec
 from harness.pipeline import vm_for
 from harness.vm.machine import VMConfig
@@ -65,7 +65,7 @@ def edit_to_verdict(vm_config: VMConfig) -> tuple[float, str]:
 
 
 def change_to_booted(request: TreeSpec, vm_config: VMConfig, started: float, name: str
-                     ) -> tuple[BuildResult, dict[str, float], bool, str]:
+                     ) -> tuple[dict[str, float], bool, str]:
     """Rebuild after a change made at ``started``, boot the result, run one command:
     where the time went, whether the guest was restored rather than booted, and the
     release the guest says it runs."""
@@ -77,7 +77,7 @@ def change_to_booted(request: TreeSpec, vm_config: VMConfig, started: float, nam
         release = vm.run("uname -r", check=True).stdout.strip()
         ready = time.monotonic()
         restored = vm.restored
-    return rebuilt, {
+    return {
         "total": ready - started, "make": rebuilt.build_seconds,
         "install": rebuilt.install_seconds,
         # the harness's own part: tree fingerprint, copying the kernel out
@@ -99,13 +99,13 @@ def run_kbuild_bench(vm_config: VMConfig, debug: bool = False) -> None:
     target = first.tree.path / TOUCHED
     started = time.monotonic()
     os.utime(target)
-    _, touched, touch_restored, _ = change_to_booted(tree_request, vm_config, started,
+    touched, touch_restored, _ = change_to_booted(tree_request, vm_config, started,
                                                   "kbuild-touch")
     with edits_of(target) as edit:
         started = time.monotonic()
         edit()
-        _, edited, _, release = change_to_booted(tree_request, vm_config, started,
-                                                 "kbuild-edit")
+        edited, _, release = change_to_booted(tree_request, vm_config, started,
+                                              "kbuild-edit")
         verdict_seconds, verdict = 0.0, ""
         if not debug:
             edit()  # another kernel again: make check's first VM boots cold too

@@ -254,7 +254,7 @@ class VM:
             console = self.console
             try:
                 snapshot.wait_restored(self.qmp, deadline, lambda: console.ended)
-                self.ssh_port = self._forwarded_port()
+                self._forward_ssh()
             except (snapshot.RestoreFailed, VMError) as exc:
                 # QEMU gave up on the stream and is going: its last console line (read
                 # by another thread) says why, and the warning quotes it.
@@ -264,14 +264,11 @@ class VM:
             self.restored = True
             self.saved_guest = entry
         else:
-            self.ssh_port = self._forwarded_port()
-            # Made while the guest boots: it loads the client key (host time, not boot time).
-            self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
+            self._forward_ssh()  # before the wait: the client key loads while it boots
             self._wait_ready(deadline)
             if self.config.restore:  # for the VMs after this one
                 self.saved_guest = snapshot.save(key, self.qmp, scratch)
-        if self.ssh is None:
-            self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
+        assert self.ssh is not None
         try:
             self.ssh.connect(deadline)
         except SSHRefused as exc:
@@ -323,6 +320,12 @@ class VM:
         except FileNotFoundError as exc:
             raise ToolMissing("mkfs.ext4 is not installed (Debian package e2fsprogs); run "
                               "`make deps`") from exc
+
+    def _forward_ssh(self) -> None:
+        """The SSH port QEMU forwards, and the client for it (which loads the client key:
+        host time, spent before the guest answers rather than after)."""
+        self.ssh_port = self._forwarded_port()
+        self.ssh = GuestSSH(self.ssh_port, self.ssh_keys or guest_keys())
 
     def _forwarded_port(self) -> int:
         assert self.qmp is not None

@@ -75,9 +75,8 @@ def saved(key: str) -> Path | None:
 
 
 def forget(key: str, why: str = "QEMU did not restore it") -> None:
-    entry = cache.cache_root() / KIND / key
-    log.warning("removing the saved guest %s: %s", entry, why)
-    shutil.rmtree(entry, ignore_errors=True)
+    log.warning("removing the saved guest %s: %s", cache.cache_root() / KIND / key, why)
+    cache.forget(KIND, key)
 
 
 def copy_sparse(source: Path, target: Path) -> None:
