@@ -10,6 +10,7 @@ from harness.vm.qemu_cmd import (
     QemuCommand,
     QmpSocket,
     UserNetwork,
+    host_has_rdrand,
     qemu_binary,
 )
 
@@ -33,6 +34,29 @@ def test_ssh_forward_listens_on_loopback_only() -> None:
 
 def test_kvm_uses_host_cpu_and_tcg_does_not() -> None:
     assert "host" in _argv("kvm") and "host" not in _argv("tcg")
+
+
+def test_tcg_guest_gets_rdrand_and_no_virtio_rng() -> None:
+    argv = _argv("tcg")
+    assert argv[argv.index("-cpu") + 1] == "qemu64,+rdrand"
+    assert "virtio-rng-pci" not in argv
+
+
+def test_kvm_guest_on_a_host_without_rdrand_gets_a_virtio_rng(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("harness.vm.qemu_cmd.host_has_rdrand", lambda: False)
+    assert "virtio-rng-pci" in _argv("kvm")
+    monkeypatch.setattr("harness.vm.qemu_cmd.host_has_rdrand", lambda: True)
+    assert "virtio-rng-pci" not in _argv("kvm")
+
+
+def test_host_rdrand_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    has, lacks = tmp_path / "has", tmp_path / "lacks"
+    has.write_text("processor\t: 0\nflags\t\t: fpu sse2 rdrand rdseed\n")
+    lacks.write_text("processor\t: 0\nflags\t\t: fpu sse2 rdseed\nbugs\t\t: rdrand\n")
+    assert host_has_rdrand(has)
+    assert not host_has_rdrand(lacks)
+    assert not host_has_rdrand(tmp_path / "missing")
 
 
 def test_missing_qemu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
