@@ -8,6 +8,7 @@ the shared inode; N processes doing it at once race there.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
 import pytest
@@ -92,3 +93,61 @@ def test_simultaneous_first_opens_of_twins_build_one_cache(
         f"{len(apart)} of {readers} files opened together are not in the first one's page "
         f"frames: {apart}; files by first frame (mount index): {groups}; map counts of the "
         f"first page: {[frames[p].counts[0] for p in paths]}")
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.known_bug(
+    "erofs_ishare_fops has no .setlease and no .unlocked_ioctl: through a sharing mount "
+    "F_SETLEASE is EINVAL and FS_IOC_GETFSLABEL ENOTTY, where a plain mount succeeds "
+    "(reports/ishare-file-calls.yaml; found by this test on 7.2.13 and 7.3.4)",
+    signature=r"through the sharing mount F_SETLEASE gave EINVAL and FS_IOC_GETFSLABEL "
+              r"ENOTTY; through the plain mount success and success",
+    releases=">=7.2", unless_patched="keep ioctls and leases for files that share")
+def test_sharing_mount_keeps_the_leases_and_ioctls_of_a_plain_one(
+        pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """Sharing changes where a file's pages live, not which calls the file answers: a read
+    lease (F_SETLEASE, what Samba's oplocks and the NFS server's delegations take) and the
+    filesystem's own ioctl (FS_IOC_GETFSLABEL) answer through a sharing mount as they do
+    for the twin through a plain mount of the same source."""
+    a, b = pair
+    plain = pagecache.file_calls(mount(a, "", source).path(BIG))
+    shared_mount = mount(b, SHARE, source)
+    shared = pagecache.file_calls(shared_mount.path(twin_of(a, b, BIG)))
+    # The sharing mount's file must really be served by sharing for the verdict to mean
+    # anything: O_DIRECT is refused there and nowhere else on block-backed mounts.
+    assert shared.odirect_errno == errno.EINVAL, (
+        f"O_DIRECT through the sharing mount gave errno {shared.odirect_errno}, not EINVAL: "
+        f"is the file shared at all?")
+    assert (shared.lease_errno, shared.fslabel_errno) == (plain.lease_errno,
+                                                          plain.fslabel_errno), (
+        f"through the sharing mount F_SETLEASE gave {errno_name(shared.lease_errno)} and "
+        f"FS_IOC_GETFSLABEL {errno_name(shared.fslabel_errno)}; through the plain mount "
+        f"{errno_name(plain.lease_errno)} and {errno_name(plain.fslabel_errno)}")
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.known_bug(
+    "erofs_getattr reports the block device's direct I/O alignment for a file whose "
+    "sharing mount refuses O_DIRECT (reports/ishare-file-calls.yaml; found by this test on "
+    "7.2.13 and 7.3.4)",
+    signature=r"statx reports a direct I/O offset alignment of \d+, and open\(O_DIRECT\) "
+              r"gave EINVAL",
+    releases=">=7.2", params=["loop-sharing", "block-sharing"],
+    unless_patched="report no direct I/O alignment for files that share")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_statx_reports_direct_io_exactly_where_o_direct_opens(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """statx(2): STATX_DIOALIGN's alignments are 0 when the file has no direct I/O. A
+    program that asks statx before it opens with O_DIRECT (as databases and QEMU do) must
+    get the answer open() then gives."""
+    calls = pagecache.file_calls(mount(pair[0], options, source).path(BIG))
+    assert calls.dioalign_reported, "statx did not fill in STATX_DIOALIGN"
+    assert (calls.dio_offset_align > 0) == (calls.odirect_errno == 0), (
+        f"statx reports a direct I/O offset alignment of {calls.dio_offset_align}, and "
+        f"open(O_DIRECT) gave {errno_name(calls.odirect_errno)}")
+
+
+def errno_name(number: int) -> str:
+    return "success" if number == 0 else errno.errorcode.get(number, str(number))

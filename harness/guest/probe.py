@@ -159,6 +159,18 @@ class FileState:
     mtime_ns: int
 
 
+@dataclass(frozen=True)
+class FileCalls:
+    """A file's answers to the calls besides read(2) that readers make; an errno of 0 is
+    success."""
+    dioalign_reported: bool  # statx filled in STATX_DIOALIGN
+    dio_offset_align: int  # 0: statx says the file has no direct I/O
+    odirect_errno: int  # open(O_DIRECT)
+    lease_errno: int  # fcntl(F_SETLEASE, F_RDLCK), then F_UNLCK
+    fslabel_errno: int  # ioctl(FS_IOC_GETFSLABEL)
+    fslabel: str
+
+
 MemInfo = dict[str, int]  # /proc/meminfo in KiB, by field name
 
 
@@ -522,6 +534,15 @@ class Probe:
                           "deny": deny, "mount_options": mount_options},
                          lambda a: FanotifyWatch(bool(a["permission_events"]),
                                                  phase(a["metadata"]), phase(a["data"])))
+
+    def file_calls(self, path: str) -> FileCalls:
+        """statx's direct I/O alignment and whether O_DIRECT opens, a read lease, and the
+        filesystem label ioctl, each on ``path``."""
+        return self._one({"op": "file_calls", "path": path},
+                         lambda a: FileCalls(bool(a["dioalign_reported"]),
+                                             int(a["dio_offset_align"]),
+                                             int(a["odirect_errno"]), int(a["lease_errno"]),
+                                             int(a["fslabel_errno"]), str(a["fslabel"])))
 
     def free_bytes(self, path: str) -> int:
         """Free space of the filesystem holding ``path`` (statvfs)."""

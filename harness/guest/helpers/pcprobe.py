@@ -1198,6 +1198,51 @@ def fanotify_watch(image, root, path, deny=False, mount_options=None):
     return out
 
 
+# ---- the file calls a reader makes besides reading ----------------------------------------
+
+SYS_STATX = 332  # x86_64
+AT_FDCWD = -100
+STATX_DIOALIGN = 0x2000
+FS_IOC_GETFSLABEL = 0x81009431  # _IOR(0x94, 49, char[256])
+
+
+def _errno_of(call):
+    """0 when ``call()`` succeeds, else its errno."""
+    try:
+        call()
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+def file_calls(path):
+    """What the kernel answers for ``path`` to the calls besides read(2) that readers make:
+    statx's direct I/O alignment (and whether an O_DIRECT open then succeeds), a read lease
+    (F_SETLEASE, as Samba and the NFS server take), and FS_IOC_GETFSLABEL on the file."""
+    buf = ctypes.create_string_buffer(256)
+    rc = libc.syscall(SYS_STATX, AT_FDCWD, os.fsencode(path), 0, STATX_DIOALIGN, buf)
+    if rc != 0:
+        _oserror(f"statx {path}")
+    # struct statx: stx_mask at 0; stx_dio_mem_align at 0x98, stx_dio_offset_align at 0x9c.
+    mask = struct.unpack_from("<I", buf, 0)[0]
+    mem_align, offset_align = struct.unpack_from("<II", buf, 0x98)
+    out = {"dioalign_reported": bool(mask & STATX_DIOALIGN), "dio_mem_align": mem_align,
+           "dio_offset_align": offset_align}
+    out["odirect_errno"] = _errno_of(lambda: os.close(os.open(path, os.O_RDONLY | os.O_DIRECT)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        def lease():
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        out["lease_errno"] = _errno_of(lease)
+        label = bytearray(256)
+        out["fslabel_errno"] = _errno_of(lambda: fcntl.ioctl(fd, FS_IOC_GETFSLABEL, label))
+        out["fslabel"] = bytes(label).split(b"\0", 1)[0].decode(errors="replace")
+    finally:
+        os.close(fd)
+    return out
+
+
 def statvfs_free(path):
     st = os.statvfs(path)
     return {"free": st.f_bfree * st.f_frsize}
@@ -1238,6 +1283,7 @@ OPS = {
     "mount_unprivileged": lambda op: mount_unprivileged(op["source"], op["target"],
                                                         op.get("options", "")),
     "statvfs_free": lambda op: statvfs_free(op["path"]),
+    "file_calls": lambda op: file_calls(op["path"]),
     "fanotify_watch": lambda op: fanotify_watch(op["image"], op["root"], op["path"],
                                                 op.get("deny", False),
                                                 op.get("mount_options")),
