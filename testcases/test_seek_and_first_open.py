@@ -151,3 +151,26 @@ def test_statx_reports_direct_io_exactly_where_o_direct_opens(
 
 def errno_name(number: int) -> str:
     return "success" if number == 0 else errno.errorcode.get(number, str(number))
+
+
+@pytest.mark.requires_kernel("erofs", "core_dumps")
+@pytest.mark.known_bug(
+    "a core dump's NT_FILE note names a mapping by the VMA file's f_path (file_path() in "
+    "fill_files_note), which for a sharing mount is the shared inode's internal dentry, '/', "
+    "where /proc/<pid>/maps gives file_user_path(), the path opened "
+    "(reports/core-dump-names-shared-mappings.yaml; found by this test on 7.2.13 and 7.3.4)",
+    signature=r"the core dump's NT_FILE note names the mapping of \S+ '/'",
+    releases=">=7.2", params=["*-sharing"],
+    unless_patched="name mappings by the user path in core dumps")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_a_mapping_is_named_by_the_path_it_was_opened_by(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """A sharing mount maps the shared inode's file in place of the file opened; what names
+    the mapping must still name the file: /proc/<pid>/maps (what profilers and lsof read)
+    and a core dump's NT_FILE note (what gdb follows to load the files a core maps)."""
+    path = mount(pair[0], options, source).path(BIG)
+    names = pagecache.mapping_names(path)
+    assert names.maps == path, f"/proc/self/maps names the mapping of {path} {names.maps!r}"
+    assert names.core == path, (
+        f"the core dump's NT_FILE note names the mapping of {path} {names.core!r}")

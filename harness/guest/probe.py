@@ -171,6 +171,14 @@ class FileCalls:
     fslabel: str
 
 
+@dataclass(frozen=True)
+class MappingNames:
+    """The name of a file's mapping as /proc/<pid>/maps and the core dump's NT_FILE note
+    give it (None: the note has no entry for the mapping)."""
+    maps: str
+    core: str | None
+
+
 MemInfo = dict[str, int]  # /proc/meminfo in KiB, by field name
 
 
@@ -543,6 +551,13 @@ class Probe:
                                              int(a["dio_offset_align"]),
                                              int(a["odirect_errno"]), int(a["lease_errno"]),
                                              int(a["fslabel_errno"]), str(a["fslabel"])))
+
+    def mapping_names(self, path: str) -> MappingNames:
+        """Map ``path`` in a child that then dumps core: the mapping's name in its
+        /proc/self/maps and in the core's NT_FILE note."""
+        return self._one({"op": "mapping_names", "path": path},
+                         lambda a: MappingNames(str(a["maps"]),
+                                                None if a["core"] is None else str(a["core"])))
 
     def free_bytes(self, path: str) -> int:
         """Free space of the filesystem holding ``path`` (statvfs)."""

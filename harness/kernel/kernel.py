@@ -20,6 +20,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "memcg": ("CONFIG_MEMCG",),
     "pagemap": ("CONFIG_PROC_PAGE_MONITOR",),
     "io_uring": ("CONFIG_IO_URING",),
+    "core_dumps": ("CONFIG_COREDUMP", "CONFIG_ELF_CORE"),
     "loop": ("CONFIG_BLK_DEV_LOOP",),
     "fanotify": ("CONFIG_FANOTIFY",),
     "user_namespaces": ("CONFIG_USER_NS",),
