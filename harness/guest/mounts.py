@@ -117,6 +117,41 @@ class Mounter:
             self.mounted.append(mount)
         return mount
 
+    def attempt_nested(self, outer: Mount, rel: str, image: BuiltImage, options: str = "",
+                       source: str = "file") -> Mount:
+        """Mount ``image``, whose file is ``rel`` inside the mount ``outer`` (an image
+        stored in an image), from a loop device over that file or from the file itself;
+        the Mount with its result, whether or not mount(2) succeeded. The cleanup unmounts
+        it before ``outer`` (newest first)."""
+        if source not in ("loop", "file"):
+            raise HarnessError(f"an image inside a mount is mounted from a loop device or the "
+                               f"file itself, not from {source!r}")
+        if image.extra_devices():
+            raise HarnessError(f"{image.spec.name} needs extra devices; an image inside a "
+                               f"mount is mounted alone")
+        self.count += 1
+        target = f"{self.guest.workdir}/mnt{self.count}"
+        file = outer.path(rel)
+        device = self._loop(file) if source == "loop" else file
+        answer = self.probe.mount(device, target, options)
+        result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target,
+                             options, device)
+        mount = Mount(target, image, source, device, options, result, [], file)
+        if result.ok:
+            self.mounted.append(mount)
+        return mount
+
+    def nested(self, outer: Mount, rel: str, image: BuiltImage, options: str = "",
+               source: str = "file") -> Mount:
+        """attempt_nested, or fail with errno and the kernel's words."""
+        mount = self.attempt_nested(outer, rel, image, options, source)
+        if not mount.result.ok:
+            raise HarnessError(f"mounting {image.spec.name} from {source} ({mount.device}) "
+                               f"inside {outer.target} with -o {options or '(none)'} failed: "
+                               f"{mount.result.errname} (errno {mount.result.errno}); kernel "
+                               f"said: {' | '.join(mount.result.kmsg) or 'nothing'}")
+        return mount
+
     def __call__(self, image: BuiltImage, options: str = "", source: str = "loop",
                  private: bool = False) -> Mount:
         """Mount, or fail with errno and the kernel's words."""

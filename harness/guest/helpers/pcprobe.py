@@ -729,13 +729,15 @@ def loop_attach(path, read_only=True):
 
 
 def _mount_points(prefix):
+    """The mount points under ``prefix``, the newest first: a mount inside another's tree,
+    or of an image stored in another mount, goes before the mount it depends on."""
     points = []
     with open("/proc/self/mounts") as fh:
         for line in fh:
             point = line.split()[1].replace("\\040", " ")
             if point == prefix or point.startswith(prefix + "/"):
                 points.append(point)
-    return sorted(points, key=len, reverse=True)
+    return points[::-1]
 
 
 def cleanup(prefix, dirs, devices=()):
