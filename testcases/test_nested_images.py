@@ -70,7 +70,8 @@ def outer_twins(erofs_image: Callable[[str], BuiltImage],
     "inodes have one lock class (reports/nested-sharing-lockdep.yaml; found by this test "
     "on the 7.3.4 source with lockdep)",
     signature=r"possible recursive locking detected[\s\S]*mapping\.invalidate_lock",
-    releases=">=7.3", kernels=["tree:*debug*"], params=["*-domain-file"],
+    releases=">=7.3", kernels=["tree:*debug*"],
+    params=["loop-*-domain-file", "block-*-domain-file"],
     unless_patched="give shared inodes of file-backed mounts their own invalidate_lock")
 @pytest.mark.parametrize("inner_source", ["loop", "file"])
 @pytest.mark.parametrize("inner_options", ["", SHARE, "inode_share,domain_id=d2"],
