@@ -11,56 +11,28 @@ deeper stacking), which the test checks instead.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import hashlib
-import shutil
-import subprocess
 from collections.abc import Callable
 
 import pytest
 
 from conftest import BIG, SHARE, read_and_look
-from harness.core import cache
-from harness.erofs.images import PAGE, BuiltImage
-from harness.erofs.tools import provide
+from harness.erofs.images import BuiltImage, build_image_holding
+from harness.erofs.tools import ErofsUtils
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
 
-INNER = "inner.erofs"
+INNER = "inner.erofs"  # where build_image_holding puts it
 
 
 @pytest.fixture(scope="module")
-def outer_twins(erofs_image: Callable[[str], BuiltImage],
-                tmp_path_factory: pytest.TempPathFactory
+def outer_twins(erofs_image: Callable[[str], BuiltImage], erofs_tools: ErofsUtils
                 ) -> tuple[BuiltImage, BuiltImage, BuiltImage]:
     """The `sizes` image, and two fingerprinted images that each hold it as INNER beside a
     file of their own (so the two outer images differ)."""
     inner = erofs_image("sizes")
-    tools = provide()
-    outers = []
-    for name, own in (("outer-a", b"a"), ("outer-b", b"b")):
-        root = tmp_path_factory.mktemp(name)
-        tree = root / "tree"
-        tree.mkdir()
-        shutil.copyfile(inner.path, tree / INNER)
-        (tree / "own").write_bytes(own * PAGE)
-        for path in (tree / INNER, tree / "own"):
-            path.chmod(0o644)
-        tree.chmod(0o755)
-        image = root / "image.erofs"
-        proc = subprocess.run([str(tools.mkfs), "--xattr-inode-digest", "-T0", str(image),
-                               str(tree)], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"mkfs.erofs of {name} failed: {proc.stderr.strip()}")
-        data = inner.path.read_bytes()
-        manifest = {"image": name, "files": [
-            {"path": INNER, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-             "pages": (len(data) + PAGE - 1) // PAGE, "content": f"image:{inner.key}"}]}
-        outers.append(dataclasses.replace(
-            inner, spec=dataclasses.replace(inner.spec, name=name), path=image,
-            key=cache.content_key([name, image.read_bytes()]), manifest=manifest))
-    return inner, outers[0], outers[1]
+    return (inner, build_image_holding(inner, "outer-a", b"a", erofs_tools),
+            build_image_holding(inner, "outer-b", b"b", erofs_tools))
 
 
 @pytest.mark.requires_kernel("page_cache_share", "file_backed_mount")

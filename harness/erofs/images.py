@@ -10,6 +10,7 @@ options and the mkfs version.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -458,3 +459,35 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
     blob = entry / "blob.img"
     return BuiltImage(spec, entry / "image.erofs", blob if blob.exists() else None,
                       json.loads((entry / "manifest.json").read_text()), key, devices)
+
+
+def build_image_holding(inner: BuiltImage, name: str, own: bytes,
+                        tools: ErofsUtils) -> BuiltImage:
+    """A fingerprinted image that holds ``inner``'s image file as ``inner.erofs`` beside a
+    one-page file ``own`` filled with ``own`` (so that two such images differ): an image of
+    images. Its manifest lists ``inner.erofs``; cached like every image."""
+    data = inner.path.read_bytes()
+    key = cache.content_key(["erofs-image-holding-v1", tools.version, name, inner.key,
+                             own.hex()])
+
+    def build(out: Path) -> dict[str, object]:
+        with tempfile.TemporaryDirectory(prefix="erofs-tree.") as tmp:
+            tree = Path(tmp)
+            for file, content in (("inner.erofs", data), ("own", own * (PAGE // len(own)))):
+                (tree / file).write_bytes(content)
+                (tree / file).chmod(0o644)
+            tree.chmod(0o755)
+            spec = dataclasses.replace(inner.spec, name=name)
+            _mkfs(spec, [str(tools.mkfs), "--xattr-inode-digest", "-T0",
+                         f"-U{uuid.UUID(hex=key.ljust(32, '0')[:32])}",
+                         str(out / "image.erofs"), tmp])
+        manifest = {"image": name, "mkfs": tools.version, "files": [
+            {"path": "inner.erofs", "size": len(data),
+             "sha256": hashlib.sha256(data).hexdigest(), "pages": (len(data) + PAGE - 1) // PAGE,
+             "content": f"image:{inner.key}", "holes": [], "fingerprinted": True}]}
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        return {"name": name}
+
+    entry = cache.get_or_build("erofs-images", key, build)
+    return BuiltImage(dataclasses.replace(inner.spec, name=name), entry / "image.erofs", None,
+                      json.loads((entry / "manifest.json").read_text()), key)
