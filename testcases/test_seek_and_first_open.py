@@ -176,3 +176,24 @@ def test_a_mapping_is_named_by_the_path_it_was_opened_by(
     assert names.maps == path, f"/proc/self/maps names the mapping of {path} {names.maps!r}"
     assert names.core == path, (
         f"the core dump's NT_FILE note names the mapping of {path} {names.core!r}")
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.known_bug(
+    "erofs_ishare_file_open refuses O_DIRECT, but fcntl(F_SETFL) sets it (FMODE_CAN_ODIRECT "
+    "comes from the real inode's a_ops) and the reads then fill the shared page cache "
+    "(reports/ishare-file-calls.yaml; found by this test on 7.2.13 and 7.3.4)",
+    signature=r"open\(O_DIRECT\) gave EINVAL, fcntl\(F_SETFL, O_DIRECT\) success",
+    releases=">=7.2", params=["loop-sharing", "block-sharing"],
+    unless_patched="refuse O_DIRECT from fcntl(F_SETFL)")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_o_direct_is_answered_alike_at_open_and_by_fcntl(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """A file that refuses O_DIRECT at open(2) must refuse it from fcntl(F_SETFL) too, or a
+    program gets by the second door the direct I/O the first one said the file has not
+    (and its reads then go through the page cache all the same)."""
+    calls = pagecache.file_calls(mount(pair[0], options, source).path(BIG))
+    assert calls.setfl_odirect_errno == calls.odirect_errno, (
+        f"open(O_DIRECT) gave {errno_name(calls.odirect_errno)}, fcntl(F_SETFL, O_DIRECT) "
+        f"{errno_name(calls.setfl_odirect_errno)}")

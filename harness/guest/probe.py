@@ -166,6 +166,7 @@ class FileCalls:
     dioalign_reported: bool  # statx filled in STATX_DIOALIGN
     dio_offset_align: int  # 0: statx says the file has no direct I/O
     odirect_errno: int  # open(O_DIRECT)
+    setfl_odirect_errno: int  # fcntl(F_SETFL, O_DIRECT) on a file opened without it
     lease_errno: int  # fcntl(F_SETLEASE, F_RDLCK), then F_UNLCK
     fslabel_errno: int  # ioctl(FS_IOC_GETFSLABEL)
     fslabel: str
@@ -549,7 +550,9 @@ class Probe:
         return self._one({"op": "file_calls", "path": path},
                          lambda a: FileCalls(bool(a["dioalign_reported"]),
                                              int(a["dio_offset_align"]),
-                                             int(a["odirect_errno"]), int(a["lease_errno"]),
+                                             int(a["odirect_errno"]),
+                                             int(a["setfl_odirect_errno"]),
+                                             int(a["lease_errno"]),
                                              int(a["fslabel_errno"]), str(a["fslabel"])))
 
     def mapping_names(self, path: str) -> MappingNames:

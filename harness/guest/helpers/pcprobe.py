@@ -1234,6 +1234,9 @@ def file_calls(path):
     out["odirect_errno"] = _errno_of(lambda: os.close(os.open(path, os.O_RDONLY | os.O_DIRECT)))
     fd = os.open(path, os.O_RDONLY)
     try:
+        out["setfl_odirect_errno"] = _errno_of(
+            lambda: fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT))
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
         def lease():
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
