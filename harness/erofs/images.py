@@ -10,7 +10,6 @@ options and the mkfs version.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -469,6 +468,8 @@ def build_image_holding(inner: BuiltImage, name: str, own: bytes,
     data = inner.path.read_bytes()
     key = cache.content_key(["erofs-image-holding-v1", tools.version, name, inner.key,
                              own.hex()])
+    # Its files are not generated from FileSpecs: the spec names it, the manifest lists them.
+    spec = ImageSpec(name, f"holding:{inner.spec.name}", ())
 
     def build(out: Path) -> dict[str, object]:
         with tempfile.TemporaryDirectory(prefix="erofs-tree.") as tmp:
@@ -477,7 +478,6 @@ def build_image_holding(inner: BuiltImage, name: str, own: bytes,
                 (tree / file).write_bytes(content)
                 (tree / file).chmod(0o644)
             tree.chmod(0o755)
-            spec = dataclasses.replace(inner.spec, name=name)
             _mkfs(spec, [str(tools.mkfs), "--xattr-inode-digest", "-T0",
                          f"-U{uuid.UUID(hex=key.ljust(32, '0')[:32])}",
                          str(out / "image.erofs"), tmp])
@@ -489,5 +489,5 @@ def build_image_holding(inner: BuiltImage, name: str, own: bytes,
         return {"name": name}
 
     entry = cache.get_or_build("erofs-images", key, build)
-    return BuiltImage(dataclasses.replace(inner.spec, name=name), entry / "image.erofs", None,
+    return BuiltImage(spec, entry / "image.erofs", None,
                       json.loads((entry / "manifest.json").read_text()), key)

@@ -109,12 +109,29 @@ class Mounter:
             extra_files.append(file)
             extra.append(self._loop(file) if source == "loop" else file)
         opts = ",".join([o for o in (options,) if o] + [f"device={d}" for d in extra])
-        answer = self.probe.mount(device, target, opts)
-        result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target, opts,
-                             device)
-        mount = Mount(target, image, source, device, opts, result, extra, remote, extra_files)
+        return self._mount(target, image, source, device, opts, extra, remote, extra_files)
+
+    def _mount(self, target: str, image: BuiltImage, source: str, device: str, options: str,
+               extra: list[str], backing: str | None, backing_extra: list[str]) -> Mount:
+        """mount(2) at ``target``; the Mount with its result, kept for the cleanup when it
+        succeeded."""
+        answer = self.probe.mount(device, target, options)
+        result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target,
+                             options, device)
+        mount = Mount(target, image, source, device, options, result, extra, backing,
+                      backing_extra)
         if result.ok:
             self.mounted.append(mount)
+        return mount
+
+    @staticmethod
+    def _succeeded(mount: Mount, inside: str = "") -> Mount:
+        """``mount``, or an error with errno and the kernel's words."""
+        if not mount.result.ok:
+            raise HarnessError(f"mounting {mount.image.spec.name} from {mount.source_kind} "
+                               f"({mount.device}){inside} with -o {mount.options or '(none)'} "
+                               f"failed: {mount.result.errname} (errno {mount.result.errno}); "
+                               f"kernel said: {' | '.join(mount.result.kmsg) or 'nothing'}")
         return mount
 
     def attempt_nested(self, outer: Mount, rel: str, image: BuiltImage, options: str = "",
@@ -130,38 +147,21 @@ class Mounter:
             raise HarnessError(f"{image.spec.name} needs extra devices; an image inside a "
                                f"mount is mounted alone")
         self.count += 1
-        target = f"{self.guest.workdir}/mnt{self.count}"
         file = outer.path(rel)
         device = self._loop(file) if source == "loop" else file
-        answer = self.probe.mount(device, target, options)
-        result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target,
-                             options, device)
-        mount = Mount(target, image, source, device, options, result, [], file)
-        if result.ok:
-            self.mounted.append(mount)
-        return mount
+        return self._mount(f"{self.guest.workdir}/mnt{self.count}", image, source, device,
+                           options, [], file, [])
 
     def nested(self, outer: Mount, rel: str, image: BuiltImage, options: str = "",
                source: str = "file") -> Mount:
         """attempt_nested, or fail with errno and the kernel's words."""
-        mount = self.attempt_nested(outer, rel, image, options, source)
-        if not mount.result.ok:
-            raise HarnessError(f"mounting {image.spec.name} from {source} ({mount.device}) "
-                               f"inside {outer.target} with -o {options or '(none)'} failed: "
-                               f"{mount.result.errname} (errno {mount.result.errno}); kernel "
-                               f"said: {' | '.join(mount.result.kmsg) or 'nothing'}")
-        return mount
+        return self._succeeded(self.attempt_nested(outer, rel, image, options, source),
+                               f" inside {outer.target}")
 
     def __call__(self, image: BuiltImage, options: str = "", source: str = "loop",
                  private: bool = False) -> Mount:
         """Mount, or fail with errno and the kernel's words."""
-        mount = self.attempt(image, options, source, private)
-        if not mount.result.ok:
-            raise HarnessError(f"mounting {image.spec.name} from {source} ({mount.device}) "
-                               f"with -o {mount.options or '(none)'} failed: "
-                               f"{mount.result.errname} (errno {mount.result.errno}); kernel "
-                               f"said: {' | '.join(mount.result.kmsg) or 'nothing'}")
-        return mount
+        return self._succeeded(self.attempt(image, options, source, private))
 
     def umount(self, mount: Mount, lazy: bool = False) -> MountResult:
         answer = self.probe.umount(mount.target, lazy)

@@ -169,7 +169,6 @@ class FileCalls:
     setfl_odirect_errno: int  # fcntl(F_SETFL, O_DIRECT) on a file opened without it
     lease_errno: int  # fcntl(F_SETLEASE, F_RDLCK), then F_UNLCK
     fslabel_errno: int  # ioctl(FS_IOC_GETFSLABEL)
-    fslabel: str
 
 
 @dataclass(frozen=True)
@@ -553,7 +552,7 @@ class Probe:
                                              int(a["odirect_errno"]),
                                              int(a["setfl_odirect_errno"]),
                                              int(a["lease_errno"]),
-                                             int(a["fslabel_errno"]), str(a["fslabel"])))
+                                             int(a["fslabel_errno"])))
 
     def mapping_names(self, path: str) -> MappingNames:
         """Map ``path`` in a child that then dumps core: the mapping's name in its

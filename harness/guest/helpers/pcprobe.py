@@ -15,6 +15,7 @@ import hashlib
 import json
 import mmap
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -440,6 +441,15 @@ def meminfo():
 
 # ---- cgroups ---------------------------------------------------------------------------
 
+def _read_to_end(fd):
+    """Everything a child writes to the pipe ``fd`` until it closes its end; ``fd`` closed."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
 def cgroup_read(cgroup, path, method, limit=None):
     """Read ``path`` in a child process that lives in cgroup ``cgroup`` (with memory.max
     ``limit`` bytes if given); report what the cgroup was charged.
@@ -480,10 +490,7 @@ def cgroup_read(cgroup, path, method, limit=None):
         os.write(w, json.dumps({"read": result, "anon": anon}).encode())
         os._exit(0)
     os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
+    data = _read_to_end(r)
     _, status = os.waitpid(pid, 0)
     stat = _keyed_numbers(f"{base}/memory.stat")
     with open(f"{base}/memory.current") as fh:
@@ -1226,11 +1233,10 @@ def file_calls(path):
     rc = libc.syscall(SYS_STATX, AT_FDCWD, os.fsencode(path), 0, STATX_DIOALIGN, buf)
     if rc != 0:
         _oserror(f"statx {path}")
-    # struct statx: stx_mask at 0; stx_dio_mem_align at 0x98, stx_dio_offset_align at 0x9c.
+    # struct statx: stx_mask at 0, stx_dio_offset_align at 0x9c.
     mask = struct.unpack_from("<I", buf, 0)[0]
-    mem_align, offset_align = struct.unpack_from("<II", buf, 0x98)
-    out = {"dioalign_reported": bool(mask & STATX_DIOALIGN), "dio_mem_align": mem_align,
-           "dio_offset_align": offset_align}
+    out = {"dioalign_reported": bool(mask & STATX_DIOALIGN),
+           "dio_offset_align": struct.unpack_from("<I", buf, 0x9c)[0]}
     out["odirect_errno"] = _errno_of(lambda: os.close(os.open(path, os.O_RDONLY | os.O_DIRECT)))
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -1241,9 +1247,8 @@ def file_calls(path):
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         out["lease_errno"] = _errno_of(lease)
-        label = bytearray(256)
-        out["fslabel_errno"] = _errno_of(lambda: fcntl.ioctl(fd, FS_IOC_GETFSLABEL, label))
-        out["fslabel"] = bytes(label).split(b"\0", 1)[0].decode(errors="replace")
+        out["fslabel_errno"] = _errno_of(lambda: fcntl.ioctl(fd, FS_IOC_GETFSLABEL,
+                                                             bytearray(256)))
     finally:
         os.close(fd)
     return out
@@ -1295,7 +1300,6 @@ def mapping_names(path):
         if pid == 0:
             try:
                 os.close(r)
-                import resource
                 resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
                 with open("/proc/self/coredump_filter", "w") as fh:
                     fh.write("0")
@@ -1312,12 +1316,9 @@ def mapping_names(path):
             finally:
                 os._exit(1)
         os.close(w)
-        chunks = []
-        while chunk := os.read(r, 65536):
-            chunks.append(chunk)
-        os.close(r)
+        answer = _read_to_end(r)
         _, status = os.waitpid(pid, 0)
-        child = json.loads(b"".join(chunks) or b"{}")
+        child = json.loads(answer or b"{}")
         if "maps" not in child:
             raise OSError(0, f"the child mapping {path} ended without reporting (status {status})")
         core = f"{core_dir}/core.{pid}"
