@@ -29,7 +29,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check layouts
 
 all: help
 
@@ -44,6 +44,7 @@ help:
 	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]  random sequences checked against the model"
 	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
 	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
+	@echo "make layouts [SEED=] [MINUTES=] [EXAMPLES=]  generated images of every layout, checked every way"
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]  fs/erofs line and branch coverage (gcov)"
@@ -111,6 +112,14 @@ explore: deps venv
 fuzz: deps venv
 	$(PY) -m harness fuzz $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --minutes=$(MINUTES) \
 		--out=$(ARTIFACTS)/fuzz
+
+# make layouts [KERNEL=] [SEED=] [MINUTES=] [EXAMPLES=]: generated trees built with generated
+# mkfs.erofs layouts, mounted on every source, plain and sharing, checked against the tree and
+# the sharing model; a finding is shrunk and written to reports/found/layout-<id>.yaml (exit 1).
+EXAMPLES ?=
+layouts: deps venv
+	$(PY) -m harness layouts $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --minutes=$(MINUTES) \
+		$(if $(EXAMPLES),--examples=$(EXAMPLES)) --out=$(ARTIFACTS)/layouts
 
 # make stress [KERNEL=] [SEED=] [MINUTES=] [READERS=]: parallel readers verify every byte
 # while mounts churn (exit 1 on a wrong byte, an unexpected error or a kernel report).

@@ -1,16 +1,23 @@
-"""The pipeline, assembled in one place: kernel spec -> Kernel -> GuestImage -> VM.
+"""The pipeline, assembled in one place: kernel spec -> Kernel -> GuestImage -> VM -> session.
 
-Every caller that needs a guest (the pytest plugin's VM pool, ``harness exec|shell``, the
-benchmarks, ``repro``) goes through :func:`vm_for`; none of them strings the steps together
-itself.
+Every caller that needs a guest goes through here; none of them strings the steps together
+itself. :func:`prepare` does the host's part (the kernel and its guest image), so that a
+caller can look at the kernel before it boots anything; :func:`open_guest` boots a VM and
+gives its :class:`GuestSession`, and stops the VM when the block ends, however it ends.
+:func:`vm_for` is the bare VM, for callers that drive it without a session (``exec``,
+``shell``, the VM pool, which boots and replaces VMs itself).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.waits import WaitLedger
+from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
 from harness.kernel.resolve import resolve_kernel
@@ -41,3 +48,28 @@ def vm_for(kernel: KernelLike, config: VMConfig | None = None, *, name: str = "v
               flush=True)
     return VM(resolved, guest_image, config or VMConfig(), artifacts=artifacts, name=name,
               waits=waits or WaitLedger())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A kernel and the guest image built for it: everything a boot needs from the host."""
+    kernel: Kernel
+    image: GuestImage
+
+
+def prepare(kernel: KernelLike) -> Prepared:
+    """Resolve (fetch, build) the kernel and build its guest image."""
+    resolved = kernel_for(kernel)
+    return Prepared(resolved, build_guest_image(resolved))
+
+
+@contextmanager
+def open_guest(target: Prepared | KernelLike, config: VMConfig | None = None, *,
+               name: str = "vm", artifacts: Path | None = None, announce: bool = True,
+               waits: WaitLedger | None = None) -> Iterator[GuestSession]:
+    """A booted guest's session; the VM (and with it the session) is stopped when the block
+    ends, on success, failure and Ctrl-C alike."""
+    prepared = target if isinstance(target, Prepared) else prepare(target)
+    with vm_for(prepared.kernel, config, name=name, artifacts=artifacts, image=prepared.image,
+                announce=announce, waits=waits) as vm:
+        yield GuestSession(vm)

@@ -11,8 +11,7 @@ from harness.explore.driver import Driver
 from harness.explore.machine import explore
 from harness.explore.pool import pool_names
 from harness.guest.handle import Guest
-from harness.guest.session import GuestSession
-from harness.pipeline import kernel_for, vm_for
+from harness.pipeline import kernel_for, open_guest
 from harness.vm.machine import VMConfig
 
 BENCH_SEED = 1
@@ -27,8 +26,9 @@ def run_explore_bench(spec: str | None, config: VMConfig) -> None:
     images = {name: build_image(catalog.image(name), tools) for name in names}
     print(f"bench: explorer, seed {BENCH_SEED}, {BENCH_STEPS} steps", file=sys.stderr,
           flush=True)
-    with vm_for(kernel, config, name="bench-explore") as vm:
-        guest = Guest(GuestSession(vm), "bench-explore")
+    with open_guest(kernel, config, name="bench-explore") as session:
+        vm = session.vm
+        guest = Guest(session, "bench-explore")
         try:
             with Driver(guest, images) as driver:
                 outcome = explore(driver, names, seed=BENCH_SEED, steps=BENCH_STEPS,

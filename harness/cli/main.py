@@ -31,6 +31,29 @@ def _vm_options(parser: argparse.ArgumentParser) -> None:
                         help=COLD_BOOT_HELP)
 
 
+def _campaign_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """A subcommand per campaign (harness/campaign/registry.py): the options every campaign
+    shares are declared here once, then the campaign adds its own."""
+    from harness.campaign.registry import CAMPAIGNS, campaign
+    for name in CAMPAIGNS:
+        made = campaign(name)
+        parser = sub.add_parser(name, help=made.help)
+        _vm_options(parser)
+        if made.memory_mb is not None:
+            parser.set_defaults(vm_memory=made.memory_mb)
+        parser.add_argument("--seed", type=int, default=None,
+                            help="random seed (default: from the clock, printed)")
+        parser.add_argument("--minutes", type=float, default=made.minutes,
+                            help=f"time budget (default {made.minutes:g})")
+        parser.add_argument("--out", type=Path, default=Path("artifacts") / name,
+                            help=f"results directory ({name}.json goes there)")
+        if made.finds:
+            parser.add_argument("--found", type=Path, default=None, metavar="DIR",
+                                help="where a finding's report goes (default reports/found)")
+        made.add_options(parser)
+        parser.set_defaults(campaign=name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness",
                                      description="EROFS page cache sharing harness")
@@ -52,34 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which benchmarks: boot,sharing,suite,kbuild,explore "
                               "(default all), and kbuild-debug: the kernel build figures "
                               "with the debug fragment (a clean KASAN build takes long)")
-    p_explore = sub.add_parser("explore", help="random sequences of mounts, reads, mappings "
-                                               "and unmounts checked against a model")
-    _vm_options(p_explore)
-    p_explore.add_argument("--seed", type=int, default=None,
-                           help="hypothesis seed (default: from the clock, printed)")
-    p_explore.add_argument("--steps", type=int, default=100000, help="step budget")
-    p_explore.add_argument("--minutes", type=float, default=10.0, help="time budget")
-    p_explore.add_argument("--known-bugs", action="store_true",
-                           help="do not steer around known bugs (they may be found again)")
-    p_explore.add_argument("--out", type=Path, default=Path("artifacts") / "explore")
-    p_explore.add_argument("--found", type=Path, default=None, metavar="DIR",
-                           help="where a divergence's report goes (default reports/found)")
-    p_fuzz = sub.add_parser("fuzz", help="seeded random damage to images, mounted beside "
-                                         "their healthy twins, for a time budget")
-    _vm_options(p_fuzz)
-    p_fuzz.add_argument("--seed", type=int, default=None,
-                        help="random seed (default: from the clock, printed)")
-    p_fuzz.add_argument("--minutes", type=float, default=10.0, help="time budget")
-    p_fuzz.add_argument("--out", type=Path, default=Path("artifacts") / "fuzz")
-    p_fuzz.add_argument("--found", type=Path, default=None, metavar="DIR",
-                        help="where a find's report goes (default reports/found)")
-    p_stress = sub.add_parser("stress", help="parallel readers verifying every byte while "
-                                             "mounts churn, for a time budget")
-    _vm_options(p_stress)
-    p_stress.add_argument("--seed", type=int, default=None)
-    p_stress.add_argument("--minutes", type=float, default=10.0, help="time budget")
-    p_stress.add_argument("--readers", type=int, default=4, help="reader processes")
-    p_stress.add_argument("--out", type=Path, default=Path("artifacts") / "stress")
+    _campaign_parsers(sub)
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
@@ -187,32 +183,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explore(args: argparse.Namespace) -> int:
+def cmd_campaign(args: argparse.Namespace) -> int:
     import time
 
-    from harness.explore.run import run_explore
+    from harness.campaign.registry import campaign
+    from harness.campaign.runner import Settings, run_campaign
+    shared = {"kernel", "accel", "vm_memory", "vm_cpus", "vm_keep", "vm_restore", "seed",
+              "minutes", "out", "found", "campaign", "command", "verbose"}
+    own = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in shared})
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
-    return run_explore(args.kernel, _vm_config(args), seed=seed, steps=args.steps,
-                       minutes=args.minutes, out=args.out, known_bugs=args.known_bugs,
-                       found=args.found)
-
-
-def cmd_fuzz(args: argparse.Namespace) -> int:
-    import time
-
-    from harness.hostile.fuzz import run_fuzz
-    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
-    return run_fuzz(args.kernel, _vm_config(args), seed=seed, minutes=args.minutes,
-                    out=args.out, found=args.found)
-
-
-def cmd_stress(args: argparse.Namespace) -> int:
-    import time
-
-    from harness.hostile.stress import run_stress
-    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
-    return run_stress(args.kernel, _vm_config(args), seed=seed, minutes=args.minutes,
-                      readers=args.readers, out=args.out)
+    settings = Settings(kernel=args.kernel, vm=_vm_config(args), seed=seed,
+                        minutes=args.minutes, out=args.out, found=getattr(args, "found", None),
+                        options=own)
+    return run_campaign(campaign(args.campaign), settings)
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -303,8 +286,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
-            "repro": cmd_repro, "bisect": cmd_bisect, "explore": cmd_explore,
-            "fuzz": cmd_fuzz, "stress": cmd_stress, "coverage": cmd_coverage,
+            "repro": cmd_repro, "bisect": cmd_bisect, "coverage": cmd_coverage,
             "savings": cmd_savings}
 
 
@@ -314,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="harness: %(message)s")
     install_sigterm_cleanup()
     try:
+        if getattr(args, "campaign", None):
+            return cmd_campaign(args)
         return COMMANDS[args.command](args)
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)

@@ -28,7 +28,7 @@ from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, precondition, rule
 
 from harness.explore.driver import MAX_MOUNTS, Divergence, Driver, Step
-from harness.plugin.markers import release_tuple
+from harness.kernel.knownbugs import release_tuple
 
 OPTIONS = ("", "inode_share,domain_id=d1", "inode_share,domain_id=d2", "inode_share")
 READ_METHODS = ("read", "mmap_shared", "pread", "splice", "sendfile")

@@ -1,17 +1,16 @@
-"""`make explore`: boot the kernel, explore for a budget of steps and minutes, show progress,
-write the results (JSON) and, on a divergence, the shrunk sequence as reports/found/<id>.yaml.
-"""
+"""`make explore`: explore for a budget of steps and minutes, show progress, and on a
+divergence write the shrunk sequence as reports/found/<id>.yaml. A campaign: the runner
+(harness/campaign/runner.py) does the kernel, the guest, the JSON and the exit status."""
 
 from __future__ import annotations
 
-import json
-import sys
+import argparse
 import time
 from collections import Counter
-from pathlib import Path
 
+from harness.campaign.runner import Campaign, CampaignRun, Outcome, Progress, Verdict
 from harness.core.paths import CATALOG
-from harness.erofs.images import build_image, load_catalog
+from harness.erofs.images import BuiltImage, build_image, load_catalog
 from harness.erofs.tools import provide
 from harness.explore.driver import Driver
 from harness.explore.found import write_found
@@ -19,53 +18,56 @@ from harness.explore.machine import KNOWN_BUG_GUARDS, Budget, explore
 from harness.explore.pool import pool_names
 from harness.guest.handle import Guest
 from harness.guest.session import GuestSession
-from harness.pipeline import kernel_for, vm_for
-from harness.vm.machine import VMConfig, VMState
+from harness.kernel.kernel import Kernel
+from harness.vm.machine import VMState
 from harness.vm.splats import find_splats
-
-PROGRESS_EVERY = 10.0  # seconds between progress lines
 
 
 class _Progress:
-    def __init__(self) -> None:
-        self.last = 0.0
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
 
     def __call__(self, budget: Budget, stats: Counter[str]) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY:
-            return
-        self.last = now
-        elapsed = now - budget.started
-        rate = budget.done / elapsed if elapsed else 0.0
-        rules = " ".join(f"{rule}={count}" for rule, count in sorted(stats.items()))
-        print(f"explore: {budget.done} steps in {elapsed:.0f} s ({rate:.1f}/s); {rules}",
-              file=sys.stderr, flush=True)
+        def line() -> str:
+            elapsed = time.monotonic() - budget.started
+            rate = budget.done / elapsed if elapsed else 0.0
+            rules = " ".join(f"{rule}={count}" for rule, count in sorted(stats.items()))
+            return f"{budget.done} steps in {elapsed:.0f} s ({rate:.1f}/s); {rules}"
+        self.progress.tick(line)
 
 
-def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: int,
-                minutes: float, out: Path, known_bugs: bool, found: Path | None = None) -> int:
-    """0: no divergence within the budget; 1: a divergence, written as a found report (into
-    ``found``, by default reports/found)."""
-    kernel = kernel_for(kernel_spec)
-    catalog, tools = load_catalog(CATALOG), provide()
-    names = pool_names(kernel.features)
-    if not kernel.features.get("page_cache_share"):
-        print(f"explore: {kernel.describe()} has no EROFS page cache sharing", file=sys.stderr)
-        return 2
-    images = {name: build_image(catalog.image(name), tools) for name in names}
-    if not known_bugs:
-        for report, guard in KNOWN_BUG_GUARDS.items():
-            print(f"explore: steering around a known bug ({report}): {guard}",
-                  file=sys.stderr)
-    print(f"explore: seed {seed}, up to {steps} steps or {minutes:g} min on {kernel.spec} "
-          f"({kernel.release}); images: {', '.join(names)}", file=sys.stderr, flush=True)
-    with vm_for(kernel, config, name="explore", artifacts=out) as vm:
-        session = GuestSession(vm)
+class ExploreCampaign(Campaign):
+    name = "explore"
+    help = "random sequences of mounts, reads, mappings and unmounts checked against a model"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--steps", type=int, default=100000, help="step budget")
+        parser.add_argument("--known-bugs", action="store_true",
+                            help="do not steer around known bugs (they may be found again)")
+
+    def unmet(self, kernel: Kernel) -> str | None:
+        return None if kernel.features.get("page_cache_share") else \
+            "has no EROFS page cache sharing"
+
+    def prepare(self, run: CampaignRun) -> None:
+        catalog, tools = load_catalog(CATALOG), provide()
+        self.names = pool_names(run.kernel.features)
+        self.images: dict[str, BuiltImage] = {
+            name: build_image(catalog.image(name), tools) for name in self.names}
+        if not run.options.known_bugs:
+            for report, guard in KNOWN_BUG_GUARDS.items():
+                run.say(f"steering around a known bug ({report}): {guard}")
+        run.say(f"up to {run.options.steps} steps; images: {', '.join(self.names)}")
+
+    def run(self, run: CampaignRun, session: GuestSession) -> Outcome:
+        vm = session.vm
         guest = Guest(session, "explore")
         try:
-            with Driver(guest, images) as driver:
-                outcome = explore(driver, names, seed=seed, steps=steps, seconds=minutes * 60,
-                                  progress=_Progress(), known_bugs=known_bugs)
+            with Driver(guest, self.images) as driver:
+                outcome = explore(driver, self.names, seed=run.seed, steps=run.options.steps,
+                                  seconds=run.settings.minutes * 60,
+                                  progress=_Progress(run.progress),
+                                  known_bugs=run.options.known_bugs)
                 if outcome.failure is not None and not driver.alive():
                     # The probe only saw its connection go: the console has the kernel's words.
                     splats = find_splats(vm.console.since(0)) if vm.console else []
@@ -74,22 +76,19 @@ def run_explore(kernel_spec: str | None, config: VMConfig, *, seed: int, steps: 
         finally:
             if vm.state is VMState.RUNNING:
                 guest.cleanup()
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"kernel": kernel.spec, "release": kernel.release, **outcome.as_dict()}
-    (out / "explore.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"explore: {outcome.steps} steps, {outcome.sequences} sequences in "
-          f"{outcome.seconds:.0f} s ({outcome.steps_per_second:.1f} steps/s); rules: "
-          f"{dict(sorted(outcome.rules.items()))}; results in {out / 'explore.json'}",
-          file=sys.stderr)
-    if outcome.failure is None:
-        print(f"explore: no divergence from the model (seed {seed})", file=sys.stderr)
-        return 0
-    after_steps, after_seconds = outcome.found_after or (outcome.steps, outcome.seconds)
-    path = write_found(kernel.spec, seed, outcome.failure, outcome.shrunk or [], found,
-                       after_steps=after_steps, after_seconds=after_seconds)
-    print(f"explore: first diverged after {after_steps} steps, {after_seconds / 60:.1f} min "
-          f"(then shrinking)", file=sys.stderr)
-    print(f"explore: DIVERGENCE (seed {seed}): {outcome.failure}\n"
-          f"explore: shrunk to {len(outcome.shrunk or [])} steps: {path}\n"
-          f"explore: replay with: make repro REPORT={path}", file=sys.stderr)
-    return 1
+        lines = [f"{outcome.steps} steps, {outcome.sequences} sequences in "
+                 f"{outcome.seconds:.0f} s ({outcome.steps_per_second:.1f} steps/s); rules: "
+                 f"{dict(sorted(outcome.rules.items()))}"]
+        if outcome.failure is None:
+            lines.append(f"no divergence from the model (seed {run.seed})")
+            return Outcome(Verdict.CLEAN, outcome.as_dict(), lines)
+        after_steps, after_seconds = outcome.found_after or (outcome.steps, outcome.seconds)
+        path = write_found(run.kernel.spec, run.seed, outcome.failure, outcome.shrunk or [],
+                           run.settings.found, after_steps=after_steps,
+                           after_seconds=after_seconds)
+        lines += [f"first diverged after {after_steps} steps, {after_seconds / 60:.1f} min "
+                  f"(then shrinking)",
+                  f"DIVERGENCE (seed {run.seed}): {outcome.failure}",
+                  f"shrunk to {len(outcome.shrunk or [])} steps: {path}",
+                  f"replay with: make repro REPORT={path}"]
+        return Outcome(Verdict.FOUND, outcome.as_dict(), lines)

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from harness.core.errors import HarnessError
+from harness.guest.agent import Agent
 from harness.vm.machine import VM
 
 PROBE_SOURCE = Path(__file__).parent / "helpers" / "pcprobe.py"
-GUEST_PROBE = "/run/harness-pcprobe.py"
 TIMEOUT = 300.0
 T = TypeVar("T")
 
@@ -177,6 +177,14 @@ class MappingNames:
     give it (None: the note has no entry for the mapping)."""
     maps: str
     core: str | None
+
+
+@dataclass(frozen=True)
+class TreeCheck:
+    """What a mounted tree gave that its source did not (empty: every entry as built), and
+    how much was looked at (files, dirs, reads, bytes, ranges)."""
+    differences: list[str]
+    counts: dict[str, int]
 
 
 MemInfo = dict[str, int]  # /proc/meminfo in KiB, by field name
@@ -367,14 +375,35 @@ class Batch:
         (readahead(2)); returns once the file's residency has settled."""
         return self._add({"op": "hint", "path": path, "advice": advice}, _nothing)
 
+    def tree_check(self, root: str, entries: list[dict[str, Any]], methods: list[str]
+                   ) -> Pending[TreeCheck]:
+        """Every entry under ``root`` against what it should be (harness/guest/helpers/
+        treecheck.py says what is compared), in the order given: the differences."""
+        return self._add({"op": "tree_check", "root": root, "entries": entries,
+                          "methods": methods},
+                         lambda a: TreeCheck([str(d) for d in a["differences"]],
+                                             {str(k): int(v) for k, v in a["counts"].items()}))
+
+    def residencies(self, paths: list[str]) -> Pending[dict[str, Residency | str]]:
+        """mincore of each file without faulting pages in, or the error text."""
+        return self._add({"op": "residency", "paths": paths}, lambda a: {
+            str(k): (Residency(int(v[1]), int(v[0])) if isinstance(v, list) else str(v))
+            for k, v in a.items()})
+
+    def lookup(self, paths: list[str]) -> Pending[dict[str, str]]:
+        """lstat each path in this order (first lookups make the shared inodes): the error
+        text of each that failed."""
+        return self._add({"op": "lookup", "paths": paths},
+                         lambda a: {str(k): str(v) for k, v in a.items()})
+
 
 class _Server:
     """The probe running as a server in the guest."""
 
-    def __init__(self, vm: VM) -> None:
+    def __init__(self, vm: VM, agent: Agent) -> None:
         assert vm.ssh is not None
-        vm.run(f"cat > {GUEST_PROBE}", stdin=PROBE_SOURCE.read_bytes(), check=True)
-        self.channel = vm.ssh.open_stream(f"exec python3 {GUEST_PROBE} --serve", TIMEOUT)
+        self.channel = vm.ssh.open_stream(f"exec python3 {agent.path(PROBE_SOURCE)} --serve",
+                                          TIMEOUT)
         self.reader = self.channel.makefile("rb")
 
     def ask(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -394,13 +423,14 @@ class Probe:
     """The page cache probe of one guest. Its owner is the guest's GuestSession, so there is
     one server per guest however many tests and helpers ask."""
 
-    def __init__(self, vm: VM) -> None:
+    def __init__(self, vm: VM, agent: Agent) -> None:
         self.vm = vm
+        self.agent = agent  # uploads the probe and its helpers, once per guest
         self._server: _Server | None = None
 
     def _ask(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self._server is None or self._server.channel.closed:
-            self._server = _Server(self.vm)
+            self._server = _Server(self.vm, self.agent)
         try:
             with self.vm.waits.waiting("guest"):
                 return self._server.ask(ops)

@@ -11,6 +11,7 @@ import hashlib
 import shlex
 from pathlib import Path
 
+from harness.guest.agent import Agent
 from harness.guest.disks import KeptDisks
 from harness.guest.probe import Probe
 from harness.vm.machine import VM
@@ -21,7 +22,8 @@ UPLOADS = "/scratch/images"
 class GuestSession:
     def __init__(self, vm: VM) -> None:
         self.vm = vm
-        self.probe = Probe(vm)  # one probe server per guest
+        self.agent = Agent(vm)  # the helpers, uploaded once; long-running ones stream JSON
+        self.probe = Probe(vm, self.agent)  # one probe server per guest
         self.disks = KeptDisks(vm)  # read-only image disks between tests
         self._modules: set[str] = set()
         self._uploads: dict[Path, str] = {}  # host file -> its copy on the guest's scratch disk
@@ -44,6 +46,13 @@ class GuestSession:
             if self.probe.file_state(remote).read.sha256 != want:
                 changed.append(f"{local} -> {remote}")
         return changed
+
+    def discard(self, *locals_: Path) -> None:
+        """Remove the guest copies of these uploads (campaigns that make a new image per
+        example would otherwise fill the scratch disk); a later upload copies them again."""
+        remotes = [self._uploads.pop(local) for local in locals_ if local in self._uploads]
+        if remotes:
+            self.vm.run("rm -f " + " ".join(shlex.quote(r) for r in remotes), check=True)
 
     def upload(self, local: Path, name: str) -> str:
         """The guest path of ``local`` on the scratch disk, copied there once per guest."""

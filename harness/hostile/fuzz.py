@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -26,9 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from harness.core.errors import HarnessError
+from harness.campaign.found import known_finds, which_known
+from harness.campaign.runner import FOUND, Campaign, CampaignRun, Outcome, Verdict
+from harness.core.errors import HarnessError, ToolMissing
 from harness.core.names import SOURCES
-from harness.core.paths import CATALOG, PROJECT
+from harness.core.paths import CATALOG
 from harness.erofs.damage import Damage, random_damage
 from harness.erofs.images import BuiltImage, build_image, load_catalog
 from harness.erofs.layout import ImageLayout, image_layout
@@ -38,15 +38,11 @@ from harness.guest.mounts import Mounter
 from harness.guest.session import GuestSession
 from harness.hostile.trial import Trial, damaged_copy, run_trial
 from harness.kernel.kernel import Kernel
-from harness.pipeline import kernel_for, vm_for
-from harness.plugin.markers import known_bug_applies
-from harness.vm.machine import VM, VMConfig, VMState
+from harness.vm.machine import VM, VMState
 from harness.vm.splats import splats_seen
 
 IMAGES = ("hostile", "hostile-lz4")
-FOUND = PROJECT / "reports" / "found"
 REPLAY_TEST = "testcases/test_hostile_images.py::test_found_damage_replays"
-PROGRESS_EVERY = 10.0
 
 
 @dataclass
@@ -71,26 +67,6 @@ class FuzzOutcome:
                 "mounts_refused": self.refused, "read_errors": self.read_errors,
                 "twins_served_damaged_bytes": self.foreign, "kinds": dict(self.kinds),
                 "found": self.found, "known_bugs_again": dict(self.known)}
-
-
-def known_finds(kernel: Kernel, directory: Path = FOUND) -> dict[str, re.Pattern[str]]:
-    """The signatures of the known bugs earlier finds name (their ``known_bug:``) that apply
-    to ``kernel``, by report name."""
-    known: dict[str, re.Pattern[str]] = {}
-    for path in sorted(directory.glob("fuzz-*.yaml")):
-        bug = (yaml.safe_load(path.read_text()) or {}).get("known_bug")
-        if not bug:
-            continue
-        releases = [r.strip() for r in str(bug.get("releases") or "").split(",") if r.strip()]
-        if known_bug_applies(kernel.release, kernel.series, releases, bug.get("when_patched"),
-                             bug.get("unless_patched")):
-            known[path.stem] = re.compile(bug["signature"])
-    return known
-
-
-def which_known(problem: str, known: dict[str, re.Pattern[str]]) -> str | None:
-    """The report whose known bug ``problem`` is, if it carries one's signature."""
-    return next((name for name, signature in known.items() if signature.search(problem)), None)
 
 
 def found_id(kernel: str, image: str, damage: Damage, source: str, sharing: bool) -> str:
@@ -155,78 +131,73 @@ def _one(guest: Guest, vm: VM, healthy: BuiltImage, layout: ImageLayout, damage:
     return trial, problem
 
 
-def run_fuzz(kernel_spec: str | None, config: VMConfig, *, seed: int, minutes: float,
-             out: Path, found: Path | None = None) -> int:
-    """0: nothing found within the budget; 1: a find, written as a report (into ``found``,
-    by default reports/found)."""
-    kernel = kernel_for(kernel_spec)
-    catalog, tools = load_catalog(CATALOG), provide()
-    if tools.dump is None:
-        print("fuzz: dump.erofs is needed to map the images", file=sys.stderr)
-        return 2
-    sharing_ok = bool(kernel.features.get("page_cache_share"))
-    images = {name: build_image(catalog.image(name), tools) for name in IMAGES}
-    layouts = {name: image_layout(image, tools.dump) for name, image in images.items()}
-    rng = random.Random(seed)
-    outcome = FuzzOutcome(seed)
-    known = known_finds(kernel)
-    print(f"fuzz: seed {seed}, {minutes:g} min on {kernel.spec} ({kernel.release}); images: "
-          f"{', '.join(IMAGES)}; sharing {'on and off' if sharing_ok else 'off (no support)'}",
-          file=sys.stderr, flush=True)
-    started = last = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="erofs-fuzz.") as tmp, \
-            vm_for(kernel, config, name="fuzz", artifacts=out) as vm:
-        session = GuestSession(vm)
-        data = {name: image.path.read_bytes() for name, image in images.items()}
-        while time.monotonic() - started < minutes * 60:
-            name = rng.choice(IMAGES)
-            damage = random_damage(layouts[name], data[name], rng)
-            source = rng.choice(SOURCES)
-            sharing = sharing_ok and rng.random() < 0.75
-            guest = Guest(session, f"fuzz{outcome.trials}")
-            trial, problem = _one(guest, vm, images[name], layouts[name], damage, Path(tmp),
-                                  source, sharing)
-            outcome.trials += 1
-            outcome.kinds[damage.name.split(":")[1]] += 1
-            if trial is not None:
-                outcome.refused += not trial.mount_ok
-                outcome.read_errors += trial.read_errors
-                outcome.foreign += len(trial.foreign)
-            # The damaged copy is used once: keep the temporary directory small.
-            for stale in Path(tmp).glob("*.erofs"):
-                stale.unlink()
-            again = which_known(problem, known) if problem is not None else None
-            if again is not None and vm.state is VMState.RUNNING:
-                outcome.known[again] += 1
-                print(f"fuzz: trial {outcome.trials}: the known bug of {again} again "
-                      f"({damage.name}, {source}); going on", file=sys.stderr, flush=True)
-                continue
-            if problem is not None:
-                outcome.found, outcome.damage = problem, damage
-                outcome.image, outcome.source, outcome.sharing = name, source, sharing
-                break
-            now = time.monotonic()
-            if now - last >= PROGRESS_EVERY:
-                last = now
-                print(f"fuzz: {outcome.trials} trials in {now - started:.0f} s "
-                      f"({outcome.trials / (now - started):.2f}/s); refused {outcome.refused}, "
-                      f"read errors {outcome.read_errors}, twins served damaged bytes "
-                      f"{outcome.foreign}", file=sys.stderr, flush=True)
-    outcome.seconds = time.monotonic() - started
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fuzz.json").write_text(json.dumps({"kernel": kernel.spec, "release": kernel.release,
-                                               **outcome.as_dict()}, indent=2) + "\n")
-    again = ", ".join(f"{name} x{n}" for name, n in sorted(outcome.known.items()))
-    print(f"fuzz: {outcome.trials} trials in {outcome.seconds:.0f} s; refused "
-          f"{outcome.refused}, read errors {outcome.read_errors}, twins served damaged bytes "
-          f"{outcome.foreign}; known bugs again: {again or 'none'}; results in "
-          f"{out / 'fuzz.json'}", file=sys.stderr)
-    if outcome.found is None:
-        print(f"fuzz: nothing {'new ' if outcome.known else ''}found (seed {seed})",
-              file=sys.stderr)
-        return 0
-    path = write_found(kernel.spec, outcome, found or FOUND)
-    print(f"fuzz: FOUND (seed {seed}, trial {outcome.trials}): {outcome.found}\n"
-          f"fuzz: written to {path}\nfuzz: replay with: make repro REPORT={path}",
-          file=sys.stderr)
-    return 1
+class FuzzCampaign(Campaign):
+    name = "fuzz"
+    help = "seeded random damage to images, mounted beside their healthy twins"
+
+    def unmet(self, kernel: Kernel) -> str | None:
+        return None
+
+    def prepare(self, run: CampaignRun) -> None:
+        catalog, tools = load_catalog(CATALOG), provide()
+        if tools.dump is None:
+            raise ToolMissing("fuzz: dump.erofs is needed to map the images")
+        self.sharing_ok = bool(run.kernel.features.get("page_cache_share"))
+        self.images = {name: build_image(catalog.image(name), tools) for name in IMAGES}
+        self.layouts = {name: image_layout(image, tools.dump)
+                        for name, image in self.images.items()}
+        run.say(f"images: {', '.join(IMAGES)}; sharing "
+                f"{'on and off' if self.sharing_ok else 'off (no support)'}")
+
+    def run(self, run: CampaignRun, session: GuestSession) -> Outcome:
+        vm = session.vm
+        rng = random.Random(run.seed)
+        outcome = FuzzOutcome(run.seed)
+        known = known_finds(run.kernel, "fuzz")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="erofs-fuzz.") as tmp:
+            data = {name: image.path.read_bytes() for name, image in self.images.items()}
+            while run.time_left() > 0:
+                name = rng.choice(IMAGES)
+                damage = random_damage(self.layouts[name], data[name], rng)
+                source = rng.choice(SOURCES)
+                sharing = self.sharing_ok and rng.random() < 0.75
+                guest = Guest(session, f"fuzz{outcome.trials}")
+                trial, problem = _one(guest, vm, self.images[name], self.layouts[name],
+                                      damage, Path(tmp), source, sharing)
+                outcome.trials += 1
+                outcome.kinds[damage.name.split(":")[1]] += 1
+                if trial is not None:
+                    outcome.refused += not trial.mount_ok
+                    outcome.read_errors += trial.read_errors
+                    outcome.foreign += len(trial.foreign)
+                # The damaged copy is used once: keep the temporary directory small.
+                for stale in Path(tmp).glob("*.erofs"):
+                    stale.unlink()
+                again = which_known(problem, known) if problem is not None else None
+                if again is not None and vm.state is VMState.RUNNING:
+                    outcome.known[again] += 1
+                    run.say(f"trial {outcome.trials}: the known bug of {again} again "
+                            f"({damage.name}, {source}); going on")
+                    continue
+                if problem is not None:
+                    outcome.found, outcome.damage = problem, damage
+                    outcome.image, outcome.source, outcome.sharing = name, source, sharing
+                    break
+                run.progress.tick(lambda: (
+                    f"{outcome.trials} trials in {time.monotonic() - started:.0f} s "
+                    f"({outcome.trials / (time.monotonic() - started):.2f}/s); refused "
+                    f"{outcome.refused}, read errors {outcome.read_errors}, twins served "
+                    f"damaged bytes {outcome.foreign}"))
+        outcome.seconds = time.monotonic() - started
+        again = ", ".join(f"{name} x{n}" for name, n in sorted(outcome.known.items()))
+        lines = [f"{outcome.trials} trials in {outcome.seconds:.0f} s; refused "
+                 f"{outcome.refused}, read errors {outcome.read_errors}, twins served damaged "
+                 f"bytes {outcome.foreign}; known bugs again: {again or 'none'}"]
+        if outcome.found is None:
+            lines.append(f"nothing {'new ' if outcome.known else ''}found (seed {run.seed})")
+            return Outcome(Verdict.CLEAN, outcome.as_dict(), lines)
+        path = write_found(run.kernel.spec, outcome, run.settings.found or FOUND)
+        lines += [f"FOUND (seed {run.seed}, trial {outcome.trials}): {outcome.found}",
+                  f"written to {path}", f"replay with: make repro REPORT={path}"]
+        return Outcome(Verdict.FOUND, outcome.as_dict(), lines)

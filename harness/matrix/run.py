@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.campaign.registry import CAMPAIGNS, campaign
+from harness.campaign.runner import results_path
 from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
 from harness.core.yamlconf import Located, check_keys, load_yaml, where
@@ -31,7 +33,6 @@ from harness.kernel.spec import parse_kernel_spec
 
 OUTCOMES = {"passed", "failed", "skipped", "xfailed", "xpassed", "error"}
 # The time-boxed commands a matrix can run as cells, and the JSON each one writes.
-CAMPAIGNS = {"explore": "explore.json", "fuzz": "fuzz.json", "stress": "stress.json"}
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def cell_command(cell: Cell, out: Path) -> list[str]:
         argv = [sys.executable, "-m", "harness", cell.campaign, f"--kernel={cell.kernel}",
                 f"--accel={cell.accel}", f"--minutes={cell.minutes:g}",
                 f"--out={out / 'artifacts'}"]
-        return argv + ([f"--found={out / 'found'}"] if cell.campaign != "stress" else [])
+        return argv + ([f"--found={out / 'found'}"] if campaign(cell.campaign).finds else [])
     argv = [str(PROJECT / "scripts" / "pytest-nonempty"), sys.executable, "-m",
             "pytest", "testcases", f"--kernel={cell.kernel}", f"--accel={cell.accel}",
             f"--artifacts={out / 'artifacts'}", f"--junitxml={out / 'junit.xml'}",
@@ -210,7 +211,7 @@ def run_cell(matrix: Matrix, cell: Cell, root: Path) -> dict[str, Any]:
 
 def summarize_campaign(cell: Cell, out: Path, status: int, seconds: float) -> dict[str, Any]:
     """A campaign cell is as expected when its command found nothing (exit 0)."""
-    path = out / "artifacts" / CAMPAIGNS[cell.campaign]
+    path = results_path(cell.campaign, out / "artifacts")
     campaign = json.loads(path.read_text()) if path.is_file() else None
     found = sorted(str(p.relative_to(out)) for p in (out / "found").glob("*.yaml"))
     summary: dict[str, Any] = {"cell": asdict(cell), "exit": status,

@@ -12,13 +12,13 @@ from harness.core.errors import HarnessError
 from harness.core.names import safe_name
 from harness.core.signals import install_sigterm_cleanup
 from harness.kernel.kernel import Kernel
+from harness.kernel.knownbugs import release_tuple
 from harness.plugin.markers import (
     MARKERS,
     KnownBug,
     check_known_bug_mark,
     check_regression_mark,
     missing_requirements,
-    release_tuple,
     requirement_names,
 )
 from harness.plugin.reporter import SuiteReporter

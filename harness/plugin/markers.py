@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness.kernel.kernel import FEATURES, Kernel
+from harness.kernel.knownbugs import known_bug_applies, release_tuple
 
 MARKERS = [
     "requires_kernel(*needs, reason=None): skip, with the reason, unless the kernel under test "
@@ -96,21 +97,6 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
                     tuple(without))
 
 
-def known_bug_applies(release: str, series: tuple[str, ...], releases: list[str],
-                      when_patched: str | None, unless_patched: str | None) -> bool:
-    have = release_tuple(release)
-    for bound in releases:
-        op, version = re.match(r"(>=|<=|<|>|==)(.*)", bound).groups()  # type: ignore[union-attr]
-        want = release_tuple(version)
-        ok = {">=": have >= want, "<=": have[:len(want)] <= want, "<": have < want,
-              ">": have[:len(want)] > want, "==": have[:len(want)] == want}[op]
-        if not ok:
-            return False
-    if when_patched and not any(when_patched in s for s in series):
-        return False
-    return not (unless_patched and any(unless_patched in s for s in series))
-
-
 def requirement_names(mark: pytest.Mark, where: str) -> list[str]:
     if not mark.args:
         raise pytest.UsageError(f"{where}: @requires_kernel needs at least one feature or "
@@ -153,8 +139,3 @@ def check_regression_mark(mark: pytest.Mark, where: str) -> tuple[str, str, str 
     if fixed_in is not None and not re.fullmatch(r"\d+(\.\d+)*", str(fixed_in)):
         raise pytest.UsageError(f"{where}: @regression fixed_in={fixed_in!r} is not a version")
     return str(report), str(fix), fixed_in
-
-
-def release_tuple(release: str) -> tuple[int, ...]:
-    match = re.match(r"(\d+(?:\.\d+)*)", release)
-    return tuple(int(x) for x in match.group(1).split(".")) if match else ()

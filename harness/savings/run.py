@@ -12,7 +12,6 @@ no-sharing containers touched, each distinct content counted once.
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -22,14 +21,13 @@ from harness.core.errors import HarnessError
 from harness.erofs.tools import provide as provide_erofs
 from harness.guest.probe import PROBE_SOURCE
 from harness.guest.session import GuestSession
-from harness.pipeline import kernel_for, vm_for
+from harness.pipeline import kernel_for, open_guest
 from harness.savings import composefs, pairs, store
 from harness.savings.report import write_report
 from harness.vm.machine import VMConfig
 
 CONFIGS = ("erofs", "inode_share", "inode_share_buffered", "composefs", "overlay")
 CONTAINERS = (1, 2, 4, 8, 16)
-HELPERS = "/run/harness-helpers"
 HELPER_SOURCE = PROBE_SOURCE.parent / "savings.py"
 # The file every container opens first: time to its first byte is the cost to start.
 PROBE_FILE = "/usr/bin/python3.11"
@@ -91,18 +89,14 @@ def census_problems(pair: str, read_all: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _measure_pair(vm: Any, pair: pairs.PairSpec, disk: str, counts: tuple[int, ...],
+def _measure_pair(session: GuestSession, pair: pairs.PairSpec, disk: str, counts: tuple[int, ...],
                   configs: tuple[str, ...]) -> dict[str, Any]:
     cfg = {"pair": pair.name, "store": disk, "configs": list(configs),
            "containers": list(counts), "run": list(pair.run), "probe": PROBE_FILE}
-    assert vm.ssh is not None
-    channel = vm.ssh.open_stream(f"exec python3 {HELPERS}/savings.py "
-                                 f"{shlex.quote(json.dumps(cfg))}", 3600)
     out: dict[str, Any] = {"read_all": {}, "containers": {}, "errors": {}}
     started = time.monotonic()
     done = False
-    for raw in channel.makefile("rb"):
-        line = json.loads(raw)
+    for line in session.agent.stream(HELPER_SOURCE, [json.dumps(cfg)], 3600):
         kind = line.pop("kind")
         elapsed = time.monotonic() - started
         if kind == "done":
@@ -157,18 +151,15 @@ def run_savings(kernel_spec: str | None, out: Path, *, only: list[str] | None = 
                                "composefs": cfs_tools.version, "containers": list(counts),
                                "configs": list(configs), "pairs": {}}
     config = VMConfig(memory_mb=memory_mb, accel=accel, command_timeout=3600)
-    with vm_for(kernel, config, name="savings", artifacts=out) as vm:
-        session = GuestSession(vm)
+    with open_guest(kernel, config, name="savings", artifacts=out) as session:
+        vm = session.vm
         # composefs and plain overlayfs need overlayfs (a tree kernel may lack it).
         overlay = ("overlay",) if {"composefs", "overlay"} & set(configs) else ()
         session.need_modules("erofs", "loop", *overlay)
-        vm.run(f"mkdir -p {HELPERS}", check=True)
-        for source in (PROBE_SOURCE, HELPER_SOURCE):
-            vm.run(f"cat > {HELPERS}/{source.name}", stdin=source.read_bytes(), check=True)
         for spec, old, new, disk, same in prepared:
             attached = vm.attach_disk(disk.path, read_only=True)
             try:
-                measured = _measure_pair(vm, spec, attached.device, counts, configs)
+                measured = _measure_pair(session, spec, attached.device, counts, configs)
             finally:
                 vm.detach_disk(attached)
             ideal_containers = _ideal_containers(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.hostile.fuzz import FOUND, known_finds, which_known
+from harness.campaign.found import known_finds, which_known
+from harness.campaign.runner import FOUND
 from harness.kernel.kernel import Kernel
 
 PCLUSTER = ("healthy mount after the damaged one was read: data/plain (read(2)) gave "
@@ -19,18 +20,18 @@ def kernel(release: str, series: tuple[str, ...] = ()) -> Kernel:
 
 
 def test_the_shipped_finds_know_the_pcluster_reuse_on_debian_kernels_only_unfixed() -> None:
-    known = known_finds(kernel("7.3.4+deb13-cloud-amd64"), FOUND)
+    known = known_finds(kernel("7.3.4+deb13-cloud-amd64"), "fuzz", FOUND)
     assert which_known(PCLUSTER, known) is not None
     assert which_known("kernel report: BUG: KASAN: slab-use-after-free", known) is None
     fixed = known_finds(kernel("7.3.4", ("erofs: refuse to reuse a pcluster the map "
-                                         "describes differently",)), FOUND)
+                                         "describes differently",)), "fuzz", FOUND)
     assert which_known(PCLUSTER, fixed) is None  # on the fixed tree it is a find again
-    assert which_known(PCLUSTER, known_finds(kernel("6.12.117"), FOUND)) is None
+    assert which_known(PCLUSTER, known_finds(kernel("6.12.117"), "fuzz", FOUND)) is None
 
 
 def test_finds_without_a_known_bug_or_for_other_releases_are_not_known(tmp_path: Path) -> None:
     (tmp_path / "fuzz-a.yaml").write_text("title: no known bug here\n")
     (tmp_path / "fuzz-b.yaml").write_text(
         "known_bug: {reason: r, signature: 'gave [0-9a-f]+', releases: '==7.2'}\n")
-    assert known_finds(kernel("7.3.4"), tmp_path) == {}
-    assert set(known_finds(kernel("7.2.13"), tmp_path)) == {"fuzz-b"}
+    assert known_finds(kernel("7.3.4"), "fuzz", tmp_path) == {}
+    assert set(known_finds(kernel("7.2.13"), "fuzz", tmp_path)) == {"fuzz-b"}

@@ -16,9 +16,9 @@ LAYERS: list[set[str]] = [
     {"guestimage"},
     {"vm"},
     {"guest"},
-    {"pipeline", "results"},
+    {"pipeline", "results", "campaign"},
     {"plugin", "repro", "matrix", "bench", "explore", "hostile",
-     "coverage", "savings"},
+     "coverage", "savings", "layouts"},
     {"cli", "__main__"},
 ]
 

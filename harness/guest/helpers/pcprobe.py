@@ -1338,6 +1338,18 @@ def statvfs_free(path):
     return {"free": st.f_bfree * st.f_frsize}
 
 
+def _treecheck():
+    """The generated-layout checks (treecheck.py, uploaded beside this file)."""
+    if "treecheck" not in sys.modules:
+        import importlib.util
+        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "treecheck.py")
+        spec = importlib.util.spec_from_file_location("treecheck", where)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["treecheck"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["treecheck"]
+
+
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "mincore": lambda op: mincore(op["path"]),
@@ -1379,6 +1391,10 @@ OPS = {
                                                 op.get("deny", False),
                                                 op.get("mount_options")),
     "read_as": lambda op: read_as(op["path"], op["uid"], op.get("method", "read")),
+    "tree_check": lambda op: _treecheck().tree_check(op["root"], op["entries"],
+                                                     op.get("methods", ["read"])),
+    "residency": lambda op: _treecheck().residency(op["paths"]),
+    "lookup": lambda op: _treecheck().lookup(op["paths"]),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }

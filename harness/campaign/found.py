@@ -1,0 +1,39 @@
+"""Finds that are known bugs: a campaign that meets one again counts it and goes on, so that
+a nightly run is not ended each night by the bug it already reported.
+
+A find's report (``reports/found/<campaign>-<id>.yaml``) may carry ``known_bug:`` with a
+``signature`` (a regular expression over the failure text) and the kernels it applies to
+(``releases``, ``when_patched``, ``unless_patched``: the rule of the pytest marker).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from harness.campaign.runner import FOUND
+from harness.kernel.kernel import Kernel
+from harness.kernel.knownbugs import known_bug_applies
+
+
+def known_finds(kernel: Kernel, prefix: str, directory: Path = FOUND
+                ) -> dict[str, re.Pattern[str]]:
+    """The signatures of the known bugs that earlier finds of one campaign (reports named
+    ``<prefix>-*.yaml``) carry and that apply to ``kernel``, by report name."""
+    known: dict[str, re.Pattern[str]] = {}
+    for path in sorted(directory.glob(f"{prefix}-*.yaml")):
+        bug = (yaml.safe_load(path.read_text()) or {}).get("known_bug")
+        if not bug:
+            continue
+        releases = [r.strip() for r in str(bug.get("releases") or "").split(",") if r.strip()]
+        if known_bug_applies(kernel.release, kernel.series, releases, bug.get("when_patched"),
+                             bug.get("unless_patched")):
+            known[path.stem] = re.compile(bug["signature"])
+    return known
+
+
+def which_known(problem: str, known: dict[str, re.Pattern[str]]) -> str | None:
+    """The report whose known bug ``problem`` is, if it carries one's signature."""
+    return next((name for name, signature in known.items() if signature.search(problem)), None)

@@ -1,0 +1,172 @@
+"""One runner for every campaign.
+
+A campaign (``make explore``, ``make fuzz``, ``make stress``, ``make layouts``, ...) is a
+small declaration: its name, its own command-line options, what it needs from the kernel,
+the host work done before a guest exists (images), and ``run(run, session) -> Outcome``.
+Everything around that is the same for all of them and lives here, once:
+
+- the kernel and its guest image (``pipeline.prepare``), and the campaign's requirements,
+  checked before anything boots: an unmet one is no verdict (exit 2) with the reason;
+- the seed, drawn from the clock when none was given and printed first, so any run can be
+  replayed;
+- the guest (``pipeline.open_guest``), stopped however the campaign ends;
+- the results JSON (``<out>/<name>.json``: kernel, seed, budget, verdict, and the
+  campaign's own figures), the summary lines and the exit status: 0 nothing found,
+  1 a finding, 2 no verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.core.paths import PROJECT
+from harness.guest.session import GuestSession
+from harness.kernel.kernel import Kernel
+from harness.pipeline import Prepared, open_guest, prepare
+from harness.vm.machine import VMConfig
+
+FOUND = PROJECT / "reports" / "found"
+PROGRESS_EVERY = 10.0  # seconds between progress lines
+
+
+class Verdict(IntEnum):
+    """A campaign's answer, which is also its exit status."""
+    CLEAN = 0  # nothing found within the budget
+    FOUND = 1  # a finding, written as a report
+    NO_VERDICT = 2  # the campaign could not run (a requirement unmet, an error)
+
+
+@dataclass
+class Outcome:
+    verdict: Verdict
+    results: dict[str, Any] = field(default_factory=dict)  # the campaign's figures, as JSON
+    lines: list[str] = field(default_factory=list)  # the summary, printed last
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every campaign takes from the command line; ``options`` holds its own."""
+    kernel: str | None
+    vm: VMConfig
+    seed: int
+    minutes: float
+    out: Path
+    found: Path | None = None  # where findings go (None: the campaign's default)
+    options: argparse.Namespace = field(default_factory=argparse.Namespace)
+
+
+class Progress:
+    """Prints a line at most every ``every`` seconds; the line is only made when due."""
+
+    def __init__(self, say: Callable[[str], None], every: float = PROGRESS_EVERY) -> None:
+        self.say = say
+        self.every = every
+        self.last = time.monotonic()
+
+    def tick(self, line: Callable[[], str], force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            self.say(line())
+
+
+@dataclass
+class CampaignRun:
+    """One run of a campaign: its settings, the kernel, the clock, and its voice."""
+    name: str
+    settings: Settings
+    kernel: Kernel
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(self.say)
+
+    def say(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            print(f"{self.name}: {line}", file=sys.stderr, flush=True)
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    @property
+    def options(self) -> argparse.Namespace:
+        return self.settings.options
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def time_left(self) -> float:
+        return self.settings.minutes * 60 - self.elapsed()
+
+
+class Campaign(ABC):
+    """A campaign declaration. Subclasses set ``name`` and ``help`` and write ``run``."""
+    name: ClassVar[str]
+    help: ClassVar[str]
+    minutes: ClassVar[float] = 10.0  # the default time budget
+    memory_mb: ClassVar[int | None] = None  # a guest memory other than the VM default
+    finds: ClassVar[bool] = True  # writes its findings as reports (takes --found)
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        """The campaign's own options (the shared ones are declared by the CLI)."""
+        return None
+
+    def unmet(self, kernel: Kernel) -> str | None:
+        """Why this kernel cannot run the campaign, or None."""
+        return None
+
+    def prepare(self, run: CampaignRun) -> None:
+        """Host work before the guest boots (building images)."""
+        return None
+
+    @abstractmethod
+    def run(self, run: CampaignRun, session: GuestSession) -> Outcome:
+        """The campaign itself, in the booted guest."""
+
+
+def results_path(name: str, out: Path) -> Path:
+    return out / f"{name}.json"
+
+
+def run_campaign(campaign: Campaign, settings: Settings, *,
+                 prepare_: Callable[[str | None], Prepared] = prepare,
+                 open_guest_: Callable[..., AbstractContextManager[GuestSession]] = open_guest
+                 ) -> int:
+    """Carry out ``campaign``: its exit status (Verdict). ``prepare_`` and ``open_guest_``
+    are the pipeline's (the unit tests put fakes there)."""
+    prepared = prepare_(settings.kernel)
+    kernel = prepared.kernel
+    run = CampaignRun(campaign.name, settings, kernel)
+    head = {"campaign": campaign.name, "kernel": kernel.spec, "release": kernel.release,
+            "seed": settings.seed, "minutes": settings.minutes}
+    reason = campaign.unmet(kernel)
+    if reason is not None:
+        run.say(f"{kernel.describe()}: {reason}")
+        outcome = Outcome(Verdict.NO_VERDICT, {"unmet": reason})
+    else:
+        campaign.prepare(run)
+        run.say(f"seed {settings.seed}, {settings.minutes:g} min on {kernel.spec} "
+                f"({kernel.release})")
+        with open_guest_(prepared, settings.vm, name=campaign.name,
+                         artifacts=settings.out) as session:
+            outcome = campaign.run(run, session)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    path = results_path(campaign.name, settings.out)
+    path.write_text(json.dumps({**head, "verdict": outcome.verdict.name.lower(),
+                                "seconds": round(run.elapsed(), 1), **outcome.results},
+                               indent=2) + "\n")
+    for line in outcome.lines:
+        run.say(line)
+    run.say(f"results in {path}")
+    return int(outcome.verdict)

@@ -1,0 +1,217 @@
+"""One generated example in the guest: both images on every source (loop, file-backed,
+virtio), first plain and then sharing one domain, each mount checked against its tree and
+the twins' residency against the sharing model.
+
+A phase, in few round trips:
+1. mount every image on every source (a refusal whose kernel words say the image needs
+   what this kernel lacks is a skip with those words; any other refusal is a finding);
+2. look up every path of every mount in a fixed order (that order decides which file of
+   a fingerprint group makes the shared inode);
+3. read every file of one mount, the reader, through the example's read methods and
+   ranges, and at once ask mincore for every file of every other mount: resident exactly
+   when the model says it reads from a cache the reader filled, else not at all;
+4. check every other mount against its tree, and the mount table's ``inode_share``
+   against what is in effect; unmount.
+Between examples each phase has a domain of its own, so nothing carries over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.core.errors import HarnessError
+from harness.core.names import SOURCES
+from harness.guest.handle import Guest
+from harness.guest.mounts import Mount, Mounter
+from harness.guest.probe import Residency
+from harness.layouts.build import Built, fingerprint_of
+from harness.layouts.model import FileSide, MountSide, resident_after_reading
+from harness.layouts.trees import Tree, expectations
+
+# A refusal the kernel explains as something it lacks: the image is fine, the kernel cannot
+# read it (a decompressor not built, a feature it does not know). Matched on its words.
+UNSUPPORTED = re.compile(r"unsupported|not supported|isn't supported|unknown feature|"
+                         r"compressor.*not available|not enabled|is not compiled",
+                         re.IGNORECASE)
+BACKING = {"loop": "block", "block": "block", "file": "file"}
+PAGE = 4096
+PARTIAL_PAGE = "file-backed image ending inside a page"
+
+
+@dataclass(frozen=True)
+class Example:
+    """What hypothesis drew: two trees (the second the same, or overlapping), a layout
+    for each, the ranges to read of each file, the read methods, which mount reads first,
+    and whether the second image's mounts sit in another domain."""
+    tree_a: Tree
+    layout_a: Any  # harness.layouts.mkfs.Layout
+    tree_b: Tree
+    layout_b: Any
+    cuts_a: dict[str, list[tuple[int, int]]]
+    cuts_b: dict[str, list[tuple[int, int]]]
+    methods: tuple[str, ...]
+    reader: int  # index into the phase's mounts
+    other_domain: bool
+
+
+@dataclass
+class ExampleResult:
+    problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # mounts the kernel cannot read, why
+    counts: dict[str, int] = field(default_factory=dict)
+    mounts: int = 0
+
+    def add(self, counts: dict[str, int]) -> None:
+        for key, value in counts.items():
+            self.counts[key] = self.counts.get(key, 0) + value
+
+
+def _entries(built: Built, cuts: dict[str, list[tuple[int, int]]]) -> list[dict[str, Any]]:
+    """The tree's expectations, plus the fingerprint xattr where mkfs wrote one under a
+    name readers can see (the default name is in no xattr namespace, so it never shows)."""
+    entries = expectations(built.tree, cuts)
+    name = built.layout.fingerprint
+    if built.fingerprinted and isinstance(name, str):
+        for entry in entries:
+            if entry["kind"] == "file" and entry["size"] > 0:
+                node = built.tree.node(entry["path"])
+                real = node.target if node.kind == "hardlink" else node.path
+                entry["xattrs"][name] = fingerprint_of(built.tree, real).hex()
+    return entries
+
+
+def _side(mount_name: str, source: str, sharing: bool, domain: str, built: Built
+          ) -> MountSide:
+    files = []
+    for node in built.tree.nodes:
+        if node.kind not in ("file", "hardlink"):
+            continue
+        facts = built.files[node.path]
+        real = node.target if node.kind == "hardlink" else node.path
+        fingerprint = fingerprint_of(built.tree, real) \
+            if built.fingerprinted and facts.size > 0 else None
+        files.append(FileSide(node.path, facts.nid, facts.size, facts.compressed, fingerprint))
+    return MountSide(mount_name, BACKING[source], sharing and built.fingerprinted, domain,
+                     tuple(files))
+
+
+def _describe(mount: Mount, built: Built) -> str:
+    assert built.image is not None
+    files = [built.image.path, *([built.image.blob] if built.image.blob else [])]
+    sizes = ", ".join(f"{f.name} {f.stat().st_size} bytes"
+                      f"{' (ends inside a page)' if f.stat().st_size % 4096 else ''}"
+                      for f in files)
+    return (f"{mount.source_kind} -o {mount.result.options or '(none)'}: "
+            f"{mount.result.errname} (errno {mount.result.errno}); kernel said: "
+            f"{' | '.join(mount.result.kmsg) or 'nothing'}; {sizes}")
+
+
+def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool,
+              domain: str, result: ExampleResult) -> None:
+    probe = guest.session.probe
+    mounter = Mounter(guest)
+    cuts = {images[0].name: example.cuts_a, images[-1].name: example.cuts_b}
+    phase = "sharing" if sharing else "plain"
+    mounted: list[tuple[str, Mount, Built, MountSide]] = []
+    partial: set[str] = set()  # file-backed mounts of an image that ends inside a page
+
+    def problem(name: str, text: str) -> None:
+        """A problem line: phase, mount, what; with the one fact a known bug of file-backed
+        mounts turns on (reports/fileio-partial-meta-page.yaml)."""
+        note = f" [{PARTIAL_PAGE}]" if name in partial else ""
+        result.problems.append(f"{phase}: {name}: {text}{note}")
+
+    for built in images:
+        assert built.image is not None
+        dom = domain + ("x" if example.other_domain and built is images[-1] else "")
+        options = f"inode_share,domain_id={dom}" if sharing else ""
+        for source in SOURCES:
+            name = f"{built.name}-{source}"
+            if source == "file" and built.image.path.stat().st_size % PAGE:
+                partial.add(name)
+            mount = mounter.attempt(built.image, options, source)
+            result.mounts += 1
+            if not mount.result.ok:
+                words = " | ".join(mount.result.kmsg)
+                if UNSUPPORTED.search(words):
+                    result.skipped.append(f"{name} ({phase}): {words}")
+                else:
+                    problem(name, f"the kernel refused the mount of an image erofs-utils "
+                                  f"accepts: {_describe(mount, built)}")
+                continue
+            mounted.append((name, mount, built, _side(name, source, sharing, dom, built)))
+    if not mounted:
+        return
+    reader = mounted[example.reader % len(mounted)]
+    sides = [side for *_, side in mounted]
+    expected = resident_after_reading(reader[0], sides)
+    paths = {name: [m.path(e["path"]) if e["path"] else m.target
+                    for e in _entries(b, cuts[b.name])] for name, m, b, _ in mounted}
+    with probe.batch() as batch:
+        looked = batch.lookup([p for name, *_ in mounted for p in paths[name]])
+    owner = {p: (name, m) for name, m, *_ in mounted for p in paths[name]}
+    for path, error in looked.value.items():
+        name, m = owner[path]
+        problem(name, f"lookup {path[len(m.target) + 1:] or '/'}: {error}")
+    others = [(name, m, b) for name, m, b, _ in mounted if name != reader[0]]
+    files_of = {name: [n.path for n in b.tree.nodes if n.kind in ("file", "hardlink")]
+                for name, _, b, _ in mounted}
+    with probe.batch() as batch:
+        first = batch.tree_check(reader[1].target, _entries(reader[2], cuts[reader[2].name]),
+                                 list(example.methods))
+        resident = batch.residencies([m.path(p) for name, m, _ in others
+                                      for p in files_of[name]])
+    for line in first.value.differences:
+        problem(reader[0], line)
+    result.add(first.value.counts)
+    for name, m, _ in others:
+        for rel in files_of[name]:
+            got = resident.value[m.path(rel)]
+            want = expected[(name, rel)]
+            if isinstance(got, str):
+                problem(name, f"{rel}: mincore: {got}")
+            elif not _as_expected(got, want):
+                problem(name, f"{rel}: {got} after reading every file of {reader[0]}; the "
+                              f"model says {'all' if want else 'none'} (it "
+                              f"{'shares' if want else 'does not share'} a cache with a file "
+                              f"of {reader[0]})")
+    with probe.batch() as batch:
+        checks = {name: batch.tree_check(m.target, _entries(b, cuts[b.name]),
+                                         list(example.methods)) for name, m, b in others}
+        table = batch.erofs_mounts(guest.workdir)
+    for name, pending in checks.items():
+        for line in pending.value.differences:
+            problem(name, line)
+        result.add(pending.value.counts)
+    for name, mount, built, side in mounted:
+        shown = "inode_share" in table.value.get(mount.target, [])
+        if shown != side.sharing:
+            problem(name, f"/proc/mounts shows it {'with' if shown else 'without'} "
+                          f"inode_share; in effect: {'yes' if side.sharing else 'no'} (asked: "
+                          f"{'yes' if sharing else 'no'}, fingerprints: "
+                          f"{'yes' if built.fingerprinted else 'no'})")
+    with probe.batch() as batch:
+        gone = [batch.umount(m.target, settle=False) for _, m, _, _ in mounted]
+    for (name, *_), answer in zip(mounted, gone, strict=True):
+        if not answer.value.ok:
+            problem(name, f"umount: {answer.value.errname}")
+    mounter.mounted.clear()
+
+
+def _as_expected(got: Residency, want: bool) -> bool:
+    return got.resident == got.pages if want else got.resident == 0
+
+
+def check_example(guest: Guest, images: list[Built], example: Example, domain: str,
+                  sharing_ok: bool) -> ExampleResult:
+    """Both phases of one example; the guest's clean-up is the caller's."""
+    result = ExampleResult()
+    try:
+        run_phase(guest, images, example, False, domain, result)
+        if sharing_ok:
+            run_phase(guest, images, example, True, domain, result)
+    except HarnessError as exc:
+        result.problems.append(f"the check broke off: {exc}")
+    return result

@@ -1,0 +1,128 @@
+"""A layout finding as a report: ``reports/found/layout-<id>.yaml``.
+
+It carries everything to build the example again: the trees (as the segments the harness
+makes them from, and as a base64 tar.gz with a shell script, so a reader can rebuild the
+images with nothing but tar and mkfs.erofs), each layout, the exact mkfs.erofs command,
+the read ranges and methods, and the failure. ``make repro`` replays it through
+``testcases/test_generated_layouts.py::test_found_layout_replays``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.kernel.spec import TreeSpec, parse_kernel_spec
+from harness.layouts.check import Example
+from harness.layouts.mkfs import Layout
+from harness.layouts.trees import Tree, write_tar, write_tree
+
+REPLAY_TEST = "testcases/test_generated_layouts.py::test_found_layout_replays"
+INLINE_TAR_LIMIT = 256 << 10  # bytes of base64 a report carries its trees in
+
+
+def example_dict(example: Example) -> dict[str, Any]:
+    return {"tree_a": example.tree_a.as_dict(), "layout_a": example.layout_a.as_dict(),
+            "tree_b": example.tree_b.as_dict(), "layout_b": example.layout_b.as_dict(),
+            "cuts_a": {k: [list(c) for c in v] for k, v in example.cuts_a.items()},
+            "cuts_b": {k: [list(c) for c in v] for k, v in example.cuts_b.items()},
+            "methods": list(example.methods), "reader": example.reader,
+            "other_domain": example.other_domain}
+
+
+def example_from_dict(raw: dict[str, Any]) -> Example:
+    def cuts(value: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
+        return {str(k): [(int(a), int(b)) for a, b in v] for k, v in (value or {}).items()}
+    return Example(Tree.from_dict(raw["tree_a"]), Layout.from_dict(raw["layout_a"]),
+                   Tree.from_dict(raw["tree_b"]), Layout.from_dict(raw["layout_b"]),
+                   cuts(raw.get("cuts_a", {})), cuts(raw.get("cuts_b", {})),
+                   tuple(raw["methods"]), int(raw["reader"]), bool(raw["other_domain"]))
+
+
+def _tar_b64(tree: Tree, tar_mode: bool) -> str | None:
+    """The tree as base64 of a tar.gz (None when too big to carry)."""
+    with tempfile.TemporaryDirectory(prefix="layout-report.") as tmp:
+        root = Path(tmp) / "tree"
+        root.mkdir()
+        write_tree(tree, root)
+        raw = io.BytesIO()
+        if tar_mode:  # the very tar mkfs read, gzipped
+            write_tar(tree, root, Path(tmp) / "t.tar")
+            with tarfile.open(fileobj=raw, mode="w:gz") as gz:
+                gz.add(Path(tmp) / "t.tar", arcname="tree.tar")
+        else:
+            with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as gz:
+                for entry in sorted(root.iterdir()):
+                    gz.add(entry, arcname=entry.name)
+        text = base64.b64encode(raw.getvalue()).decode()
+    return text if len(text) <= INLINE_TAR_LIMIT else None
+
+
+def _rebuild(name: str, layout: Layout, encoded: str | None) -> str:
+    """A shell script that makes the image again with tar and mkfs.erofs alone."""
+    args = " ".join(layout.argv(Path("hints") if layout.hints else None,
+                                Path("blob.img") if layout.blobdev else None))
+    lines = [f"# image {name}: run in an empty directory"]
+    if encoded is None:
+        lines.append("# (the tree is too big to carry here: make it with the harness)")
+    else:
+        lines.append(f"base64 -d > tree.tgz <<'EOF'\n{encoded}\nEOF")
+        lines.append("mkdir tree && tar xzpf tree.tgz -C tree --xattrs --xattrs-include='*'"
+                     if not layout.tar else "tar xzf tree.tgz")
+    if layout.hints:
+        lines.append("printf '%s\\n' " + " ".join(f"'{h.line()}'" for h in layout.hints)
+                     + " > hints")
+    source = "tree.tar" if layout.tar else "tree"
+    lines.append(f"mkfs.erofs {args} -T0 image.erofs {source}")
+    return "\n".join(lines) + "\n"
+
+
+def found_id(kernel: str, example: Example, failure: str) -> str:
+    blob = json.dumps([kernel, example_dict(example), failure.splitlines()[0]],
+                      sort_keys=True)
+    return f"layout-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def write_found(kernel: str, seed: int, example: Example, failure: str, directory: Path,
+                *, examples: int, seconds: float, shrunk: bool) -> Path:
+    """Write the report (into ``directory``; a patched tree's finds are mutation finds)."""
+    spec = parse_kernel_spec(kernel)
+    if isinstance(spec, TreeSpec) and spec.patches is not None and \
+            directory.name == "found" and directory.parent.name == "reports":
+        directory = directory.parent / "mutations" / "layouts"
+    ident = found_id(kernel, example, failure)
+    report = {
+        "title": f"layouts: {failure.splitlines()[0][:150]}",
+        "reported": f"make layouts KERNEL={kernel} SEED={seed} (after {examples} examples, "
+                    f"{seconds / 60:.1f} min{', shrunk' if shrunk else ', not shrunk'})",
+        "kernel": kernel,
+        "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 900},
+        "bug": {"test_fails": True},
+        "expect_verdicts": {"base": "reproduced"},
+        "layout": {**example_dict(example), "failure": failure},
+        "rebuild": {"a": _rebuild("a", example.layout_a,
+                                  _tar_b64(example.tree_a, bool(example.layout_a.tar))),
+                    "b": _rebuild("b", example.layout_b,
+                                  _tar_b64(example.tree_b, bool(example.layout_b.tar)))},
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{ident}.yaml"
+    path.write_text("# Found by `make layouts`: two images of a generated tree, mounted on "
+                    "every source,\n# plain and sharing. `make repro REPORT=<this file>` "
+                    "replays it; rebuild: has\n# the shell commands that make the images "
+                    "without the harness.\n"
+                    + yaml.safe_dump(report, sort_keys=False, width=100))
+    return path
+
+
+def load_found(path: Path) -> tuple[Example, str]:
+    raw = yaml.safe_load(path.read_text())["layout"]
+    return example_from_dict(raw), str(raw.get("failure", ""))

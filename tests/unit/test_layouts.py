@@ -1,0 +1,124 @@
+"""The generated-layouts campaign's parts that need no guest: the sharing model, what makes
+two failures the same, layouts and trees as report data, and the tree oracle."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.layouts.mkfs import Algorithm, Hint, Layout, all_options, layouts
+from harness.layouts.model import FileSide, MountSide, caches, resident_after_reading
+from harness.layouts.search import signature
+from harness.layouts.trees import Node, Segment, Tree, expectations, trees, write_tree
+
+FP = b"sha256:" + bytes(32)
+
+
+def side(name: str, backing: str, sharing: bool, domain: str = "d",
+         *files: FileSide) -> MountSide:
+    return MountSide(name, backing, sharing, domain, files)
+
+
+def plain(path: str, nid: int = 1, size: int = 8192, fp: bytes | None = FP) -> FileSide:
+    return FileSide(path, nid, size, False, fp)
+
+
+def test_twins_share_only_with_sharing_on_the_same_backing_and_domain() -> None:
+    mounts = [side("a-loop", "block", True, "d", plain("f")),
+              side("b-block", "block", True, "d", plain("g", 7)),
+              side("b-file", "file", True, "d", plain("g", 7)),
+              side("c-loop", "block", True, "e", plain("f")),
+              side("d-loop", "block", False, "d", plain("f"))]
+    got = resident_after_reading("a-loop", mounts)
+    assert got == {("b-block", "g"): True, ("b-file", "g"): False, ("c-loop", "f"): False,
+                   ("d-loop", "f"): False}
+
+
+def test_the_first_file_looked_up_decides_the_shared_inode() -> None:
+    """A compressed file looked up first makes the shared inode compressed: the plain
+    twins after it are refused and keep caches of their own."""
+    zipped = FileSide("z", 3, 8192, True, FP)
+    mounts = [side("a", "block", True, "d", zipped), side("b", "block", True, "d", plain("p")),
+              side("c", "block", True, "d", plain("p"))]
+    keys = caches(mounts)
+    assert keys[("b", "p")] != keys[("c", "p")]
+    assert keys[("a", "z")][0] == "shared"
+
+
+def test_hard_links_of_one_mount_are_one_cache_and_empty_files_never_share() -> None:
+    mounts = [side("a", "block", True, "d", plain("x", 5, fp=None), plain("y", 5, fp=None),
+                   plain("e", 6, size=0))]
+    keys = caches(mounts)
+    assert keys[("a", "x")] == keys[("a", "y")]
+    assert keys[("a", "e")][0] == "private"
+
+
+def test_a_failure_is_known_again_by_its_kind_not_its_paths() -> None:
+    one = ["plain: a-file: lookup dir/x: Input/output error (errno 5)"]
+    two = ["plain: b-file: lookup other/long-name: Input/output error (errno 5)"]
+    assert signature(one) == signature(two)
+    wrong = ["sharing: a-loop: f: pread: 10 bytes 0123456789abcdef, want 10 bytes fedcba"]
+    assert signature(wrong) == "sharing: <loop>: pread: N bytes <hash>, want N bytes fedcba"
+    splat = "kernel report: WARNING: fs/iomap/buffered-io.c:700 at iomap_readahead"
+    # A warning fires once per boot: a replay cannot show it again, the bytes can.
+    assert signature([splat, *wrong]) == signature(wrong)
+    assert signature([splat]).startswith("kernel report")
+
+
+@settings(max_examples=60, suppress_health_check=list(HealthCheck), deadline=None)
+@given(st.data())
+def test_layouts_survive_a_report_round_trip(data: st.DataObject) -> None:
+    layout = data.draw(layouts(["a/b", "c"]))
+    again = Layout.from_dict(layout.as_dict())
+    assert again == layout
+    assert set(layout.exercised()) <= set(all_options())
+
+
+def test_a_layout_renders_the_options_mkfs_takes() -> None:
+    layout = Layout(block_size=1024, compress=(Algorithm("lzma", 109, 65536), Algorithm("lz4")),
+                    pcluster=16384, extended=("fragments", "ztailpacking"), fragments_size=8192,
+                    metadata="4096:lz4", hints=(Hint(16384, "c", 1),), tar="i",
+                    fingerprint="user.fp", metadata_zone="")
+    argv = layout.argv(Path("h"), None)
+    assert argv == ["--xattr-inode-digest=user.fp", "-b1024", "-zlzma,level=109,dictsize=65536:lz4",
+                    "-C16384", "-Efragments=8192,ztailpacking", "-m4096:lz4", "--MZ",
+                    "--compress-hints=h", "--tar=i"]
+    with pytest.raises(ValueError, match="unknown layout keys"):
+        Layout.from_dict({"block_sise": 1024})
+
+
+def test_segments_make_the_bytes_they_say() -> None:
+    node = Node("f", "file", (Segment("zeros", 3), Segment("repeat", 5, 2), Segment("hole", 2)))
+    data = node.data()
+    assert len(data) == 10 and data[:3] == bytes(3) and data[-2:] == bytes(2)
+    assert Segment("random", 100, 1).data() == Segment("random", 100, 1).data()
+    assert Segment("random", 100, 1).data() != Segment("random", 100, 2).data()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tree writer sets owners (root only)")
+def test_the_oracle_describes_the_tree_as_written(tmp_path: Path) -> None:
+    tree = Tree((Node("", "dir"), Node("d", "dir", mode=0o700),
+                 Node("d/f", "file", (Segment("text", 5000, 1),), mode=0o600, uid=7,
+                      xattrs=(("user.k", b"v"),)),
+                 Node("h", "hardlink", target="d/f"), Node("l", "symlink", target="d/f")))
+    write_tree(tree, tmp_path)
+    want = {e["path"]: e for e in expectations(tree, {"d/f": [(4095, 2)]})}
+    data = (tmp_path / "d/f").read_bytes()
+    assert want["d/f"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert want["d/f"]["nlink"] == 2 == os.stat(tmp_path / "h").st_nlink
+    assert want["d/f"]["ranges"] == [[4095, 2, hashlib.sha256(data[4095:4097]).hexdigest()]]
+    assert want["h"]["mode"] == 0o600 and want["d"]["children"] == ["f"]
+    assert want[""]["children"] == ["d", "h", "l"]
+    assert os.readlink(tmp_path / "l") == want["l"]["target"]
+    assert os.getxattr(tmp_path / "d/f", "user.k") == b"v"
+
+
+@settings(max_examples=25, suppress_health_check=list(HealthCheck), deadline=None)
+@given(trees())
+def test_generated_trees_survive_a_report_round_trip(tree: Tree) -> None:
+    assert Tree.from_dict(tree.as_dict()) == tree
