@@ -3,12 +3,23 @@ fingerprinted variants share with a differently built image of the same contents
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, mount_twins, read_and_look, read_then_mincore, twin_of
+from conftest import (
+    BIG,
+    PARTIAL_META_PAGE_BUG,
+    SHARE,
+    mount_twins,
+    read_and_look,
+    read_then_mincore,
+    twin_of,
+)
 from harness.erofs.images import BuiltImage
+from harness.erofs.tools import ErofsUtils
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe, Residency
 
@@ -100,3 +111,58 @@ def test_compressed_and_uncompressed_images_do_not_share(erofs_image: Images, so
     other = _other_side(pagecache, mount, erofs_image(compressed), erofs_image("renamed"),
                         source)
     assert other.resident == 0, f"{compressed} vs renamed: {other}"
+
+
+# Found by make layouts (reports/ishare-subpage-tail.yaml): a shared inode keeps the ishare
+# pseudo filesystem's block size (a page), so iomap keeps no per-block state for a page
+# that holds both mapped blocks and tail-packed data of an image with smaller blocks, and
+# puts the tail into the next page.
+SUBPAGE_TAIL_BUG = dict(
+    reason="a shared inode reads with the page as its block size: the tail-packed data of an "
+           "image with smaller blocks lands in the wrong page (reports/ishare-subpage-tail.yaml)",
+    signature=r"wrong bytes in \[", releases=">=7.0",
+    unless_patched="keep the block size of the real inode in its shared inode",
+    params=["loop-sharing-*", "block-sharing-*"])
+TAILS = ["five-thousand", "six-thousand", "ten-k-plus-1", "big-tail", "page-aligned-tail"]
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.known_bug(**SUBPAGE_TAIL_BUG)
+@pytest.mark.known_bug(**PARTIAL_META_PAGE_BUG, params=["file-*"])
+@pytest.mark.parametrize("block_size", [512, 1024, 2048])
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_tail_packed_files_of_sub_page_blocks_read_back_exactly(
+        erofs_image: Images, erofs_tools: ErofsUtils, source: str, options: str,
+        block_size: int, mount: Mounter, pagecache: Probe) -> None:
+    kernel = pagecache.vm.kernel
+    if options and not kernel.features["page_cache_share"]:
+        pytest.skip(f"kernel {kernel.release} lacks page_cache_share")
+    image = erofs_image(f"tails-bs{block_size}")
+    # The precondition that lets this fail: mkfs tail-packed every file (FLAT_INLINE), so
+    # the last page of each holds mapped blocks and inline data at once.
+    assert tools_layouts(image, erofs_tools, TAILS) == {path: 2 for path in TAILS}
+    m = mount(image, options, source)
+    wrong: list[str] = []
+    # read(2) first: a read error is an errno here, where through a mapping it would be a
+    # SIGBUS; the mapping (the fault path's readahead) only once the reads went through.
+    for method in ("read", "mmap_shared"):
+        with pagecache.batch() as batch:
+            reads = [(path, batch.read(m.path(path), method, may_fail=True)) for path in TAILS]
+        errors = [f"{path} ({method}): {got.error}" for path, got in reads if got.failed]
+        assert not errors, f"tails-bs{block_size}: reads failed: {errors}"
+        wrong += [f"{path} ({method})" for path, got in reads
+                  if got.value.sha256 != image.file(path)["sha256"]]
+    assert not wrong, f"tails-bs{block_size}: wrong bytes in {wrong}"
+
+
+def tools_layouts(image: BuiltImage, tools: ErofsUtils, paths: list[str]) -> dict[str, int]:
+    """Each file's on-disk data layout as dump.erofs reports it."""
+    assert tools.dump is not None, "dump.erofs is needed to check the images' layouts"
+    found = {}
+    for path in paths:
+        out = subprocess.run([str(tools.dump), f"--path=/{path}", str(image.path)],
+                             capture_output=True, text=True, check=True).stdout
+        match = re.search(r"Layout:\s*(\d+)", out)
+        assert match, f"dump.erofs --path=/{path}: {out}"
+        found[path] = int(match.group(1))
+    return found

@@ -93,8 +93,10 @@ def _side(mount_name: str, source: str, sharing: bool, domain: str, built: Built
         fingerprint = fingerprint_of(built.tree, real) \
             if built.fingerprinted and facts.size > 0 else None
         files.append(FileSide(node.path, facts.nid, facts.size, facts.compressed, fingerprint))
-    return MountSide(mount_name, BACKING[source], sharing and built.fingerprinted, domain,
-                     tuple(files))
+    # The kernel keeps inode_share on for an image with the feature bit, whatever its files
+    # carry; a file shares only with a digest.
+    return MountSide(mount_name, BACKING[source], sharing and "ishare_xattrs" in built.features,
+                     domain, tuple(files))
 
 
 def _describe(mount: Mount, built: Built) -> str:

@@ -121,6 +121,7 @@ class Tally:
     options_drawn: Counter[str] = field(default_factory=Counter)  # per image drawn
     reads: Counter[str] = field(default_factory=Counter)
     known: Counter[str] = field(default_factory=Counter)
+    digestless: int = 0  # images with the ishare_xattrs feature and no digest (--tar=i)
     findings: list[Finding] = field(default_factory=list)
     seconds_building: float = 0.0
     seconds_checking: float = 0.0
@@ -169,6 +170,8 @@ class Search:
             self.tally.options_drawn.update(image.layout.exercised())
             if image.refused is not None:
                 self.tally.mkfs_refused[re.sub(r"\d+", "N", image.refused)[:160]] += 1
+            if image.digestless:
+                self.tally.digestless += 1
             if image.utils_bug is not None:
                 self.tally.utils_bugs.append({"what": image.utils_bug,
                                               "mkfs": " ".join(image.argv[1:]),
