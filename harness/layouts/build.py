@@ -52,6 +52,7 @@ class Built:
     utils_bug: str | None = None  # erofs-utils crashed or contradicted itself
     features: list[str] = field(default_factory=list)  # dump.erofs -s feature names
     files: dict[str, FileFacts] = field(default_factory=dict)  # by path
+    block_size: int = 4096  # as the superblock says (--tar=i images have 512)
 
     @property
     def fingerprinted(self) -> bool:
@@ -201,6 +202,8 @@ def build(name: str, tree: Tree, layout: Layout, tools: ErofsUtils, workdir: Pat
             return built
     if tools.dump is not None:
         built.features = _features(tools.dump, image, devices)
+        numbers = _superblock_numbers(tools.dump, image, devices)
+        built.block_size = numbers.get("Filesystem blocksize", built.block_size)
         direct = layout.metadata is None and layout.metadata_zone is None
         built.files, problem = _file_facts(tools.dump, image, devices, tree, direct)
         if problem is not None:

@@ -38,6 +38,8 @@ UNSUPPORTED = re.compile(r"unsupported|not supported|isn't supported|unknown fea
 BACKING = {"loop": "block", "block": "block", "file": "file"}
 PAGE = 4096
 PARTIAL_PAGE = "file-backed image ending inside a page"
+SUBPAGE_TAIL = "tail-packed file, blocks smaller than a page"
+FLAT_INLINE = 2
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,18 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
     mounted: list[tuple[str, Mount, Built, MountSide]] = []
     partial: set[str] = set()  # file-backed mounts of an image that ends inside a page
 
-    def problem(name: str, text: str) -> None:
-        """A problem line: phase, mount, what; with the one fact a known bug of file-backed
-        mounts turns on (reports/fileio-partial-meta-page.yaml)."""
-        note = f" [{PARTIAL_PAGE}]" if name in partial else ""
-        result.problems.append(f"{phase}: {name}: {text}{note}")
+    def problem(name: str, text: str, built: Built | None = None, rel: str = "") -> None:
+        """A problem line: phase, mount, what; with the facts known bugs turn on, so that
+        their signatures can tell them from a new bug: a file-backed image that ends inside
+        a page (reports/fileio-partial-meta-page.yaml), a tail-packed file of an image with
+        blocks smaller than a page (reports/ishare-subpage-tail.yaml)."""
+        notes = [PARTIAL_PAGE] if name in partial else []
+        facts = built.files.get(rel) if built is not None and rel else None
+        if facts is not None and facts.layout == FLAT_INLINE and built is not None and \
+                built.block_size < PAGE:
+            notes.append(SUBPAGE_TAIL)
+        result.problems.append(f"{phase}: {name}: {text}"
+                               + "".join(f" [{n}]" for n in notes))
 
     for built in images:
         assert built.image is not None
@@ -158,6 +167,7 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         name, m = owner[path]
         problem(name, f"lookup {path[len(m.target) + 1:] or '/'}: {error}")
     others = [(name, m, b) for name, m, b, _ in mounted if name != reader[0]]
+    built_of = {name: b for name, _, b, _ in mounted}
     files_of = {name: [n.path for n in b.tree.nodes if n.kind in ("file", "hardlink")]
                 for name, _, b, _ in mounted}
     with probe.batch() as batch:
@@ -166,26 +176,26 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         resident = batch.residencies([m.path(p) for name, m, _ in others
                                       for p in files_of[name]])
     for line in first.value.differences:
-        problem(reader[0], line)
+        problem(reader[0], line, reader[2], line.split(": ", 1)[0])
     result.add(first.value.counts)
     for name, m, _ in others:
         for rel in files_of[name]:
             got = resident.value[m.path(rel)]
             want = expected[(name, rel)]
             if isinstance(got, str):
-                problem(name, f"{rel}: mincore: {got}")
+                problem(name, f"{rel}: mincore: {got}", built_of[name], rel)
             elif not _as_expected(got, want):
                 problem(name, f"{rel}: {got} after reading every file of {reader[0]}; the "
                               f"model says {'all' if want else 'none'} (it "
                               f"{'shares' if want else 'does not share'} a cache with a file "
-                              f"of {reader[0]})")
+                              f"of {reader[0]})", built_of[name], rel)
     with probe.batch() as batch:
         checks = {name: batch.tree_check(m.target, _entries(b, cuts[b.name]),
                                          list(example.methods)) for name, m, b in others}
         table = batch.erofs_mounts(guest.workdir)
     for name, pending in checks.items():
         for line in pending.value.differences:
-            problem(name, line)
+            problem(name, line, built_of[name], line.split(": ", 1)[0])
         result.add(pending.value.counts)
     for name, mount, built, side in mounted:
         shown = "inode_share" in table.value.get(mount.target, [])
@@ -207,13 +217,13 @@ def _as_expected(got: Residency, want: bool) -> bool:
 
 
 def check_example(guest: Guest, images: list[Built], example: Example, domain: str,
-                  sharing_ok: bool) -> ExampleResult:
-    """Both phases of one example; the guest's clean-up is the caller's."""
+                  phases: tuple[bool, ...] = (False, True)) -> ExampleResult:
+    """The phases of one example (False: plain, True: sharing); the guest's clean-up is the
+    caller's."""
     result = ExampleResult()
     try:
-        run_phase(guest, images, example, False, domain, result)
-        if sharing_ok:
-            run_phase(guest, images, example, True, domain, result)
+        for sharing in phases:
+            run_phase(guest, images, example, sharing, domain, result)
     except HarnessError as exc:
         result.problems.append(f"the check broke off: {exc}")
     return result

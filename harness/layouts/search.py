@@ -206,7 +206,11 @@ class Search:
         if self.unsupported & set(example.methods):
             example = replace(example, methods=tuple(
                 "read" if m in self.unsupported else m for m in example.methods))
-        result = check_example(guest, built, example, f"l{number}", self.sharing)
+        # While shrinking, only the phase that failed: the other proves nothing about it.
+        phases = (False, True) if self.sharing else (False,)
+        if self.target is not None:
+            phases = (self.target.startswith("sharing"),)
+        result = check_example(guest, built, example, f"l{number}", phases)
         log = ""
         if vm.state is VMState.RUNNING and vm.responsive():
             try:

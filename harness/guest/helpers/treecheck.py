@@ -13,6 +13,7 @@ any page in (mmap without touching). Runs inside the probe server (pcprobe.py).
 import errno
 import hashlib
 import importlib.util
+import json
 import os
 import stat
 import sys
@@ -98,12 +99,14 @@ def _check_entry(root, entry, methods, out, counts):
                        f"missing {missing[:5]}, unexpected {extra[:5]}")
         counts["dirs"] += 1
         return
-    probe = _pcprobe()
     for method in methods:
         try:
-            got = probe.read_file(path, method)
+            got = _read(path, method)
         except OSError as exc:
             out.append(f"{where}: {method}: {exc.strerror} (errno {exc.errno})")
+            continue
+        except _Killed as exc:
+            out.append(f"{where}: {method}: {exc}")
             continue
         counts["reads"] += 1
         counts["bytes"] += got["bytes"]
@@ -131,6 +134,30 @@ def _check_entry(root, entry, methods, out, counts):
         finally:
             os.close(fd)
     counts["files"] += 1
+
+
+class _Killed(Exception):
+    """A read through a mapping whose fault failed: the kernel sent SIGBUS."""
+
+
+def _read(path, method):
+    """The probe's read; through a mapping in a child of its own, so that a fault the kernel
+    answers with SIGBUS (an I/O error behind the mapping) is a finding, not the probe's
+    end."""
+    probe = _pcprobe()
+    if not method.startswith("mmap"):
+        return probe.read_file(path, method)
+    pid, pipe = probe._in_child(lambda: probe.read_file(path, method))
+    with os.fdopen(pipe, "rb") as fh:
+        raw = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        raise _Killed(f"the reader was killed by signal {os.WTERMSIG(status)}"
+                      f"{' (SIGBUS)' if os.WTERMSIG(status) == 7 else ''}")
+    answer = json.loads(raw)
+    if "error" in answer:
+        raise OSError(answer["errno"], answer["error"])
+    return answer
 
 
 def tree_check(root, entries, methods, limit=50):
