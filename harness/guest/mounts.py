@@ -77,7 +77,7 @@ class Mounter:
         return copy
 
     def attempt(self, image: BuiltImage, options: str = "", source: str = "loop",
-                private: bool = False) -> Mount:
+                private: bool = False, settle: bool = True) -> Mount:
         """Mount and return the Mount with its result, whether or not mount(2) succeeded.
         ``private``: mount a copy of the image (and blob) of this test's own (loop, file)."""
         if source not in SOURCES:
@@ -109,13 +109,15 @@ class Mounter:
             extra_files.append(file)
             extra.append(self._loop(file) if source == "loop" else file)
         opts = ",".join([o for o in (options,) if o] + [f"device={d}" for d in extra])
-        return self._mount(target, image, source, device, opts, extra, remote, extra_files)
+        return self._mount(target, image, source, device, opts, extra, remote, extra_files,
+                           settle)
 
     def _mount(self, target: str, image: BuiltImage, source: str, device: str, options: str,
-               extra: list[str], backing: str | None, backing_extra: list[str]) -> Mount:
+               extra: list[str], backing: str | None, backing_extra: list[str],
+               settle: bool = True) -> Mount:
         """mount(2) at ``target``; the Mount with its result, kept for the cleanup when it
         succeeded."""
-        answer = self.probe.mount(device, target, options)
+        answer = self.probe.mount(device, target, options, settle)
         result = MountResult(answer.ok, answer.errno, answer.errname, answer.kmsg, target,
                              options, device)
         mount = Mount(target, image, source, device, options, result, extra, backing,

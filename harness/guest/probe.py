@@ -638,9 +638,12 @@ class Probe:
 
     # ---- mounts ------------------------------------------------------------------------
 
-    def mount(self, source: str, target: str, options: str) -> MountAnswer:
+    def mount(self, source: str, target: str, options: str, settle: bool = True
+              ) -> MountAnswer:
+        """mount(2); ``settle=False``: no wait for asynchronous kernel messages (Batch.mount
+        says when that is enough)."""
         return self._one({"op": "mount", "source": source, "target": target,
-                          "options": options}, _mount)
+                          "options": options, "settle": settle}, _mount)
 
     def remount(self, target: str, options: str) -> MountAnswer:
         """mount(2) with MS_REMOUNT and exactly ``options`` (mount(8) would add the options

@@ -10,7 +10,8 @@ A phase, in few round trips:
 3. read every file of one mount, the reader, through the example's read methods and
    ranges, and at once ask mincore for every file of every other mount: resident exactly
    when the model says it reads from a cache the reader filled, else not at all;
-4. check every other mount against its tree, and the mount table's ``inode_share``
+4. check every other mount against its tree (through the first of the read methods: the
+   reader, drawn per example, goes through all of them), and the mount table's ``inode_share``
    against what is in effect; unmount.
 Between examples each phase has a domain of its own, so nothing carries over.
 """
@@ -18,6 +19,9 @@ Between examples each phase has a domain of its own, so nothing carries over.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +31,7 @@ from harness.guest.handle import Guest
 from harness.guest.mounts import Mount, Mounter
 from harness.guest.probe import Residency
 from harness.layouts.build import Built, fingerprint_of
-from harness.layouts.model import FileSide, MountSide, resident_after_reading
+from harness.layouts.model import FileSide, MountSide, caches, resident_after_reading
 from harness.layouts.trees import Tree, expectations
 
 # A refusal the kernel explains as something it lacks: the image is fine, the kernel cannot
@@ -61,9 +65,18 @@ class Example:
 @dataclass
 class ExampleResult:
     problems: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # by step, for the bench
     skipped: list[str] = field(default_factory=list)  # mounts the kernel cannot read, why
     counts: dict[str, int] = field(default_factory=dict)
     mounts: int = 0
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.monotonic() - started
 
     def add(self, counts: dict[str, int]) -> None:
         for key, value in counts.items():
@@ -142,7 +155,9 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
             name = f"{built.name}-{source}"
             if source == "file" and built.image.path.stat().st_size % PAGE:
                 partial.add(name)
-            mount = mounter.attempt(built.image, options, source)
+            with result.timed(f"mount-{source}"):
+                # No settle wait: the example's kernel log is read whole at its end.
+                mount = mounter.attempt(built.image, options, source, settle=False)
             result.mounts += 1
             if not mount.result.ok:
                 words = " | ".join(mount.result.kmsg)
@@ -160,7 +175,7 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
     expected = resident_after_reading(reader[0], sides)
     paths = {name: [m.path(e["path"]) if e["path"] else m.target
                     for e in _entries(b, cuts[b.name])] for name, m, b, _ in mounted}
-    with probe.batch() as batch:
+    with result.timed("lookup"), probe.batch() as batch:
         looked = batch.lookup([p for name, *_ in mounted for p in paths[name]])
     owner = {p: (name, m) for name, m, *_ in mounted for p in paths[name]}
     for path, error in looked.value.items():
@@ -170,18 +185,25 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
     built_of = {name: b for name, _, b, _ in mounted}
     files_of = {name: [n.path for n in b.tree.nodes if n.kind in ("file", "hardlink")]
                 for name, _, b, _ in mounted}
-    with probe.batch() as batch:
+    with result.timed("read-first"), probe.batch() as batch:
         first = batch.tree_check(reader[1].target, _entries(reader[2], cuts[reader[2].name]),
                                  list(example.methods))
         resident = batch.residencies([m.path(p) for name, m, _ in others
                                       for p in files_of[name]])
     for line in first.value.differences:
         problem(reader[0], line, reader[2], line.split(": ", 1)[0])
+    # A file the reader could not read whole filled nothing: its own line says why, and the
+    # twins that share its cache are not expected to be resident.
+    keys = caches(sides)
+    spoiled = {keys.get((reader[0], line.split(": ", 1)[0]))
+               for line in first.value.differences}
     result.add(first.value.counts)
     for name, m, _ in others:
         for rel in files_of[name]:
             got = resident.value[m.path(rel)]
             want = expected[(name, rel)]
+            if want and keys[(name, rel)] in spoiled:
+                continue
             if isinstance(got, str):
                 problem(name, f"{rel}: mincore: {got}", built_of[name], rel)
             elif not _as_expected(got, want):
@@ -189,9 +211,10 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
                               f"model says {'all' if want else 'none'} (it "
                               f"{'shares' if want else 'does not share'} a cache with a file "
                               f"of {reader[0]})", built_of[name], rel)
-    with probe.batch() as batch:
+    with result.timed("check-others"), probe.batch() as batch:
+        # One method here: the reader (drawn per example) reads through all of them.
         checks = {name: batch.tree_check(m.target, _entries(b, cuts[b.name]),
-                                         list(example.methods)) for name, m, b in others}
+                                         list(example.methods[:1])) for name, m, b in others}
         table = batch.erofs_mounts(guest.workdir)
     for name, pending in checks.items():
         for line in pending.value.differences:
@@ -204,12 +227,16 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
                           f"inode_share; in effect: {'yes' if side.sharing else 'no'} (asked: "
                           f"{'yes' if sharing else 'no'}, fingerprints: "
                           f"{'yes' if built.fingerprinted else 'no'})")
-    with probe.batch() as batch:
+    with result.timed("umount"), probe.batch() as batch:
         gone = [batch.umount(m.target, settle=False) for _, m, _, _ in mounted]
     for (name, *_), answer in zip(mounted, gone, strict=True):
         if not answer.value.ok:
             problem(name, f"umount: {answer.value.errname}")
     mounter.mounted.clear()
+    # Loop devices detached, virtio disks back to the session's kept disks: the next phase
+    # mounts the same images from the same disks instead of hot-plugging new ones.
+    with result.timed("cleanup"):
+        guest.cleanup()
 
 
 def _as_expected(got: Residency, want: bool) -> bool:

@@ -32,6 +32,7 @@ def _results(tally: Tally, seconds: float) -> dict[str, Any]:
         "images_per_minute": round(tally.images * 60 / seconds, 1) if seconds else 0,
         "seconds_building": round(tally.seconds_building, 1),
         "seconds_checking": round(tally.seconds_checking, 1),
+        "seconds_checking_by_step": {k: round(v, 1) for k, v in tally.step_seconds.items()},
         # Every option there is, with how many checked images used it: a 0 stands out.
         "options": {name: tally.options.get(name, 0) for name in every} | {
             name: n for name, n in tally.options.items() if name not in every},
@@ -91,9 +92,13 @@ class LayoutsCampaign(Campaign):
         if results["options_never_checked"]:
             lines.append("options no checked image used: "
                          + ", ".join(results["options_never_checked"]))
-        for bug in tally.utils_bugs[:5]:
-            lines.append(f"erofs-utils bug (report it to erofs-utils, not the kernel): "
-                         f"{bug['what']}\n  mkfs.erofs {bug['mkfs']}")
+        kinds: dict[str, list[dict[str, Any]]] = {}
+        for bug in tally.utils_bugs:
+            kinds.setdefault(bug["kind"], []).append(bug)
+        for same in kinds.values():
+            lines.append(f"erofs-utils bug (report it to erofs-utils, not the kernel), "
+                         f"{len(same)} images: {same[0]['what']}\n  e.g. mkfs.erofs "
+                         f"{same[0]['mkfs']}")
         if not findings:
             lines.append(f"every image read back as its tree and shared as the model says "
                          f"(seed {run.seed})")

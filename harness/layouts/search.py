@@ -123,6 +123,7 @@ class Tally:
     known: Counter[str] = field(default_factory=Counter)
     digestless: int = 0  # images with the ishare_xattrs feature and no digest (--tar=i)
     findings: list[Finding] = field(default_factory=list)
+    step_seconds: Counter[str] = field(default_factory=Counter)  # checking, by step
     seconds_building: float = 0.0
     seconds_checking: float = 0.0
 
@@ -173,11 +174,14 @@ class Search:
             if image.digestless:
                 self.tally.digestless += 1
             if image.utils_bug is not None:
-                self.tally.utils_bugs.append({"what": image.utils_bug,
+                kind = re.sub(r"\d+", "N", image.utils_bug)
+                first = all(bug["kind"] != kind for bug in self.tally.utils_bugs)
+                self.tally.utils_bugs.append({"what": image.utils_bug, "kind": kind,
                                               "mkfs": " ".join(image.argv[1:]),
                                               "seed": self.seed, "example": number})
-                self.say(f"erofs-utils bug (not the kernel's): {image.utils_bug}\n"
-                         f"  mkfs.erofs {' '.join(image.argv[1:])}")
+                if first:  # each kind once; the results JSON has every one
+                    self.say(f"erofs-utils bug (not the kernel's): {image.utils_bug}\n"
+                             f"  mkfs.erofs {' '.join(image.argv[1:])}")
         return built
 
     def run_one(self, example: Example) -> ExampleResult | None:
@@ -215,7 +219,8 @@ class Search:
         if vm.state is VMState.RUNNING and vm.responsive():
             try:
                 log = probe.kernel_log_since(mark).text
-                guest.cleanup()
+                with result.timed("cleanup"):
+                    guest.cleanup()
             except Exception as exc:  # the guest is judged below; keep what it said
                 result.problems.append(f"the guest did not clean up after the example: {exc}")
         splats = splats_seen(vm.console.since(console_from) if vm.console else "", log)
@@ -223,6 +228,7 @@ class Search:
             result.problems.insert(0, "kernel report: " + "\n".join(map(str, splats)))
         self.tally.seconds_checking += time.monotonic() - started
         self.tally.checked += 1
+        self.tally.step_seconds.update({k: v for k, v in result.seconds.items()})
         self.tally.images += len(built)
         self.tally.mounts += result.mounts
         for image in built:
@@ -248,13 +254,15 @@ class Search:
             return
         # A problem that is a known bug (its report's signature matches the line) is
         # counted, and the rest decide: a known bug must not hide a new one beside it.
-        problems = []
+        problems, known_here = [], set()
         for line in result.problems:
             known = self.known(line)
             if known is None:
                 problems.append(line)
-            elif self.target is None:
-                self.tally.known[known] += 1
+            else:
+                known_here.add(known)
+        if self.target is None:
+            self.tally.known.update(known_here)  # examples that met each known bug
         if not problems:
             return
         failure = "\n".join(problems)
