@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--boots", type=int, default=5, help="cold boots to take the "
                                                              "median of (default 5)")
     p_bench.add_argument("--round-trips", type=int, default=50)
-    p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild,explore",
+    p_bench.add_argument("--parts", default="boot,sharing,suite,kbuild,explore,layouts",
                          type=lambda s: set(s.split(",")),
-                         help="which benchmarks: boot,sharing,suite,kbuild,explore "
+                         help="which benchmarks: boot,sharing,suite,kbuild,explore,layouts "
                               "(default all), and kbuild-debug: the kernel build figures "
                               "with the debug fragment (a clean KASAN build takes long)")
     _campaign_parsers(sub)
@@ -180,6 +180,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "explore" in args.parts:
         from harness.bench.explore import run_explore_bench
         run_explore_bench(kernel, config)
+    if "layouts" in args.parts:
+        from harness.bench.layouts import run_layouts_bench
+        run_layouts_bench(kernel, config)
     return 0
 
 

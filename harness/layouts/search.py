@@ -276,7 +276,11 @@ class Search:
             self.say(f"example {self.tally.examples} FAILED: {failure.splitlines()[0][:300]}"
                      + ("" if dead else "\n  shrinking it (same failure: " + sig[:120] + ")"))
         elif sig == self.target:
+            assert self.smallest is not None
+            # Smaller, same failure; when it was first met stays the first example's.
             finding.shrunk = True
+            finding.after_examples = self.smallest.after_examples
+            finding.after_seconds = self.smallest.after_seconds
             self.smallest = finding
         else:
             if all(f.signature != sig for f in self.tally.findings):
