@@ -134,6 +134,11 @@ class Campaign(ABC):
     def run(self, run: CampaignRun, session: GuestSession) -> Outcome:
         """The campaign itself, in the booted guest."""
 
+    def write_report(self, results: dict[str, Any], out: Path) -> Path | None:
+        """A report for people beside the results JSON (``results`` is what the JSON
+        holds); its path, or None when the campaign has none."""
+        return None
+
 
 def results_path(name: str, out: Path) -> Path:
     return out / f"{name}.json"
@@ -163,10 +168,11 @@ def run_campaign(campaign: Campaign, settings: Settings, *,
             outcome = campaign.run(run, session)
     settings.out.mkdir(parents=True, exist_ok=True)
     path = results_path(campaign.name, settings.out)
-    path.write_text(json.dumps({**head, "verdict": outcome.verdict.name.lower(),
-                                "seconds": round(run.elapsed(), 1), **outcome.results},
-                               indent=2) + "\n")
+    results = {**head, "verdict": outcome.verdict.name.lower(),
+               "seconds": round(run.elapsed(), 1), **outcome.results}
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    report = campaign.write_report(results, settings.out) if reason is None else None
     for line in outcome.lines:
         run.say(line)
-    run.say(f"results in {path}")
+    run.say(f"results in {path}" + (f" and {report}" if report else ""))
     return int(outcome.verdict)

@@ -11,11 +11,15 @@ against the kernel, and do not change the exit status.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from harness.campaign.found import known_finds, which_known
 from harness.campaign.runner import FOUND, Campaign, CampaignRun, Outcome, Verdict
 from harness.core.errors import ToolMissing
+from harness.core.paths import TEMPLATES
 from harness.erofs.tools import ErofsUtils, provide
 from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
@@ -52,6 +56,16 @@ def _results(tally: Tally, seconds: float) -> dict[str, Any]:
     }
 
 
+def render_report(results: dict[str, Any], out: Path) -> Path:
+    """layouts.html: the run's figures, every option with the images that used it (a 0 in
+    red), mkfs refusals, erofs-utils bugs and findings."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             undefined=jinja2.StrictUndefined, autoescape=True)
+    path = out / "layouts.html"
+    path.write_text(env.get_template("layouts.html.j2").render(r=results))
+    return path
+
+
 class LayoutsCampaign(Campaign):
     name = "layouts"
     help = ("generated trees and mkfs.erofs layouts, mounted on every source, plain and "
@@ -63,6 +77,9 @@ class LayoutsCampaign(Campaign):
 
     def unmet(self, kernel: Kernel) -> str | None:
         return None if kernel.features.get("erofs", True) else "has no EROFS"
+
+    def write_report(self, results: dict[str, Any], out: Path) -> Path | None:
+        return render_report(results, out)
 
     def prepare(self, run: CampaignRun) -> None:
         self.tools: ErofsUtils = provide()
