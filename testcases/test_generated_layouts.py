@@ -16,10 +16,9 @@ import pytest
 import yaml
 
 from harness.campaign.found import known_finds, which_known
-from harness.campaign.runner import FOUND
 from harness.erofs.tools import ErofsUtils
 from harness.guest.session import GuestSession
-from harness.layouts.found import load_found
+from harness.layouts.found import found_reports, load_found
 from harness.layouts.search import Search
 
 SMOKE_SEED = 20261206
@@ -63,7 +62,7 @@ def _found() -> list[object]:
     """Every found report; one that names a known bug (``known_bug:`` reason, signature,
     releases) is marked so, and fails as expected only with that signature."""
     params: list[object] = []
-    for path in sorted(FOUND.glob("layout-*.yaml")):
+    for path in found_reports():
         known = yaml.safe_load(path.read_text()).get("known_bug")
         marks = [pytest.mark.known_bug(**known)] if known else []
         params.append(pytest.param(path, marks=marks, id=path.stem))

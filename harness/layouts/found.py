@@ -13,13 +13,17 @@ import base64
 import hashlib
 import io
 import json
+import os
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.campaign.runner import FOUND
+from harness.core.paths import PROJECT
 from harness.kernel.spec import TreeSpec, parse_kernel_spec
 from harness.layouts.check import Example
 from harness.layouts.mkfs import Layout
@@ -91,13 +95,24 @@ def found_id(kernel: str, example: Example, failure: str) -> str:
     return f"layout-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
+MUTATION_FOUND = PROJECT / "reports" / "mutations" / "layouts"
+FOUND_DIRS = (FOUND, MUTATION_FOUND)
+
+
+def found_reports() -> list[Path]:
+    """Every report make layouts wrote: kernel bugs, and the deliberate breaks it caught
+    (on a healthy kernel those examples must read right)."""
+    return sorted(path for directory in FOUND_DIRS for path in directory.glob("layout-*.yaml"))
+
+
 def write_found(kernel: str, seed: int, example: Example, failure: str, directory: Path,
                 *, examples: int, seconds: float, shrunk: bool) -> Path:
-    """Write the report (into ``directory``; a patched tree's finds are mutation finds)."""
+    """Write the report (into ``directory``; what a tree built with patches gave is the
+    deliberate break's, in reports/mutations/layouts/, replayed as the explorer's are)."""
     spec = parse_kernel_spec(kernel)
-    if isinstance(spec, TreeSpec) and spec.patches is not None and \
-            directory.name == "found" and directory.parent.name == "reports":
-        directory = directory.parent / "mutations" / "layouts"
+    broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
+    if broken is not None and directory.resolve() == FOUND.resolve():
+        directory = MUTATION_FOUND
     ident = found_id(kernel, example, failure)
     report = {
         "title": f"layouts: {failure.splitlines()[0][:150]}",
@@ -108,6 +123,10 @@ def write_found(kernel: str, seed: int, example: Example, failure: str, director
         "bug": {"test_fails": True},
         "expect_verdicts": {"base": "reproduced"},
         "layout": {**example_dict(example), "failure": failure},
+        **({"kernel": str(replace(broken, patches=None, upto=None)),
+            "patches": os.path.relpath(broken.patches.resolve(), directory.resolve()),
+            "expect_verdicts": {"base": "not reproduced", "patched": "reproduced"}}
+           if broken is not None and broken.patches is not None else {}),
         "rebuild": {"a": _rebuild("a", example.layout_a,
                                   _tar_b64(example.tree_a, bool(example.layout_a.tar))),
                     "b": _rebuild("b", example.layout_b,

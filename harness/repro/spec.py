@@ -24,9 +24,11 @@ from harness.vm.splats import KINDS
 
 # "explore": the shrunk sequence of a report the explorer wrote (its replay test reads it);
 # "known_bug": the marker its replay test carries on kernels with the bug; "damage": the
-# damaged image of a `make fuzz` report (its replay test reads it).
+# damaged image of a `make fuzz` report (its replay test reads it); "layout" and "rebuild":
+# the generated example of a `make layouts` report and the commands that make its images.
 TOP_KEYS = {"title", "reported", "kernel", "patches", "checkpoints", "expect_verdicts",
-            "mounts", "reproducer", "bug", "explore", "known_bug", "damage"}
+            "mounts", "reproducer", "bug", "explore", "known_bug", "damage", "layout",
+            "rebuild"}
 SPLAT_KINDS = {*KINDS, "any"}
 VERDICTS = ("reproduced", "not reproduced")
 
