@@ -159,6 +159,11 @@ def _file_facts(dump: Path, image: Path, devices: list[Path], tree: Tree, direct
     return facts, None
 
 
+def image_uuid(tree: Tree, layout: Layout) -> str:
+    """The filesystem UUID of the image of ``tree`` built with ``layout`` (mkfs -U)."""
+    return str(uuid.UUID(hex=hashlib.sha256(repr((tree, layout)).encode()).hexdigest()[:32]))
+
+
 def build(name: str, tree: Tree, layout: Layout, tools: ErofsUtils, workdir: Path) -> Built:
     """Build ``tree`` with ``layout`` under ``workdir`` (made here, left for the caller)."""
     built = Built(name, layout, tree)
@@ -176,10 +181,9 @@ def build(name: str, tree: Tree, layout: Layout, tools: ErofsUtils, workdir: Pat
         hints.write_text("".join(h.line() + "\n" for h in layout.hints))
     blob = workdir / "blob.img" if layout.blobdev else None
     image = workdir / "image.erofs"
-    key = hashlib.sha256(repr((tree, layout)).encode()).hexdigest()
     # -T/-U: the same tree and layout give the same bytes, on any host.
     argv = [str(tools.mkfs), "--quiet", *layout.argv(hints, blob), "-T0",
-            f"-U{uuid.UUID(hex=key[:32])}", str(image), str(source)]
+            f"-U{image_uuid(tree, layout)}", str(image), str(source)]
     built.argv = argv
     proc = _run(argv)
     died = _died(proc)

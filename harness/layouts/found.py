@@ -10,11 +10,11 @@ the read ranges and methods, and the failure. ``make repro`` replays it through
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import json
 import os
-import tarfile
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -23,8 +23,10 @@ from typing import Any
 import yaml
 
 from harness.campaign.runner import FOUND
+from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
 from harness.kernel.spec import TreeSpec, parse_kernel_spec
+from harness.layouts.build import image_uuid
 from harness.layouts.check import Example
 from harness.layouts.mkfs import Layout
 from harness.layouts.trees import Tree, write_tar, write_tree
@@ -51,26 +53,23 @@ def example_from_dict(raw: dict[str, Any]) -> Example:
                    tuple(raw["methods"]), int(raw["reader"]), bool(raw["other_domain"]))
 
 
-def _tar_b64(tree: Tree, tar_mode: bool) -> str | None:
-    """The tree as base64 of a tar.gz (None when too big to carry)."""
+def _tar_b64(tree: Tree) -> str | None:
+    """The tree as the base64 of a gzipped tar (None when too big to carry): the tar that
+    --tar layouts give mkfs, with the root as "." and xattrs as PAX records, which GNU tar
+    restores with --xattrs (holes come back as zeros)."""
     with tempfile.TemporaryDirectory(prefix="layout-report.") as tmp:
         root = Path(tmp) / "tree"
         root.mkdir()
         write_tree(tree, root)
+        write_tar(tree, root, Path(tmp) / "t.tar")
         raw = io.BytesIO()
-        if tar_mode:  # the very tar mkfs read, gzipped
-            write_tar(tree, root, Path(tmp) / "t.tar")
-            with tarfile.open(fileobj=raw, mode="w:gz") as gz:
-                gz.add(Path(tmp) / "t.tar", arcname="tree.tar")
-        else:
-            with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as gz:
-                for entry in sorted(root.iterdir()):
-                    gz.add(entry, arcname=entry.name)
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            gz.write((Path(tmp) / "t.tar").read_bytes())
         text = base64.b64encode(raw.getvalue()).decode()
     return text if len(text) <= INLINE_TAR_LIMIT else None
 
 
-def _rebuild(name: str, layout: Layout, encoded: str | None) -> str:
+def _rebuild(name: str, tree: Tree, layout: Layout, encoded: str | None) -> str:
     """A shell script that makes the image again with tar and mkfs.erofs alone."""
     args = " ".join(layout.argv(Path("hints") if layout.hints else None,
                                 Path("blob.img") if layout.blobdev else None))
@@ -78,14 +77,14 @@ def _rebuild(name: str, layout: Layout, encoded: str | None) -> str:
     if encoded is None:
         lines.append("# (the tree is too big to carry here: make it with the harness)")
     else:
-        lines.append(f"base64 -d > tree.tgz <<'EOF'\n{encoded}\nEOF")
-        lines.append("mkdir tree && tar xzpf tree.tgz -C tree --xattrs --xattrs-include='*'"
-                     if not layout.tar else "tar xzf tree.tgz")
+        lines.append(f"base64 -d <<'EOF' | gunzip > tree.tar\n{encoded}\nEOF")
+        if not layout.tar:
+            lines.append("mkdir tree && tar xpf tree.tar -C tree --xattrs --xattrs-include='*'")
     if layout.hints:
         lines.append("printf '%s\\n' " + " ".join(f"'{h.line()}'" for h in layout.hints)
                      + " > hints")
     source = "tree.tar" if layout.tar else "tree"
-    lines.append(f"mkfs.erofs {args} -T0 image.erofs {source}")
+    lines.append(f"mkfs.erofs {args} -T0 -U{image_uuid(tree, layout)} image.erofs {source}")
     return "\n".join(lines) + "\n"
 
 
@@ -127,10 +126,10 @@ def write_found(kernel: str, seed: int, example: Example, failure: str, director
             "patches": os.path.relpath(broken.patches.resolve(), directory.resolve()),
             "expect_verdicts": {"base": "not reproduced", "patched": "reproduced"}}
            if broken is not None and broken.patches is not None else {}),
-        "rebuild": {"a": _rebuild("a", example.layout_a,
-                                  _tar_b64(example.tree_a, bool(example.layout_a.tar))),
-                    "b": _rebuild("b", example.layout_b,
-                                  _tar_b64(example.tree_b, bool(example.layout_b.tar)))},
+        "rebuild": {"a": _rebuild("a", example.tree_a, example.layout_a,
+                                  _tar_b64(example.tree_a)),
+                    "b": _rebuild("b", example.tree_b, example.layout_b,
+                                  _tar_b64(example.tree_b))},
     }
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{ident}.yaml"
@@ -143,5 +142,11 @@ def write_found(kernel: str, seed: int, example: Example, failure: str, director
 
 
 def load_found(path: Path) -> tuple[Example, str]:
-    raw = yaml.safe_load(path.read_text())["layout"]
-    return example_from_dict(raw), str(raw.get("failure", ""))
+    """The example and failure of a layout report; a report that is not one is an error
+    that names it."""
+    try:
+        raw = yaml.safe_load(path.read_text())["layout"]
+        return example_from_dict(raw), str(raw.get("failure", ""))
+    except (KeyError, TypeError, ValueError, IndexError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: not a make layouts report: its layout: section lacks or "
+                        f"mangles {exc!r} (see harness/layouts/found.py for the keys)") from exc

@@ -116,6 +116,14 @@ class LayoutsCampaign(Campaign):
             lines.append(f"erofs-utils bug (report it to erofs-utils, not the kernel), "
                          f"{len(same)} images: {same[0]['what']}\n  e.g. mkfs.erofs "
                          f"{same[0]['mkfs']}")
+        if search.broke is not None:
+            results["broke"] = search.broke
+            lines.append(f"NO VERDICT: the search broke off: {search.broke}")
+        elif not findings and not tally.checked:
+            lines.append("NO VERDICT: no example reached the kernel (mkfs refused or erofs-utils "
+                         "failed every one, or the budget was spent before the first)")
+        if not findings and (search.broke is not None or not tally.checked):
+            return Outcome(Verdict.NO_VERDICT, results, lines)
         if not findings:
             lines.append(f"every image read back as its tree and shared as the model says "
                          f"(seed {run.seed})")
