@@ -34,8 +34,9 @@ from harness.layouts.build import Built, fingerprint_of
 from harness.layouts.model import FileSide, MountSide, caches, resident_after_reading
 from harness.layouts.trees import Tree, expectations
 
-# A refusal the kernel explains as something it lacks: the image is fine, the kernel cannot
-# read it (a decompressor not built, a feature it does not know). Matched on its words.
+# The words of a refusal for something the kernel lacks. A refusal is a skip only with these
+# words *and* a decompressor the image needs that the kernel's config lacks
+# (missing_decompressors): a kernel that stops reading what it once read is a finding.
 UNSUPPORTED = re.compile(r"unsupported|not supported|isn't supported|unknown feature|"
                          r"compressor.*not available|not enabled|is not compiled",
                          re.IGNORECASE)
@@ -97,6 +98,17 @@ def _entries(built: Built, cuts: dict[str, list[tuple[int, int]]]) -> list[dict[
                 real = node.target if node.kind == "hardlink" else node.path
                 entry["xattrs"][name] = fingerprint_of(built.tree, real).hex()
     return entries
+
+
+def missing_decompressors(built: Built, features: dict[str, bool]) -> list[str]:
+    """The decompressors the image's layout uses (-z and -m) that the kernel lacks: the one
+    reason a refusal of an image erofs-utils accepts is a skip and not a finding."""
+    layout = built.layout
+    names = [a.name for a in layout.compress]
+    if layout.metadata and ":" in layout.metadata:
+        names.append(layout.metadata.split(":", 1)[1])
+    needed = {"lz4" if name == "lz4hc" else name for name in names}
+    return sorted(name for name in needed if not features.get(name, False))
 
 
 def _side(mount_name: str, source: str, sharing: bool, domain: str, built: Built
@@ -167,8 +179,10 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
             result.mounts += 1
             if not mount.result.ok:
                 words = " | ".join(mount.result.kmsg)
-                if UNSUPPORTED.search(words):
-                    result.skipped.append(f"{name} ({phase}): {words}")
+                lacking = missing_decompressors(built, guest.vm.kernel.features)
+                if lacking and UNSUPPORTED.search(words):
+                    result.skipped.append(f"{name} ({phase}): needs {', '.join(lacking)}: "
+                                          f"{words}")
                 else:
                     problem(name, f"the kernel refused the mount of an image erofs-utils "
                                   f"accepts: {_describe(mount, built)}")
