@@ -122,3 +122,14 @@ def test_the_oracle_describes_the_tree_as_written(tmp_path: Path) -> None:
 @given(trees())
 def test_generated_trees_survive_a_report_round_trip(tree: Tree) -> None:
     assert Tree.from_dict(tree.as_dict()) == tree
+
+
+def test_a_refusal_is_a_skip_only_for_a_decompressor_the_kernel_lacks() -> None:
+    from harness.layouts.build import Built
+    from harness.layouts.check import missing_decompressors
+    tree = Tree((Node("", "dir"),))
+    built = Built("a", Layout(compress=(Algorithm("lz4hc"), Algorithm("zstd")),
+                              metadata="4096:lzma"), tree)
+    assert missing_decompressors(built, {"lz4": True, "zstd": True, "lzma": True}) == []
+    assert missing_decompressors(built, {"lz4": True}) == ["lzma", "zstd"]
+    assert missing_decompressors(Built("b", Layout(), tree), {}) == []
