@@ -136,7 +136,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         callspec = getattr(item, "callspec", None)
         if bug.applies(kernel.release, kernel.series, callspec.id if callspec else "",
                        kernel.spec, kernel.has):
-            item.stash[known_bug_key] = (bug, kernel.release)
+            item.stash[known_bug_key] = (*item.stash.get(known_bug_key, ()),
+                                         (bug, kernel.release))
             # A known bug may crash the guest: keep the coverage counters gathered so far.
             item.config.stash[pool_key].save_coverage()
 
@@ -203,7 +204,8 @@ def _after_test(item: pytest.Item, vm: VM, start: int) -> str | None:
 
 _start_key = pytest.StashKey[tuple[VM, int]]()
 _timing_key = pytest.StashKey[tuple[float, dict[str, float]]]()
-known_bug_key = pytest.StashKey[tuple[KnownBug, str]]()
+# Every known bug that applies to the case on its kernel (a case may meet more than one).
+known_bug_key = pytest.StashKey[tuple[tuple[KnownBug, str], ...]]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -217,7 +219,7 @@ def pytest_runtest_makereport(item: pytest.Item,
         vm, start = item.stash[_start_key]
         _save_artifacts(item, vm, start, report)
     if report.when == "call" and known_bug_key in item.stash:
-        _judge_known_bug(report, *item.stash[known_bug_key])
+        _judge_known_bugs(report, item.stash[known_bug_key])
     return report
 
 
@@ -232,22 +234,30 @@ def _case_timing(item: pytest.Item) -> dict[str, float]:
     return {k: round(v, 4) for k, v in timing.items()}
 
 
-def _judge_known_bug(report: pytest.TestReport, bug: KnownBug, release: str) -> None:
-    """On a kernel that carries the bug: its signature makes the failure an expected one;
-    another failure stays a failure; a pass is an error (the bug did not show)."""
+def _judge_known_bugs(report: pytest.TestReport,
+                      bugs: tuple[tuple[KnownBug, str], ...]) -> None:
+    """On a kernel that carries known bugs: a failure with one's signature is an expected
+    one; another failure stays a failure; a pass is an error (the bug did not show) unless
+    every bug that applies is one that may not show in a given case (strict=False: a
+    WARN_ON_ONCE, say, which only the first case of a boot to meet it reports)."""
     if report.failed:
-        if bug.signature.search(report.longreprtext):
-            report.outcome = "skipped"
-            report.wasxfail = f"known kernel bug on {release}: {bug.reason}"
-        else:
+        for bug, release in bugs:
+            if bug.signature.search(report.longreprtext):
+                report.outcome = "skipped"
+                report.wasxfail = f"known kernel bug on {release}: {bug.reason}"
+                return
+        for bug, release in bugs:
             report.sections.append(("known bug", f"this test expects the known bug "
                                     f"'{bug.reason}' on {release}, but it failed without the "
                                     f"bug's signature /{bug.signature.pattern}/: another "
                                     f"failure"))
     elif report.passed:
-        report.outcome = "failed"
-        report.longrepr = (f"[XPASS(strict)] the known bug '{bug.reason}' is expected on "
-                           f"{release}, but the test passed: is it fixed there?")
+        strict = [(bug, release) for bug, release in bugs if bug.strict]
+        if strict:
+            bug, release = strict[0]
+            report.outcome = "failed"
+            report.longrepr = (f"[XPASS(strict)] the known bug '{bug.reason}' is expected on "
+                               f"{release}, but the test passed: is it fixed there?")
 
 
 def _save_artifacts(item: pytest.Item, vm: VM, start: int, report: pytest.TestReport) -> None:

@@ -44,6 +44,9 @@ class KnownBug:
     # without them), e.g. TRANSPARENT_HUGEPAGE for a bug that only order-0 page cache
     # folios show.
     without_config: tuple[str, ...] = ()
+    # False: the bug may not show in a given case (a once-per-boot warning that an earlier
+    # case may have taken), so a pass is no error; a failure still needs the signature.
+    strict: bool = True
 
     def applies(self, release: str, series: tuple[str, ...], param_id: str = "",
                 spec: str = "", has: Callable[[str], bool] | None = None) -> bool:
@@ -77,7 +80,8 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
             raise pytest.UsageError(f"{where}: @known_bug releases={bound!r}: expected bounds "
                                     f"such as '>=7.2,<7.4'")
     unknown = set(mark.kwargs) - {"reason", "signature", "releases", "when_patched",
-                                  "unless_patched", "params", "kernels", "without_config"}
+                                  "unless_patched", "params", "kernels", "without_config",
+                                  "strict"}
     if unknown:
         raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
     params = mark.kwargs.get("params") or ()
@@ -92,9 +96,12 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
     if isinstance(without, str) or not all(re.fullmatch(r"[A-Z0-9_]+", o) for o in without):
         raise pytest.UsageError(f"{where}: @known_bug without_config= is a list of kernel "
                                 f"option names without CONFIG_, e.g. ['TRANSPARENT_HUGEPAGE']")
+    strict = mark.kwargs.get("strict", True)
+    if not isinstance(strict, bool):
+        raise pytest.UsageError(f"{where}: @known_bug strict= is True or False")
     return KnownBug(str(reason), pattern, tuple(releases), mark.kwargs.get("when_patched"),
                     mark.kwargs.get("unless_patched"), tuple(params), tuple(kernels),
-                    tuple(without))
+                    tuple(without), strict)
 
 
 def requirement_names(mark: pytest.Mark, where: str) -> list[str]:

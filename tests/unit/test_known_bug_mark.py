@@ -41,3 +41,30 @@ def test_without_config_must_be_a_list_of_option_names() -> None:
         mark = pytest.mark.known_bug(reason="r", signature="s", without_config=bad).mark
         with pytest.raises(pytest.UsageError, match=r"without_config= is a list"):
             check_known_bug_mark(mark, "t")
+
+
+def _report(outcome: str, text: str = "") -> pytest.TestReport:
+    return pytest.TestReport("t", ("f", 1, "t"), {}, outcome,  # type: ignore[arg-type]
+                             text or None, "call")
+
+
+def test_a_case_may_meet_several_known_bugs_and_a_once_per_boot_one_need_not_show() -> None:
+    from harness.plugin.hooks import _judge_known_bugs
+    strict = check_known_bug_mark(pytest.mark.known_bug(reason="tail",
+                                                        signature="wrong bytes").mark, "t")
+    once = check_known_bug_mark(pytest.mark.known_bug(reason="warn", signature="WARNING: x",
+                                                      strict=False).mark, "t")
+    warned = _report("failed", "kernel reported a problem: WARNING: x at f")
+    _judge_known_bugs(warned, ((strict, "7.3.4"), (once, "7.3.4")))
+    assert warned.outcome == "skipped" and "warn" in warned.wasxfail
+    passed = _report("passed")
+    _judge_known_bugs(passed, ((once, "7.3.4"),))
+    assert passed.outcome == "passed"  # the warning went to an earlier case of the boot
+    _judge_known_bugs(passed, ((once, "7.3.4"), (strict, "7.3.4")))
+    assert passed.outcome == "failed"  # the strict one had to show
+    other = _report("failed", "AssertionError: mode 600, want 640")
+    _judge_known_bugs(other, ((once, "7.3.4"),))
+    assert other.outcome == "failed"
+    with pytest.raises(pytest.UsageError, match="strict= is True or False"):
+        check_known_bug_mark(pytest.mark.known_bug(reason="r", signature="s",
+                                                   strict="no").mark, "t")
