@@ -28,10 +28,13 @@ PARTIAL_META_PAGE_BUG = dict(
 # with blocks smaller than a page runs iomap_readahead out of folios. WARN_ON_ONCE: only the
 # first case of a boot to meet it reports it, so tests whose inputs may meet it in passing
 # (generated images) carry it not strictly.
+SUBPAGE_WARNING_SIGNATURE = (r"WARNING: (?:CPU: \d+ PID: \d+ at )?\S*fs/iomap/buffered-io\.c:\d+ "
+                             r"(?:at )?iomap_readahead")
 SUBPAGE_WARNING = dict(
     reason="a shared inode reads with the page as its block size, and iomap_readahead warns "
            "(reports/ishare-subpage-tail.yaml)",
-    signature=r"WARNING: \S*fs/iomap/buffered-io\.c:\d+ at iomap_readahead", releases=">=7.0",
+    # 7.2 prints "WARNING: CPU: 0 PID: 9 at fs/...c:700 f+0x1", 7.3 "WARNING: fs/...c:700 at f+0x1"
+    signature=SUBPAGE_WARNING_SIGNATURE, releases=">=7.0",
     unless_patched="keep the block size of the real inode in its shared inode", strict=False)
 OTHER_DOMAIN = "inode_share,domain_id=d2"
 # Files of the `sizes` tree worth checking one by one (every size class, sparse, owned).

@@ -13,6 +13,7 @@ from conftest import (
     BIG,
     PARTIAL_META_PAGE_BUG,
     SHARE,
+    SUBPAGE_WARNING_SIGNATURE,
     mount_twins,
     read_and_look,
     read_then_mincore,
@@ -120,7 +121,7 @@ def test_compressed_and_uncompressed_images_do_not_share(erofs_image: Images, so
 SUBPAGE_TAIL_BUG = dict(
     reason="a shared inode reads with the page as its block size: the tail-packed data of an "
            "image with smaller blocks lands in the wrong page (reports/ishare-subpage-tail.yaml)",
-    signature=r"wrong bytes in \[|WARNING: \S*fs/iomap/buffered-io\.c:\d+ at iomap_readahead",
+    signature=r"wrong bytes in \[|" + SUBPAGE_WARNING_SIGNATURE,
     releases=">=7.0",
     unless_patched="keep the block size of the real inode in its shared inode",
     params=["loop-sharing-*", "block-sharing-*"])
