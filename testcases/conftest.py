@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.core.names import SOURCES
 from harness.erofs.images import PAGE, BuiltImage, content_bytes
@@ -36,6 +38,18 @@ SUBPAGE_WARNING = dict(
     # 7.2 prints "WARNING: CPU: 0 PID: 9 at fs/...c:700 f+0x1", 7.3 "WARNING: fs/...c:700 at f+0x1"
     signature=SUBPAGE_WARNING_SIGNATURE, releases=">=7.0",
     unless_patched="keep the block size of the real inode in its shared inode", strict=False)
+def found_params(paths: list[Path], *always: pytest.MarkDecorator) -> list[object]:
+    """A replay test's parameters: one per found report; one that names a known bug
+    (``known_bug:`` reason, signature, releases) is marked so, and fails as expected only
+    with that signature; ``always`` are marks every report gets."""
+    params: list[object] = []
+    for path in paths:
+        known = yaml.safe_load(path.read_text()).get("known_bug")
+        marks = [pytest.mark.known_bug(**known)] if known else []
+        params.append(pytest.param(path, marks=[*marks, *always], id=path.stem))
+    return params
+
+
 OTHER_DOMAIN = "inode_share,domain_id=d2"
 # Files of the `sizes` tree worth checking one by one (every size class, sparse, owned).
 SIZES_FILES = ["one-byte", "page-minus-1", "page", "page-plus-1", "dir/sixty-four-k",

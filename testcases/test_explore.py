@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
+from conftest import found_params
 from harness.erofs.images import BuiltImage
 from harness.explore.driver import Divergence, Driver
 from harness.explore.found import found_reports, load_steps, write_found
@@ -53,14 +53,7 @@ def test_random_sequences_agree_with_the_model(guest: Guest,
 
 
 def _found() -> list[object]:
-    """Every found report; one that names a known bug (``known_bug:`` reason, signature,
-    releases) is marked so, and fails as expected only with that signature."""
-    params: list[object] = []
-    for path in found_reports():
-        known = yaml.safe_load(path.read_text()).get("known_bug")
-        marks = [pytest.mark.known_bug(**known)] if known else []
-        params.append(pytest.param(path, marks=marks, id=path.stem))
-    return params
+    return found_params(found_reports())
 
 
 @pytest.mark.requires_kernel("page_cache_share")

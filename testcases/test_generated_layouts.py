@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import SUBPAGE_WARNING
+from conftest import SUBPAGE_WARNING, found_params
 from harness.campaign.found import known_finds, which_known
 from harness.erofs.tools import ErofsUtils
 from harness.guest.session import GuestSession
@@ -61,15 +60,7 @@ def test_generated_layouts_read_back_and_share_as_the_model_says(
 
 
 def _found() -> list[object]:
-    """Every found report; one that names a known bug (``known_bug:`` reason, signature,
-    releases) is marked so, and fails as expected only with that signature."""
-    params: list[object] = []
-    for path in found_reports():
-        known = yaml.safe_load(path.read_text()).get("known_bug")
-        marks = [pytest.mark.known_bug(**known)] if known else []
-        marks.append(pytest.mark.known_bug(**SUBPAGE_WARNING))
-        params.append(pytest.param(path, marks=marks, id=path.stem))
-    return params
+    return found_params(found_reports(), pytest.mark.known_bug(**SUBPAGE_WARNING))
 
 
 FOUND_REPORTS = _found()

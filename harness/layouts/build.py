@@ -87,40 +87,37 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "(nothing)"
 
 
-def _features(dump: Path, image: Path, devices: list[Path]) -> list[str]:
-    proc = _run([str(dump), "-s", *(f"--device={d}" for d in devices), str(image)])
-    found = []
-    for line in proc.stdout.splitlines():
-        if "features:" in line:
-            found += line.split(":", 1)[1].split()
-    return found
-
-
 LAYOUT_LINE = re.compile(r"NID:\s*(\d+)\s+Links:\s*\d+\s+Layout:\s*(\d+)")
 LS_LINE = re.compile(r"^\s*(\d+)\s+\d+\s+(\S+)$")
 METABOX_NID = 1 << 63  # inodes kept in the metadata box (mkfs -m): not at nid * 32
 
 
-def _superblock_numbers(dump: Path, image: Path, devices: list[Path]) -> dict[str, int]:
+def _superblock(dump: Path, image: Path, devices: list[Path]) -> tuple[list[str], dict[str, int]]:
+    """dump.erofs -s: the feature names and the numeric fields, by their label."""
     proc = _run([str(dump), "-s", *(f"--device={d}" for d in devices), str(image)])
+    features: list[str] = []
     numbers = {}
     for line in proc.stdout.splitlines():
         key, _, value = line.partition(":")
-        if value.strip().isdigit():
+        if "features" in key:
+            features += value.split()
+        elif value.strip().isdigit():
             numbers[key.strip()] = int(value.strip())
-    return numbers
+    return features, numbers
 
 
-def _file_facts(dump: Path, image: Path, devices: list[Path], tree: Tree, direct: bool
-                ) -> tuple[dict[str, FileFacts], str | None]:
+def _file_facts(dump: Path, image: Path, devices: list[Path], tree: Tree,
+                sb: dict[str, int] | None) -> tuple[dict[str, FileFacts], str | None]:
     """nid and data layout of every regular file. ``direct``: read each inode's format
-    from the image at its nid (one dump.erofs --ls per directory instead of one dump.erofs
-    per file); images whose inodes are not all at nid * 32 ask dump.erofs per file."""
+    from the image at its nid, with the superblock numbers ``sb`` (one dump.erofs --ls per
+    directory instead of one dump.erofs per file); images whose inodes are not all at
+    nid * 32 (``sb`` None) ask dump.erofs per file."""
     devs = [f"--device={d}" for d in devices]
     facts: dict[str, FileFacts] = {}
     regular = [n for n in tree.nodes if n.kind in ("file", "hardlink")]
     nids: dict[str, int] = {}
-    sb = _superblock_numbers(dump, image, devices) if direct else {}
+    direct = sb is not None
+    sb = sb or {}
     base = sb.get("Filesystem inode metadata start block", -1) * \
         sb.get("Filesystem blocksize", 0)
     if direct and base >= 0 and sb.get("Filesystem blocksize"):
@@ -205,11 +202,11 @@ def build(name: str, tree: Tree, layout: Layout, tools: ErofsUtils, workdir: Pat
                                f"{_tail(proc.stderr or proc.stdout)}")
             return built
     if tools.dump is not None:
-        built.features = _features(tools.dump, image, devices)
-        numbers = _superblock_numbers(tools.dump, image, devices)
+        built.features, numbers = _superblock(tools.dump, image, devices)
         built.block_size = numbers.get("Filesystem blocksize", built.block_size)
         direct = layout.metadata is None and layout.metadata_zone is None
-        built.files, problem = _file_facts(tools.dump, image, devices, tree, direct)
+        built.files, problem = _file_facts(tools.dump, image, devices, tree,
+                                           numbers if direct else None)
         if problem is not None:
             built.utils_bug = problem
             return built
