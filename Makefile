@@ -29,7 +29,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check layouts
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check layouts races
 
 all: help
 
@@ -45,6 +45,7 @@ help:
 	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
 	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
 	@echo "make layouts [SEED=] [MINUTES=] [EXAMPLES=]  generated images of every layout, checked every way"
+	@echo "make races [PAIRS=] [SECONDS=] [SEED=]  pairs of operations side by side, windows held open"
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]  fs/erofs line and branch coverage (gcov)"
@@ -127,6 +128,19 @@ READERS ?= 4
 stress: deps venv
 	$(PY) -m harness stress $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --minutes=$(MINUTES) \
 		--readers=$(READERS) --out=$(ARTIFACTS)/stress
+
+# make races [KERNEL=] [PAIRS=] [SECONDS=] [SEED=] [TARGETS=] [WIDENERS=]: every pair of
+# operations (or PAIRS=read+umount,remount) side by side on mounts of one domain, each on
+# every target for SECONDS, the windows held open; a finding is written to
+# reports/found/race-<id>.yaml (exit 1). The pair table is in artifacts/races/races.md.
+PAIRS ?=
+SECONDS ?= 2
+TARGETS ?=
+WIDENERS ?=
+races: deps venv
+	$(PY) -m harness races $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --pairs='$(PAIRS)' \
+		--seconds=$(SECONDS) --targets='$(TARGETS)' --wideners='$(WIDENERS)' \
+		--out=$(ARTIFACTS)/races
 
 shell: deps venv
 	$(PY) -m harness shell $(VM_OPTS)

@@ -13,6 +13,7 @@ CAMPAIGNS: dict[str, str] = {
     "fuzz": "harness.hostile.fuzz:FuzzCampaign",
     "stress": "harness.hostile.stress:StressCampaign",
     "layouts": "harness.layouts.run:LayoutsCampaign",
+    "races": "harness.races.run:RacesCampaign",
 }
 
 

@@ -1,0 +1,1 @@
+"""`make races`: operations side by side on mounts of one domain, the windows held open."""
