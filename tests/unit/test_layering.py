@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"guest"},
     {"pipeline", "results", "campaign"},
     {"plugin", "repro", "matrix", "bench", "explore", "hostile",
-     "coverage", "savings", "layouts"},
+     "coverage", "savings", "layouts", "races"},
     {"cli", "__main__"},
 ]
 

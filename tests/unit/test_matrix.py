@@ -122,7 +122,8 @@ def test_campaign_cells_run_their_command_with_a_budget_and_no_fixed_seed(
     assert argv[1:4] == ["-m", "harness", "fuzz"] and "--minutes=20" in argv
     assert f"--found={tmp_path / 'found'}" in argv
     assert not any(a.startswith("--seed") for a in argv)
-    assert {c.campaign for c in matrix.cells} == {"", "explore", "fuzz", "stress", "layouts"}
+    assert {c.campaign for c in matrix.cells} == {"", "explore", "fuzz", "stress", "layouts",
+                                                  "races"}
     layouts = cell_command(matrix.cell("debian-7.2-tcg-layouts"), tmp_path)
     assert layouts[3] == "layouts" and f"--found={tmp_path / 'found'}" in layouts
 
