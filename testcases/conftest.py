@@ -38,6 +38,18 @@ SUBPAGE_WARNING = dict(
     # 7.2 prints "WARNING: CPU: 0 PID: 9 at fs/...c:700 f+0x1", 7.3 "WARNING: fs/...c:700 at f+0x1"
     signature=SUBPAGE_WARNING_SIGNATURE, releases=">=7.0",
     unless_patched="keep the block size of the real inode in its shared inode", strict=False)
+# A reader of the shared cache through one mount borrows the real inode of another mount,
+# and unmounting that mount finds the inode busy (reports/ishare-unmount-borrowed-inode.yaml).
+# A race: a replay may miss it, so its marks are not strict.
+BORROWED_INODE_BUG = dict(
+    reason="a read through one mount of a domain is served by the real inode of another "
+           "mount, which igrab() keeps without its superblock: unmounting that mount finds "
+           "it busy (reports/ishare-unmount-borrowed-inode.yaml)",
+    signature=r"Busy inodes after unmount of \S+ \(erofs\)",
+    releases=">=7.0", unless_patched="read a shared inode through the real inode of its file",
+    strict=False)
+
+
 def found_params(paths: list[Path], *always: pytest.MarkDecorator) -> list[object]:
     """A replay test's parameters: one per found report; one that names a known bug
     (``known_bug:`` reason, signature, releases) is marked so, and fails as expected only

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import found_params
+from conftest import BORROWED_INODE_BUG, found_params
 from harness.campaign.found import known_finds, which_known
 from harness.erofs.tools import ErofsUtils
 from harness.guest.session import GuestSession
@@ -26,11 +26,11 @@ from harness.races.ops import Cell, Pair
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 
 SMOKE_SEED = 20261206
-# Windows the suite's own bugs came through, one cell each: an unmount under a reader, a
+# Windows the suite's own bugs came through, one cell each: an unmount under its reader, a
 # lazy unmount under a mapping's faults, a first lookup while the twin's mount comes and
 # goes, reclaim under a reader of the shared cache, the last close beside an unmount.
 SMOKE = [
-    Cell(Pair("umount", "read"), "twins", "lz4", ("block", "file"), False, 2.0),
+    Cell(Pair("umount", "read"), "one-mount", "lz4", ("block", "block"), False, 2.0),
     Cell(Pair("umount_lazy", "mmap_fault"), "one-mount", "plain", ("block", "block"), False,
          2.0),
     Cell(Pair("mount", "lookup_cold"), "twins", "plain", ("block", "block"), True, 2.0),
@@ -64,6 +64,28 @@ def test_operations_side_by_side_keep_bytes_errors_sharing_and_inode_counts(
     # The model's sharing check ran where the cell has two mounts that share.
     checked = [r for r in results if r.raw.get("sharing")]
     assert len(checked) >= 3, [r.raw.get("sharing") for r in results]
+
+
+@pytest.mark.known_bug(**BORROWED_INODE_BUG)
+@pytest.mark.parametrize("target,layout,sources", [
+    ("two-mounts", "lz4", ("block", "file")),
+    ("twins", "plain", ("block", "block")),
+], ids=["two-mounts-lz4", "twins-plain"])
+def test_unmounting_a_mount_while_its_twin_is_read_leaves_no_busy_inode(
+        guest_session: GuestSession, erofs_tools: ErofsUtils, target: str, layout: str,
+        sources: tuple[str, str]) -> None:
+    """One side unmounts a mount after looking the file up; the other reads the same
+    content through a mount of the same domain, missing the cache each time. The reader
+    must be served through its own mount: the unmount finds no busy inode, nothing oopses,
+    and afterwards the EROFS inode count is back where it was."""
+    cell = Cell(Pair("umount", "read"), target, layout, sources, False, 4.0)
+    runner = CellRunner(guest_session, build_images(erofs_tools))
+    for attempt in range(REPLAY_ATTEMPTS):
+        results = list(runner.run([cell], attempt))
+        assert results and not results[0].problems, (
+            f"{cell.id}, attempt {attempt + 1}:\n  " + "\n  ".join(
+                results[0].problems if results else ["no result"]))
+        assert results[0].overlaps > 0, results[0].raw
 
 
 def _found() -> list[object]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paramiko.ssh_exception import SSHException
+
 from harness.core.cache import cache_root
 from harness.core.paths import CATALOG
 from harness.erofs.images import BuiltImage, build_image, content_bytes, load_catalog
@@ -131,6 +133,7 @@ class CellRunner:
                    check=True)
             console_from = vm.console_offset()
             current: Cell | None = None
+            done: set[str] = set()
             budget = sum(c.seconds + 30 for c in batch) + HELPER_SLACK
             try:
                 for line in self.session.agent.stream(RACES_SOURCE, [path], budget):
@@ -145,21 +148,33 @@ class CellRunner:
                                    if vm.console else "")
                     console_from = vm.console_offset()
                     current = None
+                    done.add(cell.id)
                     yield result
                     if line.get("stuck"):
                         return
-            except (OSError, TimeoutError, ValueError, EOFError) as exc:
-                if current is None:
-                    raise
-                alive = vm.state is VMState.RUNNING and vm.responsive()
-                console = vm.console.since(console_from) if vm.console else ""
-                lost = CellResult(current, {"lost": repr(exc)})
-                lost.problems.append(
-                    f"the guest {'stopped answering' if alive else 'died'} during the "
-                    f"cell: {exc!r}")
-                lost.problems += [str(s) for s in splats_seen(console, "")]
-                yield lost
+            except (OSError, TimeoutError, ValueError, EOFError, SSHException) as exc:
+                yield self._lost(batch, done, current, exc, console_from)
                 return
+
+    def _lost(self, batch: list[Cell], done: set[str], current: Cell | None,
+              exc: BaseException, console_from: int) -> CellResult:
+        """The result of the cell the guest was lost in (or, lost between cells, of the
+        next one, saying so), with what the console and, if it still answers, the kernel
+        log say."""
+        vm = self.session.vm
+        between = current is None
+        cell = current or next(c for c in batch if c.id not in done)
+        alive = vm.state is VMState.RUNNING and vm.responsive()
+        console = vm.console.since(console_from) if vm.console else ""
+        log = vm.run("dmesg | tail -n 80", check=False, forensic=True).stdout if alive else ""
+        lost = CellResult(cell, {"lost": repr(exc)})
+        lost.problems.append(
+            f"the guest {'stopped answering' if alive else 'died'} "
+            f"{'before the cell began' if between else 'during the cell'}: {exc!r}")
+        lost.problems += [str(s) for s in splats_seen(console, log)]
+        if alive and log:
+            lost.raw["dmesg_tail"] = log.splitlines()[-40:]
+        return lost
 
 
 def judge(cell: Cell, raw: dict[str, Any], console: str) -> CellResult:

@@ -19,8 +19,8 @@ from harness.core.errors import HarnessError
 # name -> what one iteration does (the set-up that re-establishes what it needs is untimed)
 OPS: dict[str, str] = {
     "mount": "mount the side's mount (unmounted first)",
-    "umount": "unmount it (mounted first)",
-    "umount_lazy": "unmount it with MNT_DETACH (mounted first)",
+    "umount": "unmount it (mounted and its data file looked up first)",
+    "umount_lazy": "unmount it with MNT_DETACH (mounted and its data file looked up first)",
     "remount": "remount it with a changed option (acl, noacl), sharing and domain kept",
     "open": "open the data file (closed after)",
     "close_last": "close the side's only descriptor of the data file",

@@ -9,7 +9,9 @@ time budget is spent are listed as not run; the run then has no verdict on them.
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,23 @@ from harness.core.errors import HarnessError
 from harness.erofs.tools import provide
 from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
+from harness.pipeline import open_guest
 from harness.races.cells import CellResult, CellRunner, build_images
 from harness.races.found import write_found
 from harness.races.ops import OPS, TARGETS, WIDENERS, parse_choice, parse_pairs, plan
 
 TARGET_OVERLAPS = 100  # measured overlaps a pair should reach within its budget
+MAX_RESTARTS = 25  # new guests a run may take after guests that died or oopsed
+# Kernel reports after which the guest's state (mounts, devices, a killed process's
+# references) can no longer be trusted for the next cell.
+FATAL = re.compile(r"^kernel (?:panic|bug|oops|kasan|kfence|soft_lockup|hung_task|rcu_stall)"
+                   r" report:", re.M)
+
+
+def guest_spoilt(result: CellResult) -> bool:
+    """Whether the cells after this one need a new guest."""
+    return ("lost" in result.raw or bool(result.raw.get("stuck"))
+            or any(FATAL.match(p) for p in result.problems))
 
 
 def pair_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -119,46 +133,44 @@ class RacesCampaign(Campaign):
                        if known_again else ""))
 
         remaining = list(self.cells)
-        while remaining:
-            # Only as many cells as the budget still has room for go to the guest.
-            fit, room = [], run.time_left()
-            for cell in remaining:
-                room -= cell.seconds + 3
-                if room < 0:
+        restarts = 0
+        with ExitStack() as guests:
+            while remaining:
+                # Only as many cells as the budget still has room for go to the guest.
+                fit, room = [], run.time_left()
+                for cell in remaining:
+                    room -= cell.seconds + 3
+                    if room < 0:
+                        break
+                    fit.append(cell)
+                if not fit:
                     break
-                fit.append(cell)
-            if not fit:
-                break
-            before, gone = len(remaining), False
-            for result in runner.run(fit, run.seed,
-                                     started=lambda cell: run.progress.tick(progress)):
-                remaining.remove(result.cell)
-                row = self._row(result)
-                overlaps_total += row.get("overlaps", 0)
-                if result.problems:
-                    failure = result.failure()
-                    name = which_known(failure, known)
-                    if name is not None:
-                        row["verdict"] = f"known:{name}"
-                        known_again[name] += 1
-                    else:
-                        path = write_found(run.kernel.spec, run.seed, result.cell, failure,
-                                           run.settings.found or FOUND,
-                                           cells_run=len(rows) + 1, seconds=run.elapsed(),
-                                           raw=result.raw)
-                        findings.append({"cell": result.cell.id, "failure": failure,
-                                         "report": str(path),
-                                         "minutes": round(run.elapsed() / 60, 2)})
-                        run.say(f"FOUND in {result.cell.id} after {run.elapsed() / 60:.1f} "
-                                f"min:\n  " + "\n  ".join(result.problems[:6])
-                                + f"\n  written to {path}")
-                rows.append(row)
-                run.progress.tick(progress)
-                gone = "lost" in result.raw or bool(result.raw.get("stuck"))
-                if gone:
+                before, spoilt = len(remaining), False
+                for result in runner.run(fit, run.seed,
+                                         started=lambda cell: run.progress.tick(progress)):
+                    remaining.remove(result.cell)
+                    row = self._row(result)
+                    overlaps_total += row.get("overlaps", 0)
+                    if result.problems:
+                        self._judge(run, result, row, known, known_again, findings, len(rows))
+                    rows.append(row)
+                    run.progress.tick(progress)
+                    spoilt = guest_spoilt(result)
+                    if spoilt:
+                        break
+                if not spoilt and len(remaining) < before:
+                    continue
+                # The guest died, hung, or its kernel oopsed: the cells left get a new one.
+                if restarts >= MAX_RESTARTS or not remaining:
                     break
-            if gone or len(remaining) == before:  # the guest cannot go on
-                break
+                restarts += 1
+                run.say(f"a new guest for the {len(remaining)} cells left (restart "
+                        f"{restarts} of at most {MAX_RESTARTS})")
+                runner.session.vm.stop()
+                session = guests.enter_context(open_guest(
+                    run.kernel, run.settings.vm, name=f"races-{restarts}",
+                    artifacts=run.settings.out))
+                runner = CellRunner(session, self.images)
         run.progress.tick(progress, force=True)
         results: dict[str, Any] = {
             "cells_planned": planned, "cells_run": len(rows),
@@ -166,7 +178,7 @@ class RacesCampaign(Campaign):
             "wideners": list(self.wideners),
             "wideners_missing": runner.wideners_missing,
             "pairs": pair_table(rows), "cells": rows, "findings": findings,
-            "known_bugs_again": dict(known_again),
+            "known_bugs_again": dict(known_again), "guest_restarts": restarts,
         }
         under = [name for name, entry in results["pairs"].items()
                  if entry["overlaps"] < TARGET_OVERLAPS]
@@ -191,6 +203,25 @@ class RacesCampaign(Campaign):
             return Outcome(Verdict.NO_VERDICT, results, lines)
         lines.append(f"every cell clean (seed {run.seed})")
         return Outcome(Verdict.CLEAN, results, lines)
+
+    @staticmethod
+    def _judge(run: CampaignRun, result: CellResult, row: dict[str, Any],
+               known: dict[str, re.Pattern[str]], known_again: Counter[str],
+               findings: list[dict[str, Any]], cells_before: int) -> None:
+        """A failed cell: a known bug met again (counted), or a finding (written)."""
+        failure = result.failure()
+        name = which_known(failure, known)
+        if name is not None:
+            row["verdict"] = f"known:{name}"
+            known_again[name] += 1
+            return
+        path = write_found(run.kernel.spec, run.seed, result.cell, failure,
+                           run.settings.found or FOUND, cells_run=cells_before + 1,
+                           seconds=run.elapsed(), raw=result.raw)
+        findings.append({"cell": result.cell.id, "failure": failure, "report": str(path),
+                         "minutes": round(run.elapsed() / 60, 2)})
+        run.say(f"FOUND in {result.cell.id} after {run.elapsed() / 60:.1f} min:\n  "
+                + "\n  ".join(result.problems[:6]) + f"\n  written to {path}")
 
     @staticmethod
     def _row(result: CellResult) -> dict[str, Any]:

@@ -219,6 +219,13 @@ def _ensure_mounted(side, ctx):
         mount_side(side.mount)
 
 
+def _in_use(side, ctx):
+    """Mounted, and its data file looked up: a mount that was used. Its real inode is then
+    the newest on the shared inode's list, the one readers through other mounts borrow."""
+    _ensure_mounted(side, ctx)
+    os.stat(side.data_path)
+
+
 def _ensure_unmounted(side, ctx):
     if _mounted(side.mount["target"]):
         unmount_side(side.mount)
@@ -373,8 +380,8 @@ def op_getxattr(side, ctx):
 # name -> (set-up, call)
 OPS = {
     "mount": (_ensure_unmounted, op_mount),
-    "umount": (_ensure_mounted, op_umount),
-    "umount_lazy": (_ensure_mounted, lambda side, ctx: op_umount(side, ctx, lazy=True)),
+    "umount": (_in_use, op_umount),
+    "umount_lazy": (_in_use, lambda side, ctx: op_umount(side, ctx, lazy=True)),
     "remount": (_ensure_mounted, op_remount),
     "open": (_close_all, op_open),
     "close_last": (_open_one, op_close_last),
@@ -673,7 +680,10 @@ def run_cell(cfg, cell):
         alive = set(pids)
         while alive and time.monotonic() < stop_at + HANG_GRACE:
             for pid in list(alive):
-                done, status = os.waitpid(pid, os.WNOHANG)
+                try:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # reaped already: it is gone all the same
+                    done, status = pid, 0
                 if done:
                     alive.discard(pid)
                     statuses[pid] = status
