@@ -27,7 +27,7 @@ from harness.races.found import write_found
 from harness.races.ops import OPS, TARGETS, WIDENERS, parse_choice, parse_pairs, plan
 
 TARGET_OVERLAPS = 100  # measured overlaps a pair should reach within its budget
-MAX_RESTARTS = 25  # new guests a run may take after guests that died or oopsed
+MAX_RESTARTS = 60  # new guests a run may take after guests that died or oopsed
 # Kernel reports after which the guest's state (mounts, devices, a killed process's
 # references) can no longer be trusted for the next cell.
 FATAL = re.compile(r"^kernel (?:panic|bug|oops|kasan|kfence|soft_lockup|hung_task|rcu_stall)"
