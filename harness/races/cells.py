@@ -9,7 +9,7 @@ Used by the campaign (`make races`), by the smoke and the replays of found races
 from __future__ import annotations
 
 import json
-import shlex
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 from paramiko.ssh_exception import SSHException
 
 from harness.core.cache import cache_root
+from harness.core.errors import HarnessError
 from harness.core.paths import CATALOG
 from harness.erofs.images import BuiltImage, build_image, content_bytes, load_catalog
 from harness.erofs.tools import ErofsUtils
@@ -43,8 +44,9 @@ TREES = {
 REFS = {"large": (400, 8 << 20), "medium": (401, 256 << 10)}
 DELAY_MS = 4  # each I/O of a block source held this long by dm-delay
 MEMORY_MAX = 6 << 20  # the sides' cgroup: less than the large file, room for the sides
+CONFIG = "/run/races-config.json"  # the batch of cells the guest helper runs
 BATCH = 12  # cells per guest helper run (its config is a file; a lost guest loses one batch)
-HELPER_SLACK = 120.0  # seconds beyond a batch's budget before its helper counts as lost
+HELPER_SLACK = 75.0  # seconds beyond a cell's own before a silent helper counts as lost
 
 
 def reference_files() -> dict[str, Path]:
@@ -128,16 +130,18 @@ class CellRunner:
             batch = cells[at:at + BATCH]
             by_id = {cell.id: cell for cell in batch}
             config = {**base, "seed": seed, "cells": [self._cell(c) for c in batch]}
-            path = "/run/races-config.json"
-            vm.run(f"cat > {shlex.quote(path)}", stdin=json.dumps(config).encode(),
-                   check=True)
             console_from = vm.console_offset()
             current: Cell | None = None
             done: set[str] = set()
-            budget = sum(c.seconds + 30 for c in batch) + HELPER_SLACK
+            # The helper prints a line per cell: silence longer than a cell, its checks and
+            # the helper's own wait for a stuck side (30 s) means the guest is lost.
+            budget = max(c.seconds for c in batch) + HELPER_SLACK
+            finished = False
             try:
-                for line in self.session.agent.stream(RACES_SOURCE, [path], budget):
+                vm.run(f"cat > {CONFIG}", stdin=json.dumps(config).encode(), check=True)
+                for line in self._lines(budget):
                     if line.get("done"):
+                        finished = True
                         break
                     cell = by_id[line["cell"]]
                     if line.get("started"):
@@ -152,9 +156,31 @@ class CellRunner:
                     yield result
                     if line.get("stuck"):
                         return
-            except (OSError, TimeoutError, ValueError, EOFError, SSHException) as exc:
+                if not finished:
+                    raise EOFError("the guest helper ended without finishing its cells")
+            except (OSError, TimeoutError, ValueError, EOFError, SSHException,
+                    HarnessError) as exc:
                 yield self._lost(batch, done, current, exc, console_from)
                 return
+
+    def _lines(self, budget: float) -> Iterator[dict[str, Any]]:
+        """The helper's lines. Opening its channel is tried twice: the guest's SSH server
+        has refused a new channel now and then (the guest answering at once after), and
+        that is no verdict on the kernel; a second refusal is."""
+        for attempt in (1, 2):
+            lines = self.session.agent.stream(RACES_SOURCE, [CONFIG], budget)
+            try:
+                first = next(lines)
+            except StopIteration:
+                return
+            except SSHException:
+                if attempt == 2:
+                    raise
+                time.sleep(2.0)
+                continue
+            yield first
+            yield from lines
+            return
 
     def _lost(self, batch: list[Cell], done: set[str], current: Cell | None,
               exc: BaseException, console_from: int) -> CellResult:

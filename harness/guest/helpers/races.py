@@ -34,7 +34,7 @@ libc = pcprobe.libc
 ROOT = "/run/races"
 CGROUP = "/sys/fs/cgroup/races"
 CHUNK = 65536
-HANG_GRACE = 60.0  # seconds after the budget before a worker counts as stuck
+HANG_GRACE = 30.0  # seconds after the budget before a worker counts as stuck
 READ_METHODS = ["read", "pread", "mmap", "sendfile", "splice"]
 # What a file on a mount the other side unmounts answers: the path is gone, never EIO.
 GONE = {errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.ENOTCONN, errno.ENODEV}
