@@ -89,7 +89,8 @@ def test_unmounting_a_mount_while_its_twin_is_read_leaves_no_busy_inode(
 
 
 def _found() -> list[object]:
-    return found_params(found_reports())
+    # A replay on a kernel with the borrowed-inode bug may meet it beside its own failure.
+    return found_params(found_reports(), pytest.mark.known_bug(**BORROWED_INODE_BUG))
 
 
 FOUND_REPORTS = _found()
