@@ -9,6 +9,7 @@ Used by the campaign (`make races`), by the smoke and the replays of found races
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -197,14 +198,23 @@ class CellRunner:
         lost.problems.append(
             f"the guest {'stopped answering' if alive else 'died'} "
             f"{'before the cell began' if between else 'during the cell'}: {exc!r}")
+        notable = dict.fromkeys(m.group(0).strip() for m in NOTABLE.finditer(log + "\n" + console))
+        lost.problems += [f"kernel: {line}" for line in notable]
         lost.problems += [str(s) for s in splats_seen(console, log)]
         if alive and log:
             lost.raw["dmesg_tail"] = log.splitlines()[-40:]
         return lost
 
 
+# Kernel lines that are no report of their own (no splat starts with them) but say what
+# went wrong: they are problems too, so that a signature can name them.
+NOTABLE = re.compile(r"VFS: Busy inodes after unmount[^\n]*|list_(?:add|del) corruption[^\n]*")
+
+
 def judge(cell: Cell, raw: dict[str, Any], console: str) -> CellResult:
     result = CellResult(cell, raw, list(raw.get("problems", [])))
     log = "\n".join(raw.get("kmsg", []))
+    notable = dict.fromkeys(m.group(0).strip() for m in NOTABLE.finditer(log + "\n" + console))
+    result.problems += [f"kernel: {line}" for line in notable]
     result.problems += [str(s) for s in splats_seen(console, log)]
     return result

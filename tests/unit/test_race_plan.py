@@ -178,3 +178,13 @@ def test_errors_the_model_allows_and_those_it_does_not() -> None:
     assert helper.allowed(unmounter, reader, cell, errno.EBUSY)
     assert not helper.allowed(elsewhere, Side("read", "/m1"), cell, errno.EBUSY)
     assert helper.allowed(Side("collapse", "/m1"), reader, cell, errno.EINVAL)
+
+
+def test_a_busy_inode_line_is_a_problem_a_signature_can_name() -> None:
+    from harness.races.cells import judge
+    cell = _cell("two-mounts")
+    raw = {"problems": [], "kmsg": ["erofs (device dm-0): mounted",
+                                    "VFS: Busy inodes after unmount of dm-0 (erofs)"]}
+    result = judge(cell, raw, "")
+    assert result.problems == ["kernel: VFS: Busy inodes after unmount of dm-0 (erofs)"]
+    assert not judge(cell, {"problems": [], "kmsg": ["erofs: mounted"]}, "").problems

@@ -732,7 +732,7 @@ def run_cell(cfg, cell):
     if baseline is not None and after is not None and after > baseline:
         problems.append(f"leak: {after - baseline} EROFS inodes still allocated after the "
                         f"last unmount ({baseline} before the cell, {after} after)")
-    result["kmsg"] = log.since(mark)["lines"][-200:]
+    result["kmsg"] = log.since(mark)["lines"][-800:]
     print(json.dumps(result), flush=True)
     return True
 
