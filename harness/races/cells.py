@@ -195,12 +195,17 @@ class CellRunner:
         console = vm.console.since(console_from) if vm.console else ""
         log = vm.run("dmesg | tail -n 80", check=False, forensic=True).stdout if alive else ""
         lost = CellResult(cell, {"lost": repr(exc)})
+        notable = dict.fromkeys(m.group(0).strip() for m in NOTABLE.finditer(log + "\n" + console))
+        splats = splats_seen(console, log)
+        # A guest that answers, said nothing, and refused the channel of a cell not begun:
+        # the harness could not reach it, which is no verdict on the kernel.
+        lost.raw["unreachable"] = bool(between and alive and not notable and not splats
+                                       and isinstance(exc, SSHException))
         lost.problems.append(
             f"the guest {'stopped answering' if alive else 'died'} "
             f"{'before the cell began' if between else 'during the cell'}: {exc!r}")
-        notable = dict.fromkeys(m.group(0).strip() for m in NOTABLE.finditer(log + "\n" + console))
         lost.problems += [f"kernel: {line}" for line in notable]
-        lost.problems += [str(s) for s in splats_seen(console, log)]
+        lost.problems += [str(s) for s in splats]
         if alive and log:
             lost.raw["dmesg_tail"] = log.splitlines()[-40:]
         return lost

@@ -28,16 +28,14 @@ from harness.races.ops import OPS, TARGETS, WIDENERS, parse_choice, parse_pairs,
 
 TARGET_OVERLAPS = 100  # measured overlaps a pair should reach within its budget
 MAX_RESTARTS = 60  # new guests a run may take after guests that died or oopsed
-# Kernel reports after which the guest's state (mounts, devices, a killed process's
-# references) can no longer be trusted for the next cell.
-FATAL = re.compile(r"^kernel (?:panic|bug|oops|kasan|kfence|soft_lockup|hung_task|rcu_stall)"
-                   r" report:", re.M)
-
-
 def guest_spoilt(result: CellResult) -> bool:
-    """Whether the cells after this one need a new guest."""
+    """Whether the cells after this one need a new guest: it was lost or hung, the kernel
+    said anything (a report, a busy inode: its state is no longer what the next cell
+    assumes), or a side died."""
     return ("lost" in result.raw or bool(result.raw.get("stuck"))
-            or any(FATAL.match(p) for p in result.problems))
+            or any(p.startswith(("kernel", "set-up of the cell", "left from before",
+                                 "remove dm device")) or " crashed: " in p
+                   for p in result.problems))
 
 
 def pair_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -133,7 +131,7 @@ class RacesCampaign(Campaign):
                        if known_again else ""))
 
         remaining = list(self.cells)
-        restarts = 0
+        restarts = unreachable = 0
         with ExitStack() as guests:
             while remaining:
                 # Only as many cells as the budget still has room for go to the guest.
@@ -151,7 +149,10 @@ class RacesCampaign(Campaign):
                     remaining.remove(result.cell)
                     row = self._row(result)
                     overlaps_total += row.get("overlaps", 0)
-                    if result.problems:
+                    if result.raw.get("unreachable"):
+                        row["verdict"] = "lost"  # the guest refused a channel: no verdict
+                        unreachable += 1
+                    elif result.problems:
                         self._judge(run, result, row, known, known_again, findings, len(rows))
                     rows.append(row)
                     run.progress.tick(progress)
@@ -179,6 +180,7 @@ class RacesCampaign(Campaign):
             "wideners_missing": runner.wideners_missing,
             "pairs": pair_table(rows), "cells": rows, "findings": findings,
             "known_bugs_again": dict(known_again), "guest_restarts": restarts,
+            "cells_lost_to_ssh": unreachable,
         }
         under = [name for name, entry in results["pairs"].items()
                  if entry["overlaps"] < TARGET_OVERLAPS]

@@ -188,3 +188,18 @@ def test_a_busy_inode_line_is_a_problem_a_signature_can_name() -> None:
     result = judge(cell, raw, "")
     assert result.problems == ["kernel: VFS: Busy inodes after unmount of dm-0 (erofs)"]
     assert not judge(cell, {"problems": [], "kmsg": ["erofs: mounted"]}, "").problems
+
+
+@pytest.mark.parametrize("problem,spoilt", [
+    ("kernel: VFS: Busy inodes after unmount of dm-0 (erofs)", True),
+    ("kernel warning report: WARNING: fs/iomap/buffered-io.c:700", True),
+    ("side a (umount) crashed: killed by signal 11, no results", True),
+    ("set-up of the cell: [Errno 16] Device or resource busy", True),
+    ("side b (read): wrong bytes: /run/races/m2/big (read): the bytes at 0..4096 differ",
+     False),
+])
+def test_a_cell_that_leaves_the_kernel_in_doubt_gets_the_next_cell_a_new_guest(
+        problem: str, spoilt: bool) -> None:
+    from harness.races.cells import CellResult
+    from harness.races.run import guest_spoilt
+    assert guest_spoilt(CellResult(_cell("twins"), {}, [problem])) is spoilt
