@@ -216,7 +216,7 @@ repro: deps venv
 
 # make mutations: every deliberate break of fs/erofs in reports/mutations/ must turn its
 # tests red (patched: reproduced) while the unchanged tree passes them (base: not).
-MUTATIONS ?= $(sort $(wildcard reports/mutations/*.yaml reports/mutations/explore/*.yaml reports/mutations/layouts/*.yaml))
+MUTATIONS ?= $(sort $(wildcard reports/mutations/*.yaml reports/mutations/explore/*.yaml reports/mutations/layouts/*.yaml reports/mutations/races/*.yaml))
 mutations: deps venv
 	@failed=; for r in $(MUTATIONS); do \
 		scripts/repro $$r --accel=$(ACCEL) > $(ARTIFACTS)/mutation-$$(basename $$r .yaml).log 2>&1; rc=$$?; \
