@@ -546,7 +546,8 @@ def _sources(cfg, cell, made):
                 made["dm"].append(dm_name)
         mounts[name] = {"target": f"{ROOT}/{name}", "source": source,
                         "options": spec["options"], "tree": spec["tree"],
-                        "domain": spec.get("domain")}
+                        "domain": next((o.split("=", 1)[1] for o in spec["options"].split(",")
+                                        if o.startswith("domain_id=")), None)}
     return mounts
 
 
@@ -615,21 +616,27 @@ def _checks_after(cfg, cell, mounts, sides):
     a, b = sides
     sharing = None
     if a.mount["target"] != b.mount["target"] and cell["model"] in ("share", "private"):
-        # Empty both caches, read through a, look through b's mapping.
+        # Empty both caches, read through a, look through b's mapping. DONTNEED is best
+        # effort (a folio still referenced stays), so what b shows is compared with what it
+        # showed before the read: the read through a must fill b (shared) or leave it be.
         try:
             for side in sides:
                 pcprobe.fadvise_dontneed(side.data_path)
+            before = pcprobe.mincore(b.data_path)
             read_checked(a.data_path, wants[a.ref_path], "read")
             seen = pcprobe.mincore(b.data_path)
-            sharing = seen
+            sharing = {**seen, "before": before["resident"]}
+            why = ("another domain" if a.mount.get("domain") != b.mount.get("domain")
+                   else "other address space operations (block and file-backed)")
             if cell["model"] == "share" and seen["resident"] < seen["pages"]:
                 problems.append(f"sharing: after reading {a.data_path}, "
                                 f"{seen['resident']} of {seen['pages']} pages resident "
                                 f"through its twin {b.data_path} (the model: shared)")
-            if cell["model"] == "private" and seen["resident"]:
-                problems.append(f"sharing: after reading {a.data_path}, {seen['resident']} "
-                                f"pages resident through {b.data_path} of another domain "
-                                f"(the model: not shared)")
+            if cell["model"] == "private" and seen["resident"] > before["resident"]:
+                problems.append(f"sharing: reading {a.data_path} made "
+                                f"{seen['resident'] - before['resident']} more pages resident "
+                                f"through {b.data_path} of {why} ({before['resident']} "
+                                f"before, {seen['resident']} after; the model: not shared)")
         except (OSError, WrongBytes) as exc:
             problems.append(f"sharing check: {exc}")
     return problems, sharing
