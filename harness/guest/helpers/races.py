@@ -1,6 +1,6 @@
 """Guest side of `make races`: two operations on mounts of one domain, each in a tight loop in
 its own process on its own CPU, for a few seconds, with the windows held open (a dm-delay
-target under the block sources, large files, cold caches, a tight memory.max). Every
+target under the block sources, large files, cold caches, a tight memory.high). Every
 iteration's start and end are kept, so the host learns how many iterations of the two
 operations really overlapped.
 
@@ -162,7 +162,7 @@ class WrongBytes(Exception):
 
 def read_checked(path, want, method):
     """Read ``path`` whole by ``method``, comparing each chunk as it comes (a reader under a
-    tight memory.max must not hold the file)."""
+    tight memory.high must not hold the file)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -661,8 +661,13 @@ def run_cell(cfg, cell):
             os.makedirs(CGROUP, exist_ok=True)
             with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as fh:
                 fh.write("+memory")
+            # memory.high, not memory.max: reclaim that holds the sides back, never the OOM
+            # killer (a file-backed read under memory.max is OOM-killed on 7.x, a known bug
+            # of its own, reports/file-backed-read-oom-under-memory-max.yaml).
             with open(f"{CGROUP}/memory.max", "w") as fh:
-                fh.write(str(cfg["memory_max"]))
+                fh.write("max")
+            with open(f"{CGROUP}/memory.high", "w") as fh:
+                fh.write(str(cfg["memory_high"]))
         ooms_before = _oom_count()
         start_at = time.monotonic() + 0.3
         stop_at = start_at + cell["seconds"]
@@ -715,16 +720,10 @@ def run_cell(cfg, cell):
                 how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                        else f"exit status {os.waitstatus_to_exitcode(status)}")
                 got.append({"crashed": f"{how}, no results{_oom_kills()}"})
-        # MADV_COLLAPSE charges a whole huge page at once to a cgroup kept below the file's
-        # size: the OOM killer taking a side there is the widener's doing, not a finding.
-        collapse_oom = "collapse" in cell["ab"] and "pressure" in cell["wideners"]
         result["oom_kills"] = _oom_count() - ooms_before
         for index, side_result in enumerate(got):
             label = f"side {'ab'[index]} ({cell['ab'[index]]})"
             if "crashed" in side_result:
-                if collapse_oom and result["oom_kills"] and "signal 9" in side_result["crashed"]:
-                    result.setdefault("allowed_oom", []).append(label)
-                    continue
                 problems.append(f"{label} crashed: {side_result['crashed']}")
                 continue
             problems += [f"{label}: wrong bytes: {w}" for w in side_result["wrong"]]
