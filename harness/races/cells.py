@@ -44,7 +44,7 @@ TREES = {
 # The data files' bytes (seed and size in the catalog's races trees).
 REFS = {"large": (400, 8 << 20), "medium": (401, 256 << 10)}
 DELAY_MS = 4  # each I/O of a block source held this long by dm-delay
-MEMORY_HIGH = 6 << 20  # the sides' cgroup: less than the large file, room for the sides
+RECLAIM_BYTES = 2 << 20  # taken from the sides' cgroup every 50 ms while a cell runs
 CONFIG = "/run/races-config.json"  # the batch of cells the guest helper runs
 BATCH = 12  # cells per guest helper run (its config is a file; a lost guest loses one batch)
 HELPER_SLACK = 75.0  # seconds beyond a cell's own before a silent helper counts as lost
@@ -111,7 +111,7 @@ class CellRunner:
                    for name, image in self.images.items()}
         refs = {name: session.upload(path, path.name) for name, path in reference_files().items()}
         self._config = {"images": uploads, "refs": refs, "trees": TREES,
-                        "delay_ms": DELAY_MS, "memory_high": MEMORY_HIGH}
+                        "delay_ms": DELAY_MS, "reclaim_bytes": RECLAIM_BYTES}
         return self._config
 
     def _cell(self, cell: Cell) -> dict[str, Any]:

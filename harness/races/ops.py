@@ -53,7 +53,7 @@ WIDENERS: dict[str, str] = {
     "dm_delay": "a dm-delay target under every block source: each I/O held for milliseconds",
     "large": "the data operations act on an 8 MiB file (else 256 KiB)",
     "cold": "the data file's cache emptied (DONTNEED) before each data operation",
-    "pressure": "both sides in a cgroup whose memory.high is below the data file's size",
+    "pressure": "both sides in a cgroup that loses 2 MiB to memory.reclaim every 50 ms",
 }
 LAYOUTS = ("plain", "lz4")  # the image pair a cell uses: uncompressed, or lz4
 

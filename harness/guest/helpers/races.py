@@ -504,6 +504,17 @@ def worker(cfg, cell, sides, index, out_path, start_at, stop_at, board):
     os.replace(out_path + ".tmp", out_path)
 
 
+def _reclaim(amount):
+    """Take ``amount`` bytes from the sides' cgroup now (memory.reclaim); it may fall short
+    (EAGAIN) when there is less to take."""
+    try:
+        with open(f"{CGROUP}/memory.reclaim", "w") as fh:
+            fh.write(str(amount))
+    except OSError as exc:
+        if exc.errno != errno.EAGAIN:
+            raise
+
+
 def _oom_count():
     try:
         with open(f"{CGROUP}/memory.events") as fh:
@@ -661,13 +672,13 @@ def run_cell(cfg, cell):
             os.makedirs(CGROUP, exist_ok=True)
             with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as fh:
                 fh.write("+memory")
-            # memory.high, not memory.max: reclaim that holds the sides back, never the OOM
-            # killer (a file-backed read under memory.max is OOM-killed on 7.x, a known bug
-            # of its own, reports/file-backed-read-oom-under-memory-max.yaml).
-            with open(f"{CGROUP}/memory.max", "w") as fh:
-                fh.write("max")
-            with open(f"{CGROUP}/memory.high", "w") as fh:
-                fh.write(str(cfg["memory_high"]))
+            # No limit: a tight memory.max OOM-kills (a file-backed read under it is killed
+            # on 7.x, a known bug of its own, reports/file-backed-read-oom-under-memory-max.yaml)
+            # and a tight memory.high throttles the sides for seconds at a time. The pressure
+            # is proactive reclaim of the sides' cgroup, from this process, while they run.
+            for knob in ("memory.max", "memory.high"):
+                with open(f"{CGROUP}/{knob}", "w") as fh:
+                    fh.write("max")
         ooms_before = _oom_count()
         start_at = time.monotonic() + 0.3
         stop_at = start_at + cell["seconds"]
@@ -694,7 +705,10 @@ def run_cell(cfg, cell):
                     os._exit(code)
             pids.append(pid)
         alive = set(pids)
+        pressure = "pressure" in cell["wideners"]
         while alive and time.monotonic() < stop_at + HANG_GRACE:
+            if pressure and time.monotonic() < stop_at:
+                _reclaim(cfg["reclaim_bytes"])
             for pid in list(alive):
                 try:
                     done, status = os.waitpid(pid, os.WNOHANG)
