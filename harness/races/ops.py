@@ -41,6 +41,11 @@ OPS: dict[str, str] = {
 }
 LIFECYCLE = frozenset({"mount", "umount", "umount_lazy", "remount"})
 GLOBAL = frozenset({"drop_caches", "reclaim"})  # act on no mount
+# Calls that read the whole data file: two of them side by side make a few dozen calls in
+# SECONDS (a cold 8 MiB read behind dm-delay takes a quarter of a second or more), so
+# such a pair runs LONG_FACTOR times as long to reach as many overlaps as the others.
+LONG = frozenset({"read", "mmap_fault", "collapse"})
+LONG_FACTOR = 3
 
 # target -> (how many mounts, what the model says about sharing between the two files)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -140,9 +145,11 @@ def plan(pairs: list[Pair], targets: tuple[str, ...], seconds: float, seed: int,
         for target in targets_for(pair, targets):
             # The first mount is a block device, so the dm-delay widener always has one to
             # sit under; the second is either.
+            long = pair.a in LONG and pair.b in LONG
             cells.append(Cell(pair, target, rng.choice(LAYOUTS),
                               ("block", rng.choice(("block", "file"))),
-                              rng.random() < 0.5, seconds, wideners))
+                              rng.random() < 0.5, seconds * (LONG_FACTOR if long else 1),
+                              wideners))
     return cells
 
 

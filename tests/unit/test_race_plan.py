@@ -203,3 +203,9 @@ def test_a_cell_that_leaves_the_kernel_in_doubt_gets_the_next_cell_a_new_guest(
     from harness.races.cells import CellResult
     from harness.races.run import guest_spoilt
     assert guest_spoilt(CellResult(_cell("twins"), {}, [problem])) is spoilt
+
+
+def test_two_whole_file_reads_side_by_side_get_three_times_the_seconds() -> None:
+    cells = plan(parse_pairs("read+mmap_fault,read+stat"), ("twins",), 2.0, 1, tuple(WIDENERS))
+    assert [(c.pair.name, c.seconds) for c in cells] == [("read+mmap_fault", 6.0),
+                                                         ("read+stat", 2.0)]
