@@ -33,6 +33,18 @@ MS_RDONLY = 1
 MNT_DETACH = 2
 
 
+def where_in_kernel(pid):
+    """Where a process waits in the kernel: its wait channel and kernel stack, one line."""
+    out = []
+    for name in ("wchan", "stack"):
+        try:
+            with open(f"/proc/{pid}/{name}") as fh:
+                out.append(fh.read().strip().replace("\n", " | "))
+        except OSError:
+            continue
+    return "; ".join(out)
+
+
 def _oserror(what):
     err = ctypes.get_errno()
     raise OSError(err, f"{what}: {os.strerror(err)}")

@@ -527,17 +527,6 @@ def _oom_kills():
     return f" (the sides' cgroup: oom_kill {_oom_count()})"
 
 
-def _where(pid):
-    out = []
-    for name in ("wchan", "stack"):
-        try:
-            with open(f"/proc/{pid}/{name}") as fh:
-                out.append(fh.read().strip().replace("\n", " | "))
-        except OSError:
-            continue
-    return "; ".join(out)
-
-
 # ---- one cell --------------------------------------------------------------------------
 
 def _sources(cfg, cell, made):
@@ -720,7 +709,8 @@ def run_cell(cfg, cell):
             time.sleep(0.05)
         if alive:
             result["stuck"] = [f"side {pids.index(pid)} ({cell['ab'[pids.index(pid)]]}) "
-                               f"pid {pid}: {_where(pid)}" for pid in sorted(alive)]
+                               f"pid {pid}: {pcprobe.where_in_kernel(pid)}"
+                               for pid in sorted(alive)]
             problems += [f"stuck: {s}" for s in result["stuck"]]
             print(json.dumps(result), flush=True)
             return False  # a worker stuck in the kernel: the guest cannot go on cleanly

@@ -229,13 +229,7 @@ HANG_GRACE = 90.0  # seconds after the budget before a child counts as stuck
 
 
 def _where(pid):
-    out = []
-    for name in ("wchan", "stack"):
-        try:
-            with open(f"/proc/{pid}/{name}") as fh:
-                out.append(fh.read().strip().replace("\n", " | "))
-        except OSError:
-            continue
+    out = [pcprobe.where_in_kernel(pid)]
     try:
         with open(f"/proc/{pid}/stat") as fh:
             out.insert(0, "state " + fh.read().split(")")[1].split()[0])
