@@ -125,7 +125,20 @@ SUBPAGE_TAIL_BUG = dict(
     releases=">=7.0",
     unless_patched="keep the block size of the real inode in its shared inode",
     params=["loop-sharing-*", "block-sharing-*"])
-TAILS = ["five-thousand", "six-thousand", "ten-k-plus-1", "big-tail", "page-aligned-tail"]
+# The same cause through chunk-based files in chunks of one block (make layouts, 7.2.13,
+# seed 72): on 7.2 readahead of a file whose pages hold null chunks (holes) beside mapped
+# ones leaves a page unread, and the read that follows gets EIO, or goes through
+# ->read_folio, where iomap goes on with the folio it already handed off: a NULL pointer
+# dereference in iomap_read_folio_iter, the reader killed.
+SUBPAGE_CHUNKS_BUG = dict(
+    SUBPAGE_TAIL_BUG,
+    reason="a shared inode reads with the page as its block size: a page of an image with "
+           "smaller blocks that holds several mappings (chunks of one block) reads wrong; on "
+           "7.2 EIO or an Oops in iomap_read_folio_iter (reports/ishare-subpage-tail.yaml)",
+    signature=SUBPAGE_TAIL_BUG["signature"] + r"|reads failed: .*Input/output error"
+    r"|Oops: [\s\S]*?RIP: 0010:iomap_read_folio_iter")
+TAILS = ["five-thousand", "six-thousand", "ten-k-plus-1", "big-tail", "page-aligned-tail",
+         "holes-inside-pages"]
 
 
 @pytest.mark.requires_kernel("erofs")
@@ -136,13 +149,36 @@ TAILS = ["five-thousand", "six-thousand", "ten-k-plus-1", "big-tail", "page-alig
 def test_tail_packed_files_of_sub_page_blocks_read_back_exactly(
         erofs_image: Images, erofs_tools: ErofsUtils, source: str, options: str,
         block_size: int, mount: Mounter, pagecache: Probe) -> None:
+    # The precondition that lets this fail: mkfs tail-packed every file (FLAT_INLINE), so
+    # the last page of each holds mapped blocks and inline data at once.
+    _sub_page_files_read_back_exactly(erofs_image(f"tails-bs{block_size}"), FLAT_INLINE,
+                                      erofs_tools, options, source, mount, pagecache)
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.known_bug(**SUBPAGE_CHUNKS_BUG)
+@pytest.mark.parametrize("block_size", [512, 1024, 2048])
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_chunk_based_files_of_sub_page_chunks_read_back_exactly(
+        erofs_image: Images, erofs_tools: ErofsUtils, source: str, options: str,
+        block_size: int, mount: Mounter, pagecache: Probe) -> None:
+    """The same bug through another layout (make layouts, 7.2.13, seed 72): chunk-based
+    files in chunks of one block, so that every page holds a mapping per block, and null
+    chunks (holes) inside pages: wrong bytes through sharing on 7.3.4, an Oops on 7.2.13."""
+    _sub_page_files_read_back_exactly(erofs_image(f"chunks-bs{block_size}"), CHUNK_BASED,
+                                      erofs_tools, options, source, mount, pagecache)
+
+
+FLAT_INLINE, CHUNK_BASED = 2, 4  # EROFS_INODE_FLAT_INLINE, EROFS_INODE_CHUNK_BASED
+
+
+def _sub_page_files_read_back_exactly(image: BuiltImage, layout: int, erofs_tools: ErofsUtils,
+                                      options: str, source: str, mount: Mounter,
+                                      pagecache: Probe) -> None:
     kernel = pagecache.vm.kernel
     if options and not kernel.features["page_cache_share"]:
         pytest.skip(f"kernel {kernel.release} lacks page_cache_share")
-    image = erofs_image(f"tails-bs{block_size}")
-    # The precondition that lets this fail: mkfs tail-packed every file (FLAT_INLINE), so
-    # the last page of each holds mapped blocks and inline data at once.
-    assert tools_layouts(image, erofs_tools, TAILS) == {path: 2 for path in TAILS}
+    assert tools_layouts(image, erofs_tools, TAILS) == {path: layout for path in TAILS}
     m = mount(image, options, source)
     wrong: list[str] = []
     # read(2) first: a read error is an errno here, where through a mapping it would be a
@@ -151,10 +187,10 @@ def test_tail_packed_files_of_sub_page_blocks_read_back_exactly(
         with pagecache.batch() as batch:
             reads = [(path, batch.read(m.path(path), method, may_fail=True)) for path in TAILS]
         errors = [f"{path} ({method}): {got.error}" for path, got in reads if got.failed]
-        assert not errors, f"tails-bs{block_size}: reads failed: {errors}"
+        assert not errors, f"{image.spec.name}: reads failed: {errors}"
         wrong += [f"{path} ({method})" for path, got in reads
                   if got.value.sha256 != image.file(path)["sha256"]]
-    assert not wrong, f"tails-bs{block_size}: wrong bytes in {wrong}"
+    assert not wrong, f"{image.spec.name}: wrong bytes in {wrong}"
 
 
 def tools_layouts(image: BuiltImage, tools: ErofsUtils, paths: list[str]) -> dict[str, int]:

@@ -44,7 +44,8 @@ BACKING = {"loop": "block", "block": "block", "file": "file"}
 PAGE = 4096
 PARTIAL_PAGE = "file-backed image ending inside a page"
 SUBPAGE_TAIL = "tail-packed file, blocks smaller than a page"
-FLAT_INLINE = 2
+SUBPAGE_CHUNKS = "chunk-based file, chunks smaller than a page"
+FLAT_INLINE, CHUNK_BASED = 2, 4  # EROFS_INODE_FLAT_INLINE, EROFS_INODE_CHUNK_BASED
 IO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO|killed by signal")
 # Whole reads ("N bytes <hash>, want N bytes <hash>") and ranges ("N bytes, not the tree's").
 BYTES_SYMPTOM = re.compile(r"\d+ bytes [0-9a-f]+, want \d+ bytes|\d+ bytes, not the tree's")
@@ -140,6 +141,12 @@ def _describe(mount: Mount, built: Built) -> str:
             f"{' | '.join(mount.result.kmsg) or 'nothing'}; {sizes}")
 
 
+def chunk_size(built: Built) -> int:
+    """The chunk size of the image's chunk-based files: --chunksize, else a block (-Ededupe
+    stores uncompressed files chunk-based, a block a chunk)."""
+    return built.layout.chunksize or built.block_size
+
+
 def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool,
               domain: str, result: ExampleResult) -> None:
     probe = guest.session.probe
@@ -162,9 +169,13 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         wrong_bytes = bool(BYTES_SYMPTOM.search(text))
         notes = [PARTIAL_PAGE] if name in partial and (io_error or wrong_bytes) else []
         facts = built.files.get(rel) if built is not None and rel else None
-        if facts is not None and facts.layout == FLAT_INLINE and built is not None and \
-                built.block_size < PAGE and wrong_bytes:
-            notes.append(SUBPAGE_TAIL)
+        if facts is not None and built is not None and built.block_size < PAGE:
+            if facts.layout == FLAT_INLINE and wrong_bytes:
+                notes.append(SUBPAGE_TAIL)
+            # 7.2 also fails such a read with EIO (or oopses, which the kernel report says).
+            elif facts.layout == CHUNK_BASED and chunk_size(built) < PAGE and \
+                    (wrong_bytes or io_error):
+                notes.append(SUBPAGE_CHUNKS)
         result.problems.append(f"{phase}: {name}: {text}"
                                + "".join(f" [{n}]" for n in notes))
 

@@ -93,6 +93,12 @@ class ExampleFailed(Exception):
     """An example the kernel got wrong (raised for hypothesis to shrink)."""
 
 
+# A kernel report after which the kernel is not what the next example assumes: an oops or
+# BUG kills the task in it (kernel reports come first among an example's problems).
+TASK_KILLED = re.compile(r"kernel report: kernel (?:oops|bug) report|kernel report: [^\n]*"
+                         r"(?:Oops: |kernel BUG at |BUG: )")
+
+
 class GuestGone(BaseException):
     """The guest died or stopped answering: nothing more can run (a BaseException, so that
     hypothesis does not try to shrink on a dead guest)."""
@@ -144,8 +150,13 @@ class Search:
                  seed: int, seconds: float, max_examples: int, io_uring: bool = True,
                  known: Callable[[str], str | None] = lambda failure: None,
                  say: Callable[[str], None] = lambda line: None,
-                 tick: Callable[[Callable[[], str]], None] = lambda line: None) -> None:
+                 tick: Callable[[Callable[[], str]], None] = lambda line: None,
+                 renew: Callable[[], GuestSession] | None = None) -> None:
         self.session, self.tools, self.sharing = session, tools, sharing
+        # A new guest after a known bug's oops: its kernel is tainted and a task died in
+        # it holding what it held. None: the search goes on in the same guest.
+        self.renew = renew
+        self.renewals = 0
         self.seed, self.seconds, self.max_examples = seed, seconds, max_examples
         self.known, self.say, self.tick = known, say, tick
         # A kernel without io_uring reads those examples with read(2) instead.
@@ -275,15 +286,23 @@ class Search:
             return
         # A problem that is a known bug (its report's signature matches the line) is
         # counted, and the rest decide: a known bug must not hide a new one beside it.
-        problems, known_here = [], set()
+        problems, known_here, oopsed = [], set(), False
         for line in result.problems:
             known = self.known(line)
-            if known is None:
-                problems.append(line)
-            else:
+            if known is not None:
                 known_here.add(known)
+                oopsed = oopsed or bool(TASK_KILLED.match(line))
+            elif not oopsed:
+                problems.append(line)
+            # else: after a known bug's oops, what follows in the example is its aftermath
+            # (the killed reader's files stay busy, its mount will not go): no finding.
         if self.target is None:
             self.tally.known.update(known_here)  # examples that met each known bug
+        if oopsed and self.target is None and self.renew is not None:
+            self.renewals += 1
+            self.say(f"a known bug oopsed the kernel at example {self.tally.examples}: a new "
+                     f"guest (renewal {self.renewals})")
+            self.session = self.renew()
         if not problems:
             return
         failure = "\n".join(problems)

@@ -133,3 +133,32 @@ def test_a_refusal_is_a_skip_only_for_a_decompressor_the_kernel_lacks() -> None:
     assert missing_decompressors(built, {"lz4": True, "zstd": True, "lzma": True}) == []
     assert missing_decompressors(built, {"lz4": True}) == ["lzma", "zstd"]
     assert missing_decompressors(Built("b", Layout(), tree), {}) == []
+
+
+def test_a_known_oops_hides_its_aftermath_and_renews_the_guest(tmp_path: Path) -> None:
+    """After a known bug's oops the example's later problems are its aftermath (the killed
+    reader's mount stays busy), and the next example gets a new guest; an unknown problem
+    before the oops still counts."""
+    from harness.layouts.check import ExampleResult
+    from harness.layouts.search import ExampleFailed, Search
+
+    oops = ("kernel report: kernel oops report: Oops: Oops: 0000 [#1] SMP NOPTI\n"
+            "RIP: 0010:iomap_read_folio_iter+0x86/0x410")
+    aftermath = ["kernel report: kernel bug report: kernel BUG at fs/super.c:639!",
+                 "sharing: a-loop: f: read: killed by signal 9"]
+    renewed: list[str] = []
+    search = Search(object(), object(), sharing=True, seed=1, seconds=60,  # type: ignore
+                    max_examples=10, known=lambda line: "oops" if "iomap_read_folio" in line
+                    else None, renew=lambda: renewed.append("new") or object())  # type: ignore
+    try:
+        search.run_one = lambda example: ExampleResult(problems=[oops, *aftermath])  # type: ignore
+        search._test(None)  # type: ignore[arg-type]
+        assert renewed == ["new"] and not search.tally.findings and search.smallest is None
+        assert search.tally.known == {"oops": 1}
+        new = "plain: a-file: lookup x: Input/output error (errno 5)"
+        search.run_one = lambda example: ExampleResult(problems=[new, oops])  # type: ignore
+        with pytest.raises(ExampleFailed):
+            search._test(None)  # type: ignore[arg-type]
+        assert search.smallest is not None and search.smallest.failure == new
+    finally:
+        search.close()
