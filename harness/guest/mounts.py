@@ -8,6 +8,7 @@ Guest's cleanup unmounts, detaches loops and unplugs disks after the test.
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 from dataclasses import dataclass, field
 
@@ -49,6 +50,10 @@ class Mount:
     backing: str | None = None
     # The files in the guest behind the device= devices, likewise (loop, file-backed).
     backing_extra: list[str] = field(default_factory=list)
+    # A mount made to fail (Mounter.failing): the device mapper device it is mounted from
+    # and the loop or virtio device under it.
+    dm: str | None = None
+    under: str | None = None
 
     def path(self, rel: str) -> str:
         return f"{self.target}/{rel}"
@@ -164,6 +169,41 @@ class Mounter:
                  private: bool = False) -> Mount:
         """Mount, or fail with errno and the kernel's words."""
         return self._succeeded(self.attempt(image, options, source, private))
+
+    def failing(self, image: BuiltImage, options: str = "", source: str = "loop") -> Mount:
+        """Mount ``image`` from a device mapper device over its loop or virtio device, whose
+        I/O ``fail`` and ``recover`` turn off and on under the mount. File-backed mounts
+        have no device of their own to fail."""
+        if source == "file":
+            raise HarnessError("a failing mount needs a block device (loop or block): a "
+                               "file-backed mount reads its image file, not a device")
+        self.session.need_modules("dm_mod")
+        self.count += 1
+        target = f"{self.guest.workdir}/mnt{self.count}"
+        if source == "block":
+            under = self.guest.attach_disk(image.path)
+        else:
+            under = self._loop(self.session.upload(image.path, f"{image.key}.erofs"))
+        if image.extra_devices():
+            raise HarnessError(f"{image.spec.name}: a failing mount of an image with extra "
+                               f"devices is not supported")
+        # Unique in the guest: a device an earlier test could not remove keeps its name.
+        name = f"{secrets.token_hex(4)}-{self.count}"
+        device = self.probe.dm_create(name, under)
+        mount = self._succeeded(self._mount(target, image, source, device, options, [], None,
+                                            []))
+        mount.dm, mount.under = name, under
+        return mount
+
+    def fail(self, mount: Mount) -> None:
+        """From now on every I/O to the mount's device fails (EIO), cached pages stay."""
+        assert mount.dm and mount.under, f"{mount.target} is not a failing mount"
+        self.probe.dm_swap(mount.dm, "error", mount.under)
+
+    def recover(self, mount: Mount) -> None:
+        """The mount's device reads its image again."""
+        assert mount.dm and mount.under, f"{mount.target} is not a failing mount"
+        self.probe.dm_swap(mount.dm, "linear", mount.under)
 
     def umount(self, mount: Mount, lazy: bool = False) -> MountResult:
         answer = self.probe.umount(mount.target, lazy)

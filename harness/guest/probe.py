@@ -516,8 +516,9 @@ class Probe:
         return self._one({"op": "slab_objects", "name": name},
                          lambda a: SlabObjects(int(a["active"]), int(a["total"])))
 
-    def drop_caches(self) -> None:
-        self._one({"op": "drop_caches"}, _nothing)
+    def drop_caches(self, level: int = 3) -> None:
+        """/proc/sys/vm/drop_caches: 1 page cache, 2 dentries and inodes, 3 both."""
+        self._one({"op": "drop_caches", "level": level}, _nothing)
 
     def cgroup_read(self, cgroup: str, path: str, method: str = "read",
                     limit: int | None = None) -> CgroupRead:
@@ -606,6 +607,21 @@ class Probe:
         starting a program); its /dev name."""
         return self._one({"op": "loop_attach", "path": path, "read_only": read_only},
                          lambda a: str(a["device"]))
+
+    def dm_create(self, name: str, device: str) -> str:
+        """A read-only device mapper device over ``device`` (a linear table, to be swapped
+        for one that fails every I/O with ``dm_swap``); its /dev name. The cleanup after
+        the test removes it."""
+        return self._one({"op": "dm_create", "name": name, "device": device},
+                         lambda a: str(a["device"]))
+
+    def dm_swap(self, name: str, kind: str, device: str) -> None:
+        """Make the device ``name`` fail every I/O (``error``) or pass it to ``device`` again
+        (``linear``), while it is mounted; I/O in flight completes first."""
+        if kind not in ("error", "linear"):
+            raise HarnessError(f"dm_swap: table {kind!r} is not error or linear")
+        self._one({"op": "dm_swap", "name": name, "kind": kind, "device": device},
+                  lambda a: None)
 
     def cleanup(self, prefix: str, dirs: list[str],
                 devices: list[str]) -> tuple[list[str], set[str]]:

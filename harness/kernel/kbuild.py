@@ -216,7 +216,7 @@ def build_tree(request: TreeSpec) -> BuildResult:
     immutable = request.tree is None
     if request.tree is None:
         from harness.kernel.ksource import debian_source_tree
-        source, origin = debian_source_tree()
+        source, origin = debian_source_tree(request.source)
     else:
         source, origin = request.tree.resolve(), str(request.tree)
         if not source.is_dir():

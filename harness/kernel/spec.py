@@ -18,7 +18,8 @@ from harness.core.errors import SpecError
 
 FORMS = ("accepted forms: debian:<version-prefix> (e.g. debian:7.3), "
          "path:<vmlinuz>[,modules=<dir>], "
-         "tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug][,coverage]")
+         "tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug]"
+         "[,coverage][,source=<major.minor>]")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,14 @@ class TreeSpec:
     fragments: tuple[Path, ...] = ()  # the user's, on top of kconfigs/
     debug: bool = False
     coverage: bool = False  # gcov counters for fs/erofs (make coverage)
+    # With no tree: the Debian source package of this series (e.g. "7.2") instead of the
+    # default kernel's, so that a fix can be tried on the release a bug was found on.
+    source: str | None = None
 
     def __str__(self) -> str:
         parts = [f"tree:{self.tree or ''}"]
+        if self.source:
+            parts.append(f"source={self.source}")
         if self.ref:
             parts.append(f"ref={self.ref}")
         if self.patches:
@@ -104,9 +110,15 @@ def parse_tree_spec(value: str) -> TreeSpec:
     upto: int | None = None
     fragments: tuple[Path, ...] = ()
     debug = coverage = False
+    source: str | None = None
     for option in options:
         name, _, arg = option.partition("=")
-        if name == "ref" and arg:
+        if name == "source" and re.fullmatch(r"\d+\.\d+", arg):
+            if tree is not None:
+                raise SpecError(f"kernel spec tree:{value}: source= names a Debian source "
+                                f"package, for the default tree only (tree:,source={arg})")
+            source = arg
+        elif name == "ref" and arg:
             ref = arg
         elif name == "patches" and arg:
             patches = Path(arg).expanduser()
@@ -121,7 +133,7 @@ def parse_tree_spec(value: str) -> TreeSpec:
         else:
             raise SpecError(f"kernel spec tree:{value}: unknown option {option!r} (accepted: "
                             f"ref=<rev>, patches=<mbox|dir|series>, upto=<n>, "
-                            f"kconfig=<f1>+<f2>, debug, coverage)")
+                            f"kconfig=<f1>+<f2>, debug, coverage, source=<major.minor>)")
     if upto is not None and patches is None:
         raise SpecError(f"kernel spec tree:{value}: upto= needs patches=")
-    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage)
+    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage, source)

@@ -111,3 +111,13 @@ def test_tree_specs_parse_and_reject_unknown_options() -> None:
         parse_tree_spec("/src,jobs=3")
     with pytest.raises(SpecError, match="upto= needs patches="):
         parse_tree_spec("/src,upto=2")
+
+
+def test_a_tree_spec_may_name_the_debian_source_series_of_the_default_tree() -> None:
+    req = parse_tree_spec(",source=7.2,patches=fix.mbox")
+    assert req.tree is None and req.source == "7.2" and str(req).startswith("tree:,source=7.2")
+    assert parse_tree_spec(str(req)[len("tree:"):]) == req
+    with pytest.raises(SpecError, match="for the default tree only"):
+        parse_tree_spec("/src/linux,source=7.2")
+    with pytest.raises(SpecError, match="unknown option 'source=seven'"):
+        parse_tree_spec(",source=seven")

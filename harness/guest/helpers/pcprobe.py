@@ -770,6 +770,9 @@ def cleanup(prefix, dirs, devices=()):
         if libc.umount2(point.encode(), 0) != 0 and \
                 libc.umount2(point.encode(), MNT_DETACH) != 0:
             problems.append(f"umount {point}: {os.strerror(ctypes.get_errno())}")
+    # Device mapper devices a test put over its loop or virtio devices, before those go.
+    if os.path.isdir("/sys/module/dm_mod"):
+        problems += _dmtarget().remove_ours()
     for name in sorted(os.listdir("/sys/block")):
         if not name.startswith("loop") or \
                 not os.path.exists(f"/sys/block/{name}/loop/backing_file"):
@@ -1350,6 +1353,18 @@ def statvfs_free(path):
     return {"free": st.f_bfree * st.f_frsize}
 
 
+def _dmtarget():
+    """Device mapper targets (dmtarget.py, uploaded beside this file)."""
+    if "dmtarget" not in sys.modules:
+        import importlib.util
+        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dmtarget.py")
+        spec = importlib.util.spec_from_file_location("dmtarget", where)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dmtarget"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["dmtarget"]
+
+
 def _treecheck():
     """The generated-layout checks (treecheck.py, uploaded beside this file)."""
     if "treecheck" not in sys.modules:
@@ -1407,6 +1422,10 @@ OPS = {
                                                      op.get("methods", ["read"])),
     "residency": lambda op: _treecheck().residency(op["paths"]),
     "lookup": lambda op: _treecheck().lookup(op["paths"]),
+    "dm_create": lambda op: {"device": _dmtarget().create(_dmtarget().PREFIX + op["name"],
+                                                          op["device"])},
+    "dm_swap": lambda op: _dmtarget().swap(_dmtarget().PREFIX + op["name"], op["kind"],
+                                           op["device"]) or {},
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }

@@ -14,14 +14,12 @@ probe next to this file.
 
 import ctypes
 import errno
-import fcntl
 import importlib.util
 import json
 import mmap
 import os
 import random
 import signal
-import struct
 import sys
 import time
 
@@ -47,73 +45,18 @@ ALWAYS_ALLOWED = {"collapse": {errno.EINVAL, errno.EAGAIN, errno.ENOMEM, errno.E
 DATA = {"read", "mmap_fault", "willneed", "readahead", "collapse"}
 
 
-# ---- device mapper, by ioctl (no dmsetup in the guest) ----------------------------------
-# struct dm_ioctl (include/uapi/linux/dm-ioctl.h): version[3], data_size, data_start,
-# target_count, open_count, flags, event_nr, padding, dev, name[128], uuid[129], data[7];
-# struct dm_target_spec: sector_start, length, status, next, target_type[16].
-DM_IOCTL = struct.Struct("=3IIIIiIIIQ128s129s7s")
-DM_TARGET = struct.Struct("=QQiI16s")
-DM_READONLY_FLAG = 1
-
-
-def _dm_request(nr):
-    return (3 << 30) | (DM_IOCTL.size << 16) | (0xFD << 8) | nr
-
-
-DM_DEV_CREATE, DM_DEV_REMOVE, DM_DEV_SUSPEND, DM_TABLE_LOAD = (
-    _dm_request(3), _dm_request(4), _dm_request(6), _dm_request(9))
-
-
-def _dm(request, name, flags=0, payload=b"", targets=0):
-    head = DM_IOCTL.pack(4, 0, 0, DM_IOCTL.size + len(payload), DM_IOCTL.size, targets, 0,
-                         flags, 0, 0, 0, name.encode(), b"", b"")
-    buf = bytearray(head + payload + bytes(max(0, 16384 - len(head) - len(payload))))
-    fd = os.open("/dev/mapper/control", os.O_RDWR)
-    try:
-        fcntl.ioctl(fd, request, buf, True)
-    finally:
-        os.close(fd)
-    return DM_IOCTL.unpack_from(buf)
+_dspec = importlib.util.spec_from_file_location("dmtarget", os.path.join(HERE, "dmtarget.py"))
+dmtarget = importlib.util.module_from_spec(_dspec)
+_dspec.loader.exec_module(dmtarget)
 
 
 def dm_delay(name, device, delay_ms):
     """A read-only dm-delay device over ``device`` that holds every I/O for ``delay_ms``;
     its /dev path."""
-    with open(f"/sys/class/block/{os.path.basename(device)}/size") as fh:
-        sectors = int(fh.read())
-    st = os.stat(device)
-    params = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)} 0 {delay_ms}".encode() + b"\0"
-    params += bytes(-len(params) % 8)
-    spec = DM_TARGET.pack(0, sectors, 0, 0, b"delay") + params
-    _dm(DM_DEV_CREATE, name)
-    try:
-        _dm(DM_TABLE_LOAD, name, DM_READONLY_FLAG, spec, targets=1)
-        _dm(DM_DEV_SUSPEND, name)  # without DM_SUSPEND_FLAG: resume, the table goes live
-    except OSError:
-        dm_remove(name)
-        raise
-    for block in os.listdir("/sys/block"):
-        try:
-            with open(f"/sys/block/{block}/dm/name") as fh:
-                if fh.read().strip() == name:
-                    return f"/dev/{block}"
-        except OSError:
-            continue
-    raise OSError(errno.ENODEV, f"dm device {name} made, but not in /sys/block")
+    return dmtarget.create(name, device, "delay", delay_ms)
 
 
-def dm_remove(name):
-    for _ in range(50):  # a device still closing after its unmount is busy for a moment
-        try:
-            _dm(DM_DEV_REMOVE, name)
-            return
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return
-            if exc.errno != errno.EBUSY:
-                raise
-            time.sleep(0.1)
-    _dm(DM_DEV_REMOVE, name)
+dm_remove = dmtarget.remove
 
 
 # ---- the sides ---------------------------------------------------------------------------
