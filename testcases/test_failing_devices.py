@@ -49,7 +49,7 @@ def _read_all(pagecache: Probe, m: Mount, paths: list[str]) -> dict[str, str]:
         else:
             want = m.image.file(path)["sha256"]
             out[path] = "right" if got.value.sha256 == want else \
-                f"wrong bytes ({got.value.size} bytes {got.value.sha256[:16]}, want {want[:16]})"
+                f"wrong bytes ({got.value.bytes} bytes {got.value.sha256[:16]}, want {want[:16]})"
     return out
 
 
