@@ -52,6 +52,15 @@ class ReadResult:
 
 
 @dataclass(frozen=True)
+class FaultSweep:
+    """One operation with each of its fault sites failed in turn."""
+    points: int  # fault sites the operation reached (each failed once)
+    complete: bool  # False: the budget ran out before the operation ran clean
+    outcomes: dict[str, int]  # what the runs answered ("ok", "ENOMEM", ...) and how often
+    problems: list[str]
+
+
+@dataclass(frozen=True)
 class Residency:
     pages: int
     resident: int
@@ -607,6 +616,20 @@ class Probe:
         starting a program); its /dev name."""
         return self._one({"op": "loop_attach", "path": path, "read_only": read_only},
                          lambda a: str(a["device"]))
+
+    def fail_nth_sweep(self, operation: str, source: str, options: str, path: str,
+                       sha256: str, root: str, remount_options: str | None = None,
+                       budget: float = 240.0) -> FaultSweep:
+        """Fail the 1st, 2nd, ... allocation of ``operation`` in turn (fail-nth) on a mount of
+        ``source`` at ``root``/m, checking after each run (harness/guest/helpers/
+        failnth.py): how many fault sites it has, what it answered, and the problems."""
+        return self._one({"op": "fail_nth_sweep", "operation": operation, "source": source,
+                          "options": options, "path": path, "sha256": sha256, "root": root,
+                          "remount_options": remount_options, "budget": budget},
+                         lambda a: FaultSweep(int(a["points"]), bool(a["complete"]),
+                                              {str(k): int(v) for k, v in
+                                               a["outcomes"].items()},
+                                              [str(p) for p in a["problems"]]))
 
     def dm_create(self, name: str, device: str) -> str:
         """A read-only device mapper device over ``device`` (a linear table, to be swapped

@@ -37,6 +37,7 @@ from harness.kernel.spec import TreeSpec
 JOBS = os.cpu_count() or 1
 BASE_FRAGMENTS = ("base.config", "erofs.config")
 DEBUG_FRAGMENT = "debug.config"
+FAULTS_FRAGMENT = "faults.config"
 COVERAGE_FRAGMENT = "coverage.config"
 # The directory whose files a coverage build compiles with gcov counters.
 COVERAGE_DIR = "fs/erofs"
@@ -58,6 +59,8 @@ def fragments_for(request: TreeSpec) -> list[Path]:
     frags = [KCONFIGS / name for name in BASE_FRAGMENTS]
     if request.debug:
         frags.append(KCONFIGS / DEBUG_FRAGMENT)
+    if request.faults or request.debug:
+        frags.append(KCONFIGS / FAULTS_FRAGMENT)
     if request.coverage:
         frags.append(KCONFIGS / COVERAGE_FRAGMENT)
     for frag in request.fragments:

@@ -19,7 +19,7 @@ from harness.core.errors import SpecError
 FORMS = ("accepted forms: debian:<version-prefix> (e.g. debian:7.3), "
          "path:<vmlinuz>[,modules=<dir>], "
          "tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug]"
-         "[,coverage][,source=<major.minor>]")
+         "[,coverage][,faults][,source=<major.minor>]")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class TreeSpec:
     fragments: tuple[Path, ...] = ()  # the user's, on top of kconfigs/
     debug: bool = False
     coverage: bool = False  # gcov counters for fs/erofs (make coverage)
+    faults: bool = False  # fault injection (fail-nth); the debug build has it too
     # With no tree: the Debian source package of this series (e.g. "7.2") instead of the
     # default kernel's, so that a fix can be tried on the release a bug was found on.
     source: str | None = None
@@ -68,6 +69,8 @@ class TreeSpec:
             parts.append("debug")
         if self.coverage:
             parts.append("coverage")
+        if self.faults:
+            parts.append("faults")
         return ",".join(parts)
 
     def with_patches(self, patches: Path, upto: int | None = None) -> TreeSpec:
@@ -109,7 +112,7 @@ def parse_tree_spec(value: str) -> TreeSpec:
     ref = patches = None
     upto: int | None = None
     fragments: tuple[Path, ...] = ()
-    debug = coverage = False
+    debug = coverage = faults = False
     source: str | None = None
     for option in options:
         name, _, arg = option.partition("=")
@@ -130,10 +133,12 @@ def parse_tree_spec(value: str) -> TreeSpec:
             debug = True
         elif name == "coverage" and not arg:
             coverage = True
+        elif name == "faults" and not arg:
+            faults = True
         else:
             raise SpecError(f"kernel spec tree:{value}: unknown option {option!r} (accepted: "
                             f"ref=<rev>, patches=<mbox|dir|series>, upto=<n>, "
-                            f"kconfig=<f1>+<f2>, debug, coverage, source=<major.minor>)")
+                            f"kconfig=<f1>+<f2>, debug, coverage, faults, source=<major.minor>)")
     if upto is not None and patches is None:
         raise SpecError(f"kernel spec tree:{value}: upto= needs patches=")
-    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage, source)
+    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage, faults, source)

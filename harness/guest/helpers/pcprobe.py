@@ -1365,6 +1365,18 @@ def _dmtarget():
     return sys.modules["dmtarget"]
 
 
+def _failnth():
+    """Failing allocations one at a time (failnth.py, uploaded beside this file)."""
+    if "failnth" not in sys.modules:
+        import importlib.util
+        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "failnth.py")
+        spec = importlib.util.spec_from_file_location("failnth", where)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["failnth"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["failnth"]
+
+
 def _treecheck():
     """The generated-layout checks (treecheck.py, uploaded beside this file)."""
     if "treecheck" not in sys.modules:
@@ -1426,6 +1438,9 @@ OPS = {
                                                           op["device"])},
     "dm_swap": lambda op: _dmtarget().swap(_dmtarget().PREFIX + op["name"], op["kind"],
                                            op["device"]) or {},
+    "fail_nth_sweep": lambda op: _failnth().sweep(
+        op["operation"], op["source"], op.get("options", ""), op["path"], op["sha256"],
+        op["root"], op.get("remount_options"), op.get("max_n", 1000), op.get("budget", 240.0)),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
