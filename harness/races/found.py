@@ -28,7 +28,9 @@ from harness.races.ops import LAYOUTS, OPS, TARGETS, WIDENERS, Cell, Pair
 REPLAY_TEST = "testcases/test_races.py::test_found_race_replays"
 MUTATION_FOUND = PROJECT / "reports" / "mutations" / "races"
 FOUND_DIRS = (FOUND, MUTATION_FOUND)
-REPLAY_ATTEMPTS = 4  # runs of the cell a replay makes before it calls the race gone
+# A replay runs its cell again and again until the failure shows or this many seconds have
+# passed (at least one run): then it calls the race gone.
+REPLAY_SECONDS = 60.0
 
 
 def cell_dict(cell: Cell) -> dict[str, Any]:

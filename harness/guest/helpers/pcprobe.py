@@ -1353,40 +1353,30 @@ def statvfs_free(path):
     return {"free": st.f_bfree * st.f_frsize}
 
 
-def _dmtarget():
-    """Device mapper targets (dmtarget.py, uploaded beside this file)."""
-    if "dmtarget" not in sys.modules:
+def _helper(name):
+    """Another helper module uploaded beside this file (dmtarget.py: device mapper targets;
+    failnth.py: failing allocations one at a time; treecheck.py: the generated-layout
+    checks), loaded once on first use."""
+    if name not in sys.modules:
         import importlib.util
-        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dmtarget.py")
-        spec = importlib.util.spec_from_file_location("dmtarget", where)
+        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, where)
         module = importlib.util.module_from_spec(spec)
-        sys.modules["dmtarget"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["dmtarget"]
+    return sys.modules[name]
+
+
+def _dmtarget():
+    return _helper("dmtarget")
 
 
 def _failnth():
-    """Failing allocations one at a time (failnth.py, uploaded beside this file)."""
-    if "failnth" not in sys.modules:
-        import importlib.util
-        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "failnth.py")
-        spec = importlib.util.spec_from_file_location("failnth", where)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["failnth"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["failnth"]
+    return _helper("failnth")
 
 
 def _treecheck():
-    """The generated-layout checks (treecheck.py, uploaded beside this file)."""
-    if "treecheck" not in sys.modules:
-        import importlib.util
-        where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "treecheck.py")
-        spec = importlib.util.spec_from_file_location("treecheck", where)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["treecheck"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["treecheck"]
+    return _helper("treecheck")
 
 
 OPS = {
