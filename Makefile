@@ -98,15 +98,18 @@ RUN_JOBS ?= 2
 run: deps venv
 	$(PYTEST) testcases -n $(RUN_JOBS) $(VM_OPTS) --artifacts=$(ARTIFACTS) $(PYTEST_ARGS)
 
-# make explore [KERNEL=] [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]: stateful exploration; a
-# divergence is shrunk and written to reports/found/<id>.yaml (exit 1).
+# make explore [KERNEL=] [SEED=] [STEPS=] [MINUTES=] [KNOWN=1] [GENERATED=<n>]: stateful
+# exploration (GENERATED: also the images of n generated layouts examples); a divergence is
+# shrunk and written to reports/found/<id>.yaml (exit 1).
 SEED ?=
 STEPS ?= 100000
 MINUTES ?= 10
 KNOWN ?=
+GENERATED ?=
 explore: deps venv
 	$(PY) -m harness explore $(VM_OPTS) $(if $(SEED),--seed=$(SEED)) --steps=$(STEPS) \
-		--minutes=$(MINUTES) $(if $(KNOWN),--known-bugs) --out=$(ARTIFACTS)/explore
+		--minutes=$(MINUTES) $(if $(KNOWN),--known-bugs) $(if $(GENERATED),--generated=$(GENERATED)) \
+		--out=$(ARTIFACTS)/explore
 
 # make fuzz [KERNEL=] [SEED=] [MINUTES=]: seeded random damage to the hostile images; a find
 # (splat, dead guest, a broken rule) is written to reports/found/fuzz-<id>.yaml (exit 1).

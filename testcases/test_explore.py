@@ -14,8 +14,10 @@ import pytest
 
 from conftest import found_params
 from harness.erofs.images import BuiltImage
+from harness.erofs.tools import ErofsUtils
 from harness.explore.driver import Divergence, Driver
-from harness.explore.found import found_reports, load_steps, write_found
+from harness.explore.found import found_reports, load_generated, load_steps, write_found
+from harness.explore.generated import generated_pool
 from harness.explore.machine import explore
 from harness.explore.pool import pool_names
 from harness.guest.handle import Guest
@@ -59,12 +61,25 @@ def _found() -> list[object]:
 @pytest.mark.requires_kernel("page_cache_share")
 @pytest.mark.parametrize("report", _found())
 def test_found_sequence_replays(report: Path, guest: Guest,
-                                erofs_image: Callable[[str], BuiltImage]) -> None:
-    driver, _ = _driver(guest, erofs_image)
-    with driver:
-        driver.reset()
-        for step in load_steps(report):
-            try:
-                driver.step(step)
-            except Divergence as exc:
-                pytest.fail(f"{report.name}: {exc}")
+                                erofs_image: Callable[[str], BuiltImage],
+                                erofs_tools: ErofsUtils) -> None:
+    names = pool_names(guest.vm.kernel.features)
+    images = {name: erofs_image(name) for name in names}
+    drawn = load_generated(report)
+    # A pool with generated images: the same seed and count draw and build them again.
+    generated = generated_pool(*drawn, erofs_tools, known_bugs=True, say=lambda line: None) \
+        if drawn else None
+    try:
+        if generated is not None:
+            images.update(generated.images)
+        driver = Driver(guest, images, generated.pool if generated is not None else None)
+        with driver:
+            driver.reset()
+            for step in load_steps(report):
+                try:
+                    driver.step(step)
+                except Divergence as exc:
+                    pytest.fail(f"{report.name}: {exc}")
+    finally:
+        if generated is not None:
+            generated.close()

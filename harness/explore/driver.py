@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.core.errors import HarnessError
 from harness.erofs.images import BuiltImage
-from harness.explore.model import World
+from harness.explore.model import PoolImage, World
 from harness.explore.pool import pool_image
 from harness.guest.handle import Guest
 from harness.guest.probe import Pending, ReadResult, Residency
@@ -53,12 +53,15 @@ class _Check:
 class Driver:
     """One guest, one model; ``reset`` starts a new sequence, ``step`` runs one step."""
 
-    def __init__(self, guest: Guest, images: dict[str, BuiltImage]) -> None:
+    def __init__(self, guest: Guest, images: dict[str, BuiltImage],
+                 views: dict[str, PoolImage] | None = None) -> None:
         self.guest = guest
         self.release = guest.vm.kernel.release  # known bugs are steered around by release
         self.probe = guest.session.probe
         self.images = images
-        self.pool = {name: pool_image(built) for name, built in images.items()}
+        # ``views``: how the model sees images that are not the catalog's (generated ones).
+        self.pool = {name: (views or {}).get(name) or pool_image(built)
+                     for name, built in images.items()}
         self.root = f"{guest.workdir}/explore"
         self.devices: dict[tuple[str, str], list[str]] = {}
         self._setup_devices()

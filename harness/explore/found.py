@@ -35,6 +35,12 @@ def found_id(kernel: str, steps: list[Step]) -> str:
     return f"explore-{digest[:10]}"
 
 
+def load_generated(path: Path) -> tuple[int, int] | None:
+    """(seed, count) of the generated images a report's pool had, if any."""
+    data = yaml.safe_load(path.read_text())["explore"].get("generated")
+    return (int(data["seed"]), int(data["count"])) if data else None
+
+
 def load_steps(path: Path) -> list[Step]:
     data = yaml.safe_load(path.read_text())
     return list(data["explore"]["steps"])
@@ -47,7 +53,7 @@ def found_reports() -> list[Path]:
 
 def write_found(kernel: str, seed: int, failure: str, steps: list[Step],
                 directory: Path | None = None, *, after_steps: int | None = None,
-                after_seconds: float | None = None) -> Path:
+                after_seconds: float | None = None, generated: int | None = None) -> Path:
     """Write the report for this shrunk sequence (reports/found/<id>.yaml, or
     reports/mutations/explore/ for a patched tree); its path. ``after_*``: how long the
     exploration ran before it diverged."""
@@ -72,6 +78,9 @@ def write_found(kernel: str, seed: int, failure: str, steps: list[Step],
         report["patches"] = os.path.relpath(broken.patches.resolve(), directory.resolve())
         report["expect_verdicts"] = {"base": "not reproduced", "patched": "reproduced"}
     found: dict[str, object] = {"seed": seed, "failure": failure}
+    if generated:
+        # The pool had generated images: the replay draws and builds them again.
+        found["generated"] = {"seed": seed, "count": generated}
     if after_steps is not None:
         found["after_steps"] = after_steps
     if after_seconds is not None:

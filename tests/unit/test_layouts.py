@@ -162,3 +162,31 @@ def test_a_known_oops_hides_its_aftermath_and_renews_the_guest(tmp_path: Path) -
         assert search.smallest is not None and search.smallest.failure == new
     finally:
         search.close()
+
+
+def test_generated_pool_images_are_seen_as_the_model_needs_and_drawn_again_alike() -> None:
+    """The explorer's view of a generated image: non-empty regular files with the
+    fingerprint mkfs writes (sha256 of the bytes), compressed or not as dump.erofs said;
+    the same seed draws the same examples; images with sub-page blocks or an extra device
+    stay out unless known bugs are let in."""
+    from harness.explore.generated import draw_examples, pool_of, why_left_out
+    from harness.layouts.build import Built, FileFacts
+
+    tree = Tree((Node("", "dir"), Node("z", "file", (Segment("random", 5000, 1),)),
+                 Node("empty", "file"), Node("a", "file", (Segment("zeros", 10, 0),))))
+    built = Built("g", Layout(), tree, files={"z": FileFacts(40, 3, 5000),
+                                              "empty": FileFacts(41, 0, 0),
+                                              "a": FileFacts(42, 2, 10)},
+                  features=["ishare_xattrs"])
+    view = pool_of(built)
+    assert view is not None and [f.path for f in view.files] == ["a", "z"]
+    a, z = view.files
+    assert (a.layout, z.layout) == ("plain", "compressed")
+    assert z.fingerprint == "sha256:" + hashlib.sha256(tree.node("z").data()).hexdigest()
+    assert a.sha256 == hashlib.sha256(bytes(10)).hexdigest()
+    built.image = object()  # type: ignore[assignment]
+    assert why_left_out(built, known_bugs=False) is None
+    built.block_size = 1024
+    assert "sub-page" in (why_left_out(built, known_bugs=False) or "")
+    assert why_left_out(built, known_bugs=True) is None
+    assert draw_examples(3, 2) == draw_examples(3, 2)
