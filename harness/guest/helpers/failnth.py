@@ -32,14 +32,17 @@ DEBUGFS = "/sys/kernel/debug"
 
 
 def _enable():
-    """Let fail-nth fail the allocations that may sleep too (most of the kernel's), and
-    without a stack trace on the console per injected fault (slow under TCG)."""
+    """Let fail-nth fail the allocations that may sleep too (most of the kernel's) and
+    single pages, without a stack trace on the console per injected fault (slow under
+    TCG)."""
     for attr in ("failslab", "fail_page_alloc"):
         for name, value in (("ignore-gfp-wait", "N"), ("verbose", "0")):
             with open(f"{DEBUGFS}/{attr}/{name}", "w") as fh:
                 fh.write(value)
-    with open(f"{DEBUGFS}/fail_page_alloc/ignore-gfp-highmem", "w") as fh:
-        fh.write("N")
+    # And single pages too: the page cache's folios (min-order is 1 by default).
+    for name, value in (("ignore-gfp-highmem", "N"), ("min-order", "0")):
+        with open(f"{DEBUGFS}/fail_page_alloc/{name}", "w") as fh:
+            fh.write(value)
 
 
 def _mounted(target):
