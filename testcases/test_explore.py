@@ -21,6 +21,7 @@ from harness.explore.generated import generated_pool
 from harness.explore.machine import explore
 from harness.explore.pool import pool_names
 from harness.guest.handle import Guest
+from harness.vm.machine import VMState
 
 SMOKE_SEED = 20261123
 SMOKE_STEPS = 200
@@ -54,6 +55,10 @@ def test_random_sequences_agree_with_the_model(guest: Guest,
     assert len(outcome.rules) >= 8, f"rules exercised: {dict(outcome.rules)}"
 
 
+def driver_alive(guest: Guest) -> bool:
+    return guest.vm.state is VMState.RUNNING
+
+
 def _found() -> list[object]:
     return found_params(found_reports())
 
@@ -82,4 +87,6 @@ def test_found_sequence_replays(report: Path, guest: Guest,
                     pytest.fail(f"{report.name}: {exc}")
     finally:
         if generated is not None:
+            if driver_alive(guest):
+                guest.session.discard(*(image.path for image in generated.images.values()))
             generated.close()

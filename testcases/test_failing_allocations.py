@@ -51,8 +51,8 @@ def test_each_failed_allocation_fails_the_operation_cleanly_or_not_at_all(
     sweep = pagecache.fail_nth_sweep(operation, device, options, FILE,
                                      image.file(FILE)["sha256"], f"{guest.workdir}/fail")
     measure(fault_sites=sweep.points, **{f"answered_{k}": v for k, v in sweep.outcomes.items()})
-    assert sweep.complete, (f"{operation}: still failing at site {sweep.points} when the time "
-                            f"ran out ({sweep.outcomes})")
+    assert not sweep.problems, "\n".join(sweep.problems)
+    assert sweep.complete, (f"{operation}: the sweep stopped ({sweep.stopped}) at site "
+                            f"{sweep.points} ({sweep.outcomes})")
     # The control: a sweep that failed nothing proves nothing.
     assert sweep.points > 0, f"{operation}: no fault site reached: is fail-nth working?"
-    assert not sweep.problems, "\n".join(sweep.problems)

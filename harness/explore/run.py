@@ -94,6 +94,8 @@ class ExploreCampaign(Campaign):
             if vm.state is VMState.RUNNING:
                 guest.cleanup()
             if self.generated is not None:
+                if vm.state is VMState.RUNNING:
+                    session.discard(*(i.path for i in self.generated.images.values()))
                 self.generated.close()
         lines = [f"{outcome.steps} steps, {outcome.sequences} sequences in "
                  f"{outcome.seconds:.0f} s ({outcome.steps_per_second:.1f} steps/s); rules: "

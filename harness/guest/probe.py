@@ -55,7 +55,8 @@ class ReadResult:
 class FaultSweep:
     """One operation with each of its fault sites failed in turn."""
     points: int  # fault sites the operation reached (each failed once)
-    complete: bool  # False: the budget ran out before the operation ran clean
+    complete: bool  # the operation ran once without reaching the next site
+    stopped: str  # why not complete: "budget", "max_n", "problems", "set-up"
     outcomes: dict[str, int]  # what the runs answered ("ok", "ENOMEM", ...) and how often
     problems: list[str]
 
@@ -627,6 +628,7 @@ class Probe:
                           "options": options, "path": path, "sha256": sha256, "root": root,
                           "remount_options": remount_options, "budget": budget},
                          lambda a: FaultSweep(int(a["points"]), bool(a["complete"]),
+                                              str(a.get("stopped", "")),
                                               {str(k): int(v) for k, v in
                                                a["outcomes"].items()},
                                               [str(p) for p in a["problems"]]))

@@ -47,6 +47,7 @@ SUBPAGE_TAIL = "tail-packed file, blocks smaller than a page"
 SUBPAGE_CHUNKS = "chunk-based file, chunks smaller than a page"
 FLAT_INLINE, CHUNK_BASED = 2, 4  # EROFS_INODE_FLAT_INLINE, EROFS_INODE_CHUNK_BASED
 IO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO|killed by signal")
+EIO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO")
 # Whole reads ("N bytes <hash>, want N bytes <hash>") and ranges ("N bytes, not the tree's").
 BYTES_SYMPTOM = re.compile(r"\d+ bytes [0-9a-f]+, want \d+ bytes|\d+ bytes, not the tree's")
 
@@ -172,9 +173,12 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         if facts is not None and built is not None and built.block_size < PAGE:
             if facts.layout == FLAT_INLINE and wrong_bytes:
                 notes.append(SUBPAGE_TAIL)
-            # 7.2 also fails such a read with EIO (or oopses, which the kernel report says).
-            elif facts.layout == CHUNK_BASED and chunk_size(built) < PAGE and \
-                    (wrong_bytes or io_error):
+            # Only a file that joins a shared inode can meet it; 7.2 also fails such a read
+            # with EIO (or oopses: the kernel report says, and the killed reader is its
+            # aftermath, harness/layouts/search.py).
+            elif facts.layout == CHUNK_BASED and chunk_size(built) < PAGE and sharing and \
+                    built.fingerprinted and facts.size > 0 and \
+                    (wrong_bytes or EIO_SYMPTOM.search(text)):
                 notes.append(SUBPAGE_CHUNKS)
         result.problems.append(f"{phase}: {name}: {text}"
                                + "".join(f" [{n}]" for n in notes))

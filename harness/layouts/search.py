@@ -93,10 +93,14 @@ class ExampleFailed(Exception):
     """An example the kernel got wrong (raised for hypothesis to shrink)."""
 
 
-# A kernel report after which the kernel is not what the next example assumes: an oops or
-# BUG kills the task in it (kernel reports come first among an example's problems).
-TASK_KILLED = re.compile(r"kernel report: kernel (?:oops|bug) report|kernel report: [^\n]*"
-                         r"(?:Oops: |kernel BUG at |BUG: )")
+# A kernel report after which the kernel is not what the next example assumes: an oops or a
+# BUG() kills the task in it, holding what it held.
+TASK_KILLED = re.compile(r"kernel report: kernel oops report|kernel report: [^\n]*"
+                         r"kernel BUG at ")
+# What such a killed task leaves behind in the rest of its example: the reader's death, its
+# files still busy, the unmount that finds them (and BUGs on them), a clean-up that fails.
+AFTERMATH = re.compile(r"killed by signal|Busy inodes after unmount|kernel BUG at fs/super\.c"
+                       r"|did not clean up|Device or resource busy|EBUSY|umount")
 
 
 class GuestGone(BaseException):
@@ -286,19 +290,18 @@ class Search:
             return
         # A problem that is a known bug (its report's signature matches the line) is
         # counted, and the rest decide: a known bug must not hide a new one beside it.
-        problems, known_here, oopsed = [], set(), False
-        for line in result.problems:
-            known = self.known(line)
-            if known is not None:
-                known_here.add(known)
-                oopsed = oopsed or bool(TASK_KILLED.match(line))
-            elif not oopsed:
-                problems.append(line)
-            # else: after a known bug's oops, what follows in the example is its aftermath
-            # (the killed reader's files stay busy, its mount will not go): no finding.
+        known_lines = {line: self.known(line) for line in result.problems}
+        known_here = {k for k in known_lines.values() if k is not None}
+        # A known bug's oops kills the task it hit: what that leaves (the reader's death,
+        # its busy files, the unmount that finds them) is its aftermath, not a finding.
+        # Anything else, before or after it, still counts; so does a dead guest.
+        oopsed = any(known is not None and TASK_KILLED.match(line)
+                     for line, known in known_lines.items())
+        problems = [line for line, known in known_lines.items() if known is None and not
+                    (oopsed and AFTERMATH.search(line) and "the guest died" not in line)]
         if self.target is None:
             self.tally.known.update(known_here)  # examples that met each known bug
-        if oopsed and self.target is None and self.renew is not None:
+        if oopsed and self.renew is not None and "the guest died" not in problems:
             self.renewals += 1
             self.say(f"a known bug oopsed the kernel at example {self.tally.examples}: a new "
                      f"guest (renewal {self.renewals})")

@@ -155,11 +155,17 @@ def test_a_known_oops_hides_its_aftermath_and_renews_the_guest(tmp_path: Path) -
         search._test(None)  # type: ignore[arg-type]
         assert renewed == ["new"] and not search.tally.findings and search.smallest is None
         assert search.tally.known == {"oops": 1}
+        # Kernel reports come first in an example's problems: a new problem after the oops
+        # (another phase's, or another report) still counts.
         new = "plain: a-file: lookup x: Input/output error (errno 5)"
-        search.run_one = lambda example: ExampleResult(problems=[new, oops])  # type: ignore
+        kasan = "kernel report: kernel kasan report: BUG: KASAN: use-after-free in f"
+        search.run_one = lambda example: ExampleResult(  # type: ignore
+            problems=[oops, kasan, new, *aftermath])
         with pytest.raises(ExampleFailed):
             search._test(None)  # type: ignore[arg-type]
-        assert search.smallest is not None and search.smallest.failure == new
+        assert search.smallest is not None
+        assert search.smallest.failure == f"{kasan}\n{new}"
+        assert renewed == ["new", "new"]
     finally:
         search.close()
 

@@ -26,8 +26,11 @@ MS_RDONLY, MS_REMOUNT = 1, 32
 MADV_POPULATE_READ = 22  # not in Python 3.11's mmap module
 POSIX_FADV_DONTNEED = 4
 OPERATIONS = ("mount", "open", "read", "mmap_fault", "readahead", "remount", "umount")
-# What an operation may answer when an allocation in it fails.
+# What an operation may answer when an allocation in it fails. A page fault that fails is a
+# SIGBUS, which MADV_POPULATE_READ answers as EFAULT.
 CLEAN_ERRORS = {errno.ENOMEM, errno.EIO}
+CLEAN_FAULT_ERRORS = CLEAN_ERRORS | {errno.EFAULT}
+SETUP_FAILED = -1  # the run's set-up (a mount without faults) failed: no verdict on it
 DEBUGFS = "/sys/kernel/debug"
 
 
@@ -85,16 +88,20 @@ class Armed:
         self.fd = os.open("/proc/thread-self/fail-nth", os.O_RDWR)
 
     def run(self, n, action):
-        """(errno or 0, whether the n-th site was reached and failed)."""
-        os.write(self.fd, str(n).encode())
+        """(errno or 0, whether the n-th site was reached and failed). Disarmed whatever
+        happens: an armed thread would fail the probe's own next allocation."""
+        os.pwrite(self.fd, str(n).encode(), 0)
+        err = 0
         try:
             action()
-            err = 0
         except OSError as exc:
             err = exc.errno
-        left = int(os.pread(self.fd, 32, 0).strip() or b"0")
-        os.pwrite(self.fd, b"0", 0)  # disarm, whatever the operation left
-        return err, left == 0
+        except MemoryError:  # an allocation of Python's own, failed by the injection
+            err = errno.ENOMEM
+        finally:
+            left = os.pread(self.fd, 32, 0)
+            os.pwrite(self.fd, b"0", 0)
+        return err, int(left.strip() or b"0") == 0
 
     def close(self):
         os.close(self.fd)
@@ -118,30 +125,37 @@ def sweep(operation, source, options, path, sha256, root, remount_options=None,
     file = f"{target}/{path}"
     armed = Armed()
     outcomes, problems, started, n = {}, [], time.monotonic(), 0
+    clean = CLEAN_FAULT_ERRORS if operation == "mmap_fault" else CLEAN_ERRORS
+    stopped = "max_n"
     try:
         while n < max_n:
             if time.monotonic() - started > budget:
-                return {"points": n, "complete": False, "outcomes": outcomes,
-                        "problems": problems}
+                stopped = "budget"
+                break
             n += 1
             err, injected = _once(operation, armed, n, source, target, options, file,
                                   remount_options, problems)
+            if err == SETUP_FAILED:
+                stopped = "set-up"
+                break
             name = errno.errorcode.get(err, str(err)) if err else "ok"
             outcomes[name] = outcomes.get(name, 0) + 1
-            if err and err not in CLEAN_ERRORS:
+            if err and err not in clean:
                 problems.append(f"n={n}: {operation} failed with {name} ({os.strerror(err)}), "
-                                f"not ENOMEM or EIO")
+                                f"not {' or '.join(sorted(errno.errorcode[e] for e in clean))}")
             problems += _after(operation, n, err, source, target, options, file, sha256)
             if len(problems) > 20:
+                stopped = "problems"
                 break
             if not injected:
-                return {"points": n - 1, "complete": True, "outcomes": outcomes,
-                        "problems": problems}
+                return {"points": n - 1, "complete": True, "stopped": "",
+                        "outcomes": outcomes, "problems": problems}
     finally:
         armed.close()
         if _mounted(target):
             libc.umount2(target.encode(), 2)
-    return {"points": n, "complete": False, "outcomes": outcomes, "problems": problems}
+    return {"points": n, "complete": False, "stopped": stopped, "outcomes": outcomes,
+            "problems": problems}
 
 
 def _once(operation, armed, n, source, target, options, file, remount_options, problems):
@@ -151,7 +165,7 @@ def _once(operation, armed, n, source, target, options, file, remount_options, p
     rc = _mount(source, target, options)
     if rc:
         problems.append(f"n={n}: mounting without faults failed: {os.strerror(rc)}")
-        return rc, True
+        return SETUP_FAILED, True
     if operation == "open":  # the first lookup and open of the file since the mount
         fds = []
         err, injected = armed.run(n, lambda: fds.append(os.open(file, os.O_RDONLY)))
@@ -171,13 +185,17 @@ def _once(operation, armed, n, source, target, options, file, remount_options, p
     try:
         size = os.fstat(fd).st_size
         if operation == "read":
+            # Into a buffer whose pages exist before arming: the faults of a fresh buffer
+            # in copy_to_user would be fault sites of their own, not EROFS's.
+            buf = bytearray(b"\1" * max(size, 1))
+
             def read():
                 offset = 0
                 while offset < size:
-                    got = os.pread(fd, 1 << 20, offset)
+                    got = os.preadv(fd, [memoryview(buf)[offset:]], offset)
                     if not got:
                         break
-                    offset += len(got)
+                    offset += got
             return armed.run(n, read)
         if operation == "readahead":
             return armed.run(n, lambda: _check_oserror(
