@@ -20,7 +20,7 @@ import pytest
 from harness.erofs.images import BuiltImage
 from harness.guest.handle import Guest
 from harness.guest.probe import Probe
-from testcases.conftest import SHARE
+from testcases.conftest import SHARE, twin_of
 
 pytestmark = [pytest.mark.requires_kernel(
     "erofs", "CONFIG_FAULT_INJECTION", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC",
@@ -37,19 +37,28 @@ def _source(guest: Guest, pagecache: Probe, image: BuiltImage, source: str) -> s
 
 
 @pytest.mark.parametrize("layout", ["", "-lz4"], ids=["plain", "lz4"])
-@pytest.mark.parametrize("options", ["", SHARE], ids=["private", "sharing"])
+@pytest.mark.parametrize("options", ["", SHARE, "joining"], ids=["private", "sharing",
+                                                               "joining"])
 @pytest.mark.parametrize("source", ["loop", "file"])
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_each_failed_allocation_fails_the_operation_cleanly_or_not_at_all(
         erofs_image: Callable[[str], BuiltImage], guest: Guest, pagecache: Probe,
         measure: Callable[..., None], operation: str, source: str, options: str,
         layout: str) -> None:
+    """``joining``: sharing, with a twin in another image of the domain looked up first,
+    so that the operation's lookups join a shared inode that exists already (the other
+    branch of erofs_ishare_fill_inode)."""
     if options and not pagecache.vm.kernel.features["page_cache_share"]:
         pytest.skip(f"kernel {pagecache.vm.kernel.release} lacks page_cache_share")
     image = erofs_image(f"sizes{layout}")
     device = _source(guest, pagecache, image, source)
+    twin = None
+    if options == "joining":
+        options, other = SHARE, erofs_image(f"renamed{layout}")
+        twin = (_source(guest, pagecache, other, source), twin_of(image, other, FILE))
     sweep = pagecache.fail_nth_sweep(operation, device, options, FILE,
-                                     image.file(FILE)["sha256"], f"{guest.workdir}/fail")
+                                     image.file(FILE)["sha256"], f"{guest.workdir}/fail",
+                                     twin=twin)
     measure(fault_sites=sweep.points, **{f"answered_{k}": v for k, v in sweep.outcomes.items()})
     assert not sweep.problems, "\n".join(sweep.problems)
     assert sweep.complete, (f"{operation}: the sweep stopped ({sweep.stopped}) at site "

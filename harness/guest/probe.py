@@ -620,13 +620,18 @@ class Probe:
 
     def fail_nth_sweep(self, operation: str, source: str, options: str, path: str,
                        sha256: str, root: str, remount_options: str | None = None,
-                       budget: float = 240.0) -> FaultSweep:
+                       budget: float = 240.0, twin: tuple[str, str] | None = None
+                       ) -> FaultSweep:
         """Fail the 1st, 2nd, ... allocation of ``operation`` in turn (fail-nth) on a mount of
         ``source`` at ``root``/m, checking after each run (harness/guest/helpers/
-        failnth.py): how many fault sites it has, what it answered, and the problems."""
+        failnth.py): how many fault sites it has, what it answered, and the problems.
+        ``twin``: (source, path) of another image's file of the same content, mounted with
+        the same options and looked up first, so that the operation joins its shared
+        inode."""
         return self._one({"op": "fail_nth_sweep", "operation": operation, "source": source,
                           "options": options, "path": path, "sha256": sha256, "root": root,
-                          "remount_options": remount_options, "budget": budget},
+                          "remount_options": remount_options, "budget": budget,
+                          "twin": {"source": twin[0], "path": twin[1]} if twin else None},
                          lambda a: FaultSweep(int(a["points"]), bool(a["complete"]),
                                               str(a.get("stopped", "")),
                                               {str(k): int(v) for k, v in

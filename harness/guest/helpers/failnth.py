@@ -26,6 +26,8 @@ MS_RDONLY, MS_REMOUNT = 1, 32
 MADV_POPULATE_READ = 22  # not in Python 3.11's mmap module
 POSIX_FADV_DONTNEED = 4
 OPERATIONS = ("mount", "open", "read", "mmap_fault", "readahead", "remount", "umount")
+# With a twin: a mount of another image of the domain whose file of the same content was
+# looked up first, so that the operation joins a shared inode that exists already.
 # What an operation may answer when an allocation in it fails. A page fault that fails is a
 # SIGBUS, which MADV_POPULATE_READ answers as EFAULT.
 CLEAN_ERRORS = {errno.ENOMEM, errno.EIO}
@@ -113,7 +115,7 @@ def _check_oserror(rc):
 
 
 def sweep(operation, source, options, path, sha256, root, remount_options=None,
-          max_n=1000, budget=240.0):
+          max_n=1000, budget=240.0, twin=None):
     """Fail the 1st, 2nd, ... fault site of ``operation`` in turn on a mount of ``source``
     with ``options``, checking after each run. ``path``: the file (relative to the mount)
     the file operations act on and whose bytes are checked (``sha256``)."""
@@ -123,6 +125,13 @@ def sweep(operation, source, options, path, sha256, root, remount_options=None,
     target = f"{root}/m"
     os.makedirs(target, exist_ok=True)
     file = f"{target}/{path}"
+    twin_target = f"{root}/t"
+    if twin is not None:
+        # {"source": device or file, "path": the twin file in it}: mounted for the whole
+        # sweep, its file looked up, so that every run's lookup joins its shared inode.
+        os.makedirs(twin_target, exist_ok=True)
+        _check_oserror(_mount(twin["source"], twin_target, options))
+        os.stat(f"{twin_target}/{twin['path']}")
     armed = Armed()
     outcomes, problems, started, n = {}, [], time.monotonic(), 0
     clean = CLEAN_FAULT_ERRORS if operation == "mmap_fault" else CLEAN_ERRORS
@@ -152,8 +161,9 @@ def sweep(operation, source, options, path, sha256, root, remount_options=None,
                         "outcomes": outcomes, "problems": problems}
     finally:
         armed.close()
-        if _mounted(target):
-            libc.umount2(target.encode(), 2)
+        for point in (target, twin_target):
+            if _mounted(point):
+                libc.umount2(point.encode(), 2)
     return {"points": n, "complete": False, "stopped": stopped, "outcomes": outcomes,
             "problems": problems}
 

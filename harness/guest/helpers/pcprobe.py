@@ -1430,7 +1430,8 @@ OPS = {
                                            op["device"]) or {},
     "fail_nth_sweep": lambda op: _failnth().sweep(
         op["operation"], op["source"], op.get("options", ""), op["path"], op["sha256"],
-        op["root"], op.get("remount_options"), op.get("max_n", 1000), op.get("budget", 240.0)),
+        op["root"], op.get("remount_options"), op.get("max_n", 1000), op.get("budget", 240.0),
+        op.get("twin")),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
