@@ -223,8 +223,11 @@ class Search:
                 return None
             return self._check(example, built, number)
         finally:
-            self.session.discard(*[p for b in built if b.image is not None
-                                   for p in (b.image.path, b.image.blob) if p is not None])
+            # A guest that died in the example cannot delete anything: its death is the
+            # example's verdict ("the guest died"), not a broken search.
+            if self.session.vm.state is VMState.RUNNING:
+                self.session.discard(*[p for b in built if b.image is not None
+                                       for p in (b.image.path, b.image.blob) if p is not None])
             for b in built:
                 shutil.rmtree(self.workdir / f"{number}-{b.name}", ignore_errors=True)
 
