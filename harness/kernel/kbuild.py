@@ -15,6 +15,7 @@ default kernel version.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -269,6 +270,17 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
     return BuildResult(kernel, build, config_seconds, build_seconds, prepared, install_seconds)
 
 
+def _modules_digest(modinst: Path) -> str:
+    """A digest of every installed module file (names and bytes); empty without modules."""
+    if not modinst.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in modinst.rglob("*.ko*") if p.is_file()):
+        digest.update(str(path.relative_to(modinst)).encode() + b"\0")
+        digest.update(cache.file_sha256(path).encode())
+    return digest.hexdigest()
+
+
 def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Path,
               origin: str) -> Kernel:
     """The built kernel, copied out of the build directory into an entry of its own: the
@@ -277,7 +289,10 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
     release = (build / "include" / "config" / "kernel.release").read_text().strip()
     modinst = build / "modinst" / "lib" / "modules" / release
     image = build / boot_image_path(request)
-    key = cache.content_key(["tree-kernel", cache.file_sha256(image), release])
+    # The modules too: a patch to code built as a module (EROFS with erofs-module.config)
+    # leaves the boot image as it was, and must not be served the unpatched modules.
+    key = cache.content_key(["tree-kernel", cache.file_sha256(image), release,
+                             _modules_digest(modinst)])
 
     def copy_out(out: Path) -> dict[str, object]:
         shutil.copy2(image, out / image.name)
