@@ -18,6 +18,7 @@ Between examples each phase has a domain of its own, so nothing carries over.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ PAGE = 4096
 PARTIAL_PAGE = "file-backed image ending inside a page"
 SUBPAGE_TAIL = "tail-packed file, blocks smaller than a page"
 SUBPAGE_CHUNKS = "chunk-based file, chunks smaller than a page"
+SUBPAGE_TWIN = "its twin is tail-packed or chunked in blocks smaller than a page"
 FLAT_INLINE, CHUNK_BASED = 2, 4  # EROFS_INODE_FLAT_INLINE, EROFS_INODE_CHUNK_BASED
 IO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO|killed by signal")
 EIO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO")
@@ -142,6 +144,14 @@ def _describe(mount: Mount, built: Built) -> str:
             f"{' | '.join(mount.result.kmsg) or 'nothing'}; {sizes}")
 
 
+def _content(built: Built, path: str) -> bytes:
+    """The sha256 of a regular file's bytes in the tree (a hard link's: its target's)."""
+    node = built.tree.node(path)
+    if node.kind == "hardlink":
+        node = built.tree.node(node.target)
+    return hashlib.sha256(node.data()).digest()
+
+
 def chunk_size(built: Built) -> int:
     """The chunk size of the image's chunk-based files: --chunksize, else a block (-Ededupe
     stores uncompressed files chunk-based, a block a chunk)."""
@@ -156,6 +166,13 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
     phase = "sharing" if sharing else "plain"
     mounted: list[tuple[str, Mount, Built, MountSide]] = []
     partial: set[str] = set()  # file-backed mounts of an image that ends inside a page
+    # The contents of files that the sub-page bug reads wrong into a shared cache: a twin
+    # of one, in an image of any block size, reads the wrong bytes through that cache.
+    subpage = {_content(b, path)
+               for b in images if sharing and b.fingerprinted and b.block_size < PAGE
+               for path, f in b.files.items() if f.size > 0 and (
+                   f.layout == FLAT_INLINE
+                   or (f.layout == CHUNK_BASED and chunk_size(b) < PAGE))}
 
     def problem(name: str, text: str, built: Built | None = None, rel: str = "") -> None:
         """A problem line: phase, mount, what; with the facts known bugs turn on, so that
@@ -170,6 +187,10 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         wrong_bytes = bool(BYTES_SYMPTOM.search(text))
         notes = [PARTIAL_PAGE] if name in partial and (io_error or wrong_bytes) else []
         facts = built.files.get(rel) if built is not None and rel else None
+        if facts is not None and built is not None and wrong_bytes and \
+                not facts.compressed and built.block_size == PAGE and rel and \
+                _content(built, rel) in subpage:
+            notes.append(SUBPAGE_TWIN)
         if facts is not None and built is not None and built.block_size < PAGE:
             if facts.layout == FLAT_INLINE and wrong_bytes:
                 notes.append(SUBPAGE_TAIL)
