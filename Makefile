@@ -41,7 +41,7 @@ help:
 	@echo "make bench    boot and round-trip benchmarks"
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
-	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1]  random sequences checked against the model"
+	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1] [GENERATED=n]  random sequences checked against the model"
 	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
 	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
 	@echo "make layouts [SEED=] [MINUTES=] [EXAMPLES=]  generated images of every layout, checked every way"
