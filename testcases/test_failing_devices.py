@@ -33,6 +33,13 @@ DEVICES = ["loop", "block"]
 LAYOUTS = ["", "-lz4"]  # uncompressed (iomap reads) and lz4 (EROFS's own decompression)
 
 
+def every_failing_mount(test: Callable[..., None]) -> Callable[..., None]:
+    """Each device, private and sharing, uncompressed and lz4 (ids device-options-layout)."""
+    test = pytest.mark.parametrize("device", DEVICES)(test)
+    test = pytest.mark.parametrize("options", ["", SHARE], ids=["private", "sharing"])(test)
+    return pytest.mark.parametrize("layout", LAYOUTS, ids=["plain", "lz4"])(test)
+
+
 def _pair(erofs_image: Images, layout: str) -> tuple[BuiltImage, BuiltImage]:
     return erofs_image(f"sizes{layout}"), erofs_image(f"renamed{layout}")
 
@@ -58,9 +65,7 @@ def _not_eio_or_right(seen: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("metadata", ["cold", "inodes-cached", "looked-up"])
-@pytest.mark.parametrize("layout", LAYOUTS, ids=["plain", "lz4"])
-@pytest.mark.parametrize("options", ["", SHARE], ids=["private", "sharing"])
-@pytest.mark.parametrize("device", DEVICES)
+@every_failing_mount
 def test_a_failing_device_gives_eio_or_the_right_bytes_and_reads_right_once_back(
         erofs_image: Images, mount: Mounter, pagecache: Probe, device: str, options: str,
         layout: str, metadata: str) -> None:
@@ -90,9 +95,7 @@ def test_a_failing_device_gives_eio_or_the_right_bytes_and_reads_right_once_back
     assert _read_all(pagecache, healthy, twins) == dict.fromkeys(twins, "right")
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=["plain", "lz4"])
-@pytest.mark.parametrize("options", ["", SHARE], ids=["private", "sharing"])
-@pytest.mark.parametrize("device", DEVICES)
+@every_failing_mount
 def test_pages_cached_before_the_device_fails_read_right_without_it(
         erofs_image: Images, mount: Mounter, pagecache: Probe, device: str, options: str,
         layout: str) -> None:
@@ -134,9 +137,7 @@ def test_what_a_healthy_twin_reads_while_its_twins_device_fails(
         assert own == "EIO", f"the failing mount read {own} where its healthy twin got {then}"
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=["plain", "lz4"])
-@pytest.mark.parametrize("options", ["", SHARE], ids=["private", "sharing"])
-@pytest.mark.parametrize("device", DEVICES)
+@every_failing_mount
 def test_a_mount_unmounts_while_its_device_fails_and_a_later_twin_reads_right(
         erofs_image: Images, mount: Mounter, pagecache: Probe, device: str, options: str,
         layout: str) -> None:
