@@ -439,9 +439,9 @@ class Probe:
         self._server: _Server | None = None
 
     def _ask(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self._server is None or self._server.channel.closed:
-            self._server = _Server(self.vm, self.agent)
         try:
+            if self._server is None or self._server.channel.closed:
+                self._server = _Server(self.vm, self.agent)
             with self.vm.waits.waiting("guest"):
                 return self._server.ask(ops)
         except ProbeLost:

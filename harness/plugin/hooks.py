@@ -195,6 +195,8 @@ def _after_test(item: pytest.Item, vm: VM, start: int) -> str | None:
             log = since.text
         except HarnessError as exc:  # the console below still tells what happened
             log = f"(the kernel log could not be read: {exc})"
+            # A guest that cannot show its log cannot vouch for itself to the next test.
+            vm.mark_broken()
     splats = splats_seen(vm.console.since(start) if vm.console else "", log)
     if splats:
         vm.mark_broken()

@@ -88,6 +88,16 @@ class CellResult:
         """The text a signature is matched against: the cell, then every problem."""
         return f"{self.cell.id}: " + "\n".join(self.problems)
 
+    @property
+    def spoils_guest(self) -> bool:
+        """Whether the cells after this one need a new guest: it was lost or hung, the
+        kernel said anything (a report, a busy inode: its state is no longer what the next
+        cell assumes), or a side died."""
+        return ("lost" in self.raw or bool(self.raw.get("stuck"))
+                or any(p.startswith(("kernel", "set-up of the cell", "left from before",
+                                     "remove dm device")) or " crashed: " in p
+                       for p in self.problems))
+
 
 class CellRunner:
     """The guest side of a run of cells: one per guest session."""

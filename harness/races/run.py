@@ -28,14 +28,6 @@ from harness.races.ops import OPS, TARGETS, WIDENERS, parse_choice, parse_pairs,
 
 TARGET_OVERLAPS = 100  # measured overlaps a pair should reach within its budget
 MAX_RESTARTS = 60  # new guests a run may take after guests that died or oopsed
-def guest_spoilt(result: CellResult) -> bool:
-    """Whether the cells after this one need a new guest: it was lost or hung, the kernel
-    said anything (a report, a busy inode: its state is no longer what the next cell
-    assumes), or a side died."""
-    return ("lost" in result.raw or bool(result.raw.get("stuck"))
-            or any(p.startswith(("kernel", "set-up of the cell", "left from before",
-                                 "remove dm device")) or " crashed: " in p
-                   for p in result.problems))
 
 
 def pair_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -156,7 +148,7 @@ class RacesCampaign(Campaign):
                         self._judge(run, result, row, known, known_again, findings, len(rows))
                     rows.append(row)
                     run.progress.tick(progress)
-                    spoilt = guest_spoilt(result)
+                    spoilt = result.spoils_guest
                     if spoilt:
                         break
                 if not spoilt and len(remaining) < before:

@@ -201,8 +201,7 @@ def test_a_busy_inode_line_is_a_problem_a_signature_can_name() -> None:
 def test_a_cell_that_leaves_the_kernel_in_doubt_gets_the_next_cell_a_new_guest(
         problem: str, spoilt: bool) -> None:
     from harness.races.cells import CellResult
-    from harness.races.run import guest_spoilt
-    assert guest_spoilt(CellResult(_cell("twins"), {}, [problem])) is spoilt
+    assert CellResult(_cell("twins"), {}, [problem]).spoils_guest is spoilt
 
 
 def test_two_whole_file_reads_side_by_side_get_three_times_the_seconds() -> None:
