@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SUBPAGE_WARNING, found_params
-from harness.campaign.found import known_finds, which_known
+from harness.campaign.found import known_finds, other_known_finds, which_known
 from harness.erofs.tools import ErofsUtils
 from harness.guest.session import GuestSession
 from harness.layouts.found import found_reports, load_found
@@ -71,9 +71,7 @@ if FOUND_REPORTS:  # no replay test at all, rather than one skipped for an empty
         example, _ = load_found(report)
         # Other reports' known bugs may show beside this one's: only this report's bug (or
         # a new one) fails the replay.
-        others = {name: sig for name, sig in known_finds(guest_session.vm.kernel,
-                                                          "layout").items()
-                  if name != report.stem}
+        others = other_known_finds(guest_session.vm.kernel, report)
         search = _search(guest_session, erofs_tools, 0, 1)
         try:
             result = search.run_one(example)

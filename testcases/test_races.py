@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BORROWED_INODE_BUG, found_params
-from harness.campaign.found import known_finds, which_known
+from harness.campaign.found import known_finds, other_known_finds, which_known
 from harness.erofs.tools import ErofsUtils
 from harness.guest.session import GuestSession
 from harness.races.cells import CellResult, CellRunner, build_images
@@ -104,9 +104,7 @@ if FOUND_REPORTS:  # no replay test at all, rather than one skipped for an empty
         passed: on a kernel with the bug it shows (the test fails), on a healthy one every
         run is clean."""
         cell, _ = load_found(report)
-        others = {name: sig for name, sig in known_finds(guest_session.vm.kernel,
-                                                          "race").items()
-                  if name != report.stem}
+        others = other_known_finds(guest_session.vm.kernel, report)
         runner = CellRunner(guest_session, build_images(erofs_tools))
         started, attempt = time.monotonic(), 0
         while attempt == 0 or time.monotonic() - started < REPLAY_SECONDS:

@@ -34,6 +34,17 @@ def known_finds(kernel: Kernel, prefix: str, directory: Path = FOUND
     return known
 
 
+def other_known_finds(kernel: Kernel, report: Path) -> dict[str, re.Pattern[str]]:
+    """What a replay of ``report`` may meet beside its own bug: the known bugs of the other
+    finds of its campaign, less those that are its own bug again (another layout, say, to
+    the same bug), which its own mark judges."""
+    prefix = report.stem.split("-", 1)[0]
+    own = ((yaml.safe_load(report.read_text()) or {}).get("known_bug") or {}).get("signature")
+    return {name: signature
+            for name, signature in known_finds(kernel, prefix).items()
+            if name != report.stem and signature.pattern != own}
+
+
 def which_known(problem: str, known: dict[str, re.Pattern[str]]) -> str | None:
     """The report whose known bug ``problem`` is, if it carries one's signature."""
     return next((name for name, signature in known.items() if signature.search(problem)), None)

@@ -196,3 +196,47 @@ def test_generated_pool_images_are_seen_as_the_model_needs_and_drawn_again_alike
     assert "sub-page" in (why_left_out(built, known_bugs=False) or "")
     assert why_left_out(built, known_bugs=True) is None
     assert draw_examples(3, 2) == draw_examples(3, 2)
+
+
+@pytest.mark.parametrize("block,layout,size,chunk,expected", [
+    (512, 0, 1446, None, True),     # flat, its last block ends at 1536: inside a page
+    (512, 0, 4000, None, False),    # flat, its last block ends at 4096: the page's end
+    (4096, 0, 1446, None, False),   # blocks of a page: one extent a page
+    (1024, 2, 6000, None, True),    # tail-packed
+    (1024, 4, 8192, None, True),    # chunk-based in chunks of a block
+    (1024, 4, 8192, 4096, False),   # chunk-based in chunks of a page
+    (512, 3, 5000, None, False),    # compressed: not read through iomap here
+    (512, 0, 0, None, False),       # empty: nothing to read
+])
+def test_files_read_in_sub_page_extents_are_told_by_layout_block_and_end(
+        block: int, layout: int, size: int, chunk: int | None, expected: bool) -> None:
+    from harness.layouts.build import Built, FileFacts
+    from harness.layouts.check import read_in_subpage_extents
+    built = Built("a", Layout(block_size=block, chunksize=chunk), Tree(()), block_size=block)
+    assert read_in_subpage_extents(built, FileFacts(1, layout, size)) is expected
+
+
+def test_the_sub_page_and_partial_page_signatures_accept_every_tag_their_bugs_get() -> None:
+    """The tags check.py appends and the known_bug signatures of the found reports are two
+    halves of one rule: a tag the signature does not name makes a known bug a new find."""
+    import re
+
+    import yaml
+
+    from harness.core.paths import PROJECT
+    from harness.layouts import check
+
+    def signature_of(report: str) -> re.Pattern[str]:
+        path = PROJECT / "reports" / "found" / f"{report}.yaml"
+        return re.compile(yaml.safe_load(path.read_text())["known_bug"]["signature"])
+
+    subpage, partial = signature_of("layout-9e2c4b86a2"), signature_of("layout-a72292b711")
+    for tag in (check.SUBPAGE_TAIL, check.SUBPAGE_CHUNKS, check.SUBPAGE_END,
+                check.SUBPAGE_TWIN):
+        assert subpage.search(f"sharing: a-loop: f: read: 1446 bytes 1f, want 1446 bytes e6"
+                              f" [{tag}]"), tag
+    short = ("sharing: b-file: f: 0/17 pages resident after reading every file of b-loop; "
+             "the model says all (it shares a cache with a file of b-loop)")
+    assert check.SHORT_SYMPTOM.search(short)
+    assert partial.search(f"{short} [{check.PARTIAL_PAGE}]")
+    assert not subpage.search("sharing: a-loop: f: read: 1446 bytes 1f, want 1446 bytes e6")
