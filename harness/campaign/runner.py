@@ -9,7 +9,9 @@ Everything around that is the same for all of them and lives here, once:
   checked before anything boots: an unmet one is no verdict (exit 2) with the reason;
 - the seed, drawn from the clock when none was given and printed first, so any run can be
   replayed;
-- the guest (``pipeline.open_guest``), stopped however the campaign ends;
+- the guest (``pipeline.open_guest``), stopped however the campaign ends, and the new
+  guests a campaign takes when a step left the kernel in doubt (``CampaignRun.new_guest``:
+  the old one stopped first, at most MAX_NEW_GUESTS, every one stopped at the end);
 - the results JSON (``<out>/<name>.json``: kernel, seed, budget, verdict, and the
   campaign's own figures), the summary lines and the exit status: 0 nothing found,
   1 a finding, 2 no verdict.
@@ -23,7 +25,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -37,6 +39,8 @@ from harness.vm.machine import VMConfig
 
 FOUND = PROJECT / "reports" / "found"
 PROGRESS_EVERY = 10.0  # seconds between progress lines
+MAX_NEW_GUESTS = 60  # guests a run may take after guests that died, hung or oopsed
+OpenGuest = Callable[..., AbstractContextManager[GuestSession]]
 
 
 class Verdict(IntEnum):
@@ -82,11 +86,16 @@ class Progress:
 
 @dataclass
 class CampaignRun:
-    """One run of a campaign: its settings, the kernel, the clock, and its voice."""
+    """One run of a campaign: its settings, the kernel, the clock, its voice, and the guests
+    it takes after the first."""
     name: str
     settings: Settings
     kernel: Kernel
     started: float = field(default_factory=time.monotonic)
+    prepared: Prepared | None = None  # what new guests boot (None: no guest can be opened)
+    open_guest: OpenGuest = open_guest
+    new_guests: int = 0
+    guests: ExitStack = field(default_factory=ExitStack)  # closed by run_campaign
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.say)
@@ -108,6 +117,22 @@ class CampaignRun:
 
     def time_left(self) -> float:
         return self.settings.minutes * 60 - self.elapsed()
+
+    def new_guest(self, old: GuestSession, why: str, *modules: str) -> GuestSession | None:
+        """A fresh guest in place of ``old``, which is stopped first (one VM at a time: the
+        machine has two cores), with ``modules`` loaded; None once the run has had
+        MAX_NEW_GUESTS (a kernel that dies at every step would otherwise boot forever)."""
+        if self.new_guests >= MAX_NEW_GUESTS or self.prepared is None:
+            return None
+        self.new_guests += 1
+        self.say(f"a new guest ({self.new_guests} of at most {MAX_NEW_GUESTS}): {why}")
+        old.vm.stop()
+        session = self.guests.enter_context(self.open_guest(
+            self.prepared, self.settings.vm, name=f"{self.name}-{self.new_guests}",
+            artifacts=self.settings.out))
+        if modules:
+            session.need_modules(*modules)
+        return session
 
 
 class Campaign(ABC):
@@ -146,13 +171,13 @@ def results_path(name: str, out: Path) -> Path:
 
 def run_campaign(campaign: Campaign, settings: Settings, *,
                  prepare_: Callable[[str | None], Prepared] = prepare,
-                 open_guest_: Callable[..., AbstractContextManager[GuestSession]] = open_guest
-                 ) -> int:
+                 open_guest_: OpenGuest = open_guest) -> int:
     """Carry out ``campaign``: its exit status (Verdict). ``prepare_`` and ``open_guest_``
     are the pipeline's (the unit tests put fakes there)."""
     prepared = prepare_(settings.kernel)
     kernel = prepared.kernel
-    run = CampaignRun(campaign.name, settings, kernel)
+    run = CampaignRun(campaign.name, settings, kernel, prepared=prepared,
+                      open_guest=open_guest_)
     head = {"campaign": campaign.name, "kernel": kernel.spec, "release": kernel.release,
             "seed": settings.seed, "minutes": settings.minutes}
     reason = campaign.unmet(kernel)
@@ -164,8 +189,10 @@ def run_campaign(campaign: Campaign, settings: Settings, *,
         run.say(f"seed {settings.seed}, {settings.minutes:g} min on {kernel.spec} "
                 f"({kernel.release})")
         with open_guest_(prepared, settings.vm, name=campaign.name,
-                         artifacts=settings.out) as session:
+                         artifacts=settings.out) as session, run.guests:
             outcome = campaign.run(run, session)
+        if run.new_guests:
+            outcome.results.setdefault("new_guests", run.new_guests)
     settings.out.mkdir(parents=True, exist_ok=True)
     path = results_path(campaign.name, settings.out)
     results = {**head, "verdict": outcome.verdict.name.lower(),

@@ -11,7 +11,6 @@ against the kernel, and do not change the exit status.
 from __future__ import annotations
 
 import argparse
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from harness.kernel.kernel import Kernel
 from harness.layouts.found import write_found
 from harness.layouts.mkfs import all_options
 from harness.layouts.search import Search, Tally
-from harness.pipeline import open_guest
 
 
 def _results(tally: Tally, seconds: float) -> dict[str, Any]:
@@ -96,27 +94,16 @@ class LayoutsCampaign(Campaign):
         session.need_modules("erofs", "loop")
         # Known bugs come from the project's reports, wherever this run writes its finds.
         known = known_finds(run.kernel, "layout", FOUND)
-        guests = ExitStack()
-
-        def renew() -> GuestSession:
-            """A new guest after a known bug oopsed the kernel: the old one is stopped."""
-            search.session.vm.stop()
-            fresh = guests.enter_context(open_guest(
-                run.kernel, run.settings.vm, name=f"layouts-{search.renewals}",
-                artifacts=run.settings.out))
-            fresh.need_modules("erofs", "loop")
-            return fresh
-
         search = Search(session, self.tools, sharing=self.sharing, seed=run.seed,
                         seconds=run.time_left(), max_examples=run.options.examples,
                         io_uring=bool(run.kernel.features.get("io_uring", True)),
                         known=lambda failure: which_known(failure, known), say=run.say,
-                        tick=run.progress.tick, renew=renew)
-        with guests:
-            try:
-                findings = search.run()
-            finally:
-                search.close()
+                        tick=run.progress.tick,
+                        renew=lambda old, why: run.new_guest(old, why, "erofs", "loop"))
+        try:
+            findings = search.run()
+        finally:
+            search.close()
         tally = search.tally
         results = _results(tally, run.elapsed())
         lines = [search.progress()]

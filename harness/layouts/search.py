@@ -155,12 +155,13 @@ class Search:
                  known: Callable[[str], str | None] = lambda failure: None,
                  say: Callable[[str], None] = lambda line: None,
                  tick: Callable[[Callable[[], str]], None] = lambda line: None,
-                 renew: Callable[[], GuestSession] | None = None) -> None:
+                 renew: Callable[[GuestSession, str], GuestSession | None] | None = None
+                 ) -> None:
         self.session, self.tools, self.sharing = session, tools, sharing
-        # A new guest after a known bug's oops: its kernel is tainted and a task died in
-        # it holding what it held. None: the search goes on in the same guest.
+        # A new guest after a known bug's oops (the old one and why; None once the run may
+        # take no more): its kernel is tainted and a task died in it holding what it held.
+        # None: the search goes on in the same guest.
         self.renew = renew
-        self.renewals = 0
         self.seed, self.seconds, self.max_examples = seed, seconds, max_examples
         self.known, self.say, self.tick = known, say, tick
         # A kernel without io_uring reads those examples with read(2) instead.
@@ -304,11 +305,13 @@ class Search:
                     (oopsed and AFTERMATH.search(line) and "the guest died" not in line)]
         if self.target is None:
             self.tally.known.update(known_here)  # examples that met each known bug
-        if oopsed and self.renew is not None and "the guest died" not in problems:
-            self.renewals += 1
-            self.say(f"a known bug oopsed the kernel at example {self.tally.examples}: a new "
-                     f"guest (renewal {self.renewals})")
-            self.session = self.renew()
+        if oopsed and self.renew is not None:
+            fresh = self.renew(self.session, f"a known bug oopsed the kernel at example "
+                                             f"{self.tally.examples}")
+            if fresh is None:
+                self.broke = "every new guest the run may take was taken by known oopses"
+                raise SearchBroke()
+            self.session = fresh
         if not problems:
             return
         failure = "\n".join(problems)

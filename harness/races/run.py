@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import re
 from collections import Counter
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,11 @@ from harness.core.errors import HarnessError
 from harness.erofs.tools import provide
 from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
-from harness.pipeline import open_guest
 from harness.races.cells import CellResult, CellRunner, build_images
 from harness.races.found import write_found
 from harness.races.ops import OPS, TARGETS, WIDENERS, parse_choice, parse_pairs, plan
 
 TARGET_OVERLAPS = 100  # measured overlaps a pair should reach within its budget
-MAX_RESTARTS = 60  # new guests a run may take after guests that died or oopsed
 
 
 def pair_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -123,47 +120,42 @@ class RacesCampaign(Campaign):
                        if known_again else ""))
 
         remaining = list(self.cells)
-        restarts = unreachable = 0
-        with ExitStack() as guests:
-            while remaining:
-                # Only as many cells as the budget still has room for go to the guest.
-                fit, room = [], run.time_left()
-                for cell in remaining:
-                    room -= cell.seconds + 3
-                    if room < 0:
-                        break
-                    fit.append(cell)
-                if not fit:
+        unreachable = 0
+        while remaining:
+            # Only as many cells as the budget still has room for go to the guest.
+            fit, room = [], run.time_left()
+            for cell in remaining:
+                room -= cell.seconds + 3
+                if room < 0:
                     break
-                before, spoilt = len(remaining), False
-                for result in runner.run(fit, run.seed,
-                                         started=lambda cell: run.progress.tick(progress)):
-                    remaining.remove(result.cell)
-                    row = self._row(result)
-                    overlaps_total += row.get("overlaps", 0)
-                    if result.raw.get("unreachable"):
-                        row["verdict"] = "lost"  # the guest refused a channel: no verdict
-                        unreachable += 1
-                    elif result.problems:
-                        self._judge(run, result, row, known, known_again, findings, len(rows))
-                    rows.append(row)
-                    run.progress.tick(progress)
-                    spoilt = result.spoils_guest
-                    if spoilt:
-                        break
-                if not spoilt and len(remaining) < before:
-                    continue
-                # The guest died, hung, or its kernel oopsed: the cells left get a new one.
-                if restarts >= MAX_RESTARTS or not remaining:
+                fit.append(cell)
+            if not fit:
+                break
+            before, spoilt = len(remaining), False
+            for result in runner.run(fit, run.seed,
+                                     started=lambda cell: run.progress.tick(progress)):
+                remaining.remove(result.cell)
+                row = self._row(result)
+                overlaps_total += row.get("overlaps", 0)
+                if result.raw.get("unreachable"):
+                    row["verdict"] = "lost"  # the guest refused a channel: no verdict
+                    unreachable += 1
+                elif result.problems:
+                    self._judge(run, result, row, known, known_again, findings, len(rows))
+                rows.append(row)
+                run.progress.tick(progress)
+                spoilt = result.spoils_guest
+                if spoilt:
                     break
-                restarts += 1
-                run.say(f"a new guest for the {len(remaining)} cells left (restart "
-                        f"{restarts} of at most {MAX_RESTARTS})")
-                runner.session.vm.stop()
-                session = guests.enter_context(open_guest(
-                    run.kernel, run.settings.vm, name=f"races-{restarts}",
-                    artifacts=run.settings.out))
-                runner = CellRunner(session, self.images)
+            if not spoilt and len(remaining) < before:
+                continue
+            # The guest died, hung, or its kernel oopsed: the cells left get a new one.
+            if not remaining:
+                break
+            fresh = run.new_guest(runner.session, f"for the {len(remaining)} cells left")
+            if fresh is None:
+                break
+            runner = CellRunner(fresh, self.images)
         run.progress.tick(progress, force=True)
         results: dict[str, Any] = {
             "cells_planned": planned, "cells_run": len(rows),
@@ -171,7 +163,7 @@ class RacesCampaign(Campaign):
             "wideners": list(self.wideners),
             "wideners_missing": runner.wideners_missing,
             "pairs": pair_table(rows), "cells": rows, "findings": findings,
-            "known_bugs_again": dict(known_again), "guest_restarts": restarts,
+            "known_bugs_again": dict(known_again), "guest_restarts": run.new_guests,
             "cells_lost_to_ssh": unreachable,
         }
         under = [name for name, entry in results["pairs"].items()

@@ -92,3 +92,53 @@ def test_the_guest_is_stopped_when_the_campaign_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         _go(Fake(RuntimeError("boom")), tmp_path, log)
     assert log == ["booted", "stopped"]
+
+
+class _Stoppable:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+        self.vm = self
+
+    def stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+
+    def need_modules(self, *names: str) -> None:
+        self.log.append(f"{self.name} loads {' '.join(names)}")
+
+
+class Renewing(Campaign):
+    """Takes a new guest for every step, as a campaign whose steps all oops would."""
+    name = "renewing"
+    help = "a campaign that asks for new guests until it gets none"
+
+    def run(self, run: CampaignRun, session: GuestSession) -> Outcome:
+        taken = 0
+        while (fresh := run.new_guest(session, "the step oopsed", "erofs")) is not None:
+            session, taken = fresh, taken + 1
+        return Outcome(Verdict.CLEAN, {"taken": taken})
+
+
+def test_new_guests_stop_the_old_one_first_stop_at_the_cap_and_all_end_with_the_run(
+        tmp_path: Path) -> None:
+    from harness.campaign.runner import MAX_NEW_GUESTS
+    log: list[str] = []
+    kernel = Kernel(spec="debian:7.3", release="7.3.4", vmlinuz=Path("/k"), modules_dir=None)
+
+    @contextmanager
+    def guest(prepared: Any, config: VMConfig, *, name: str, **kwargs: Any) -> Iterator[Any]:
+        log.append(f"boot {name}")
+        try:
+            yield _Stoppable(name, log)
+        finally:
+            log.append(f"end {name}")
+
+    settings = Settings(kernel="debian:7.3", vm=VMConfig(), seed=1, minutes=1, out=tmp_path)
+    status = run_campaign(Renewing(), settings, prepare_=lambda spec: FakePrepared(kernel),  # type: ignore[arg-type, return-value]
+                          open_guest_=guest)
+    result = json.loads((tmp_path / "renewing.json").read_text())
+    assert status == 0 and result["taken"] == MAX_NEW_GUESTS == result["new_guests"]
+    # One VM at a time: each new guest boots after the one before it stopped.
+    assert log[:5] == ["boot renewing", "stop renewing", "boot renewing-1",
+                       "renewing-1 loads erofs", "stop renewing-1"]
+    assert sum(line.startswith("boot") for line in log) == MAX_NEW_GUESTS + 1
+    assert sum(line.startswith("end") for line in log) == MAX_NEW_GUESTS + 1

@@ -140,7 +140,7 @@ def test_a_known_oops_hides_its_aftermath_and_renews_the_guest(tmp_path: Path) -
     reader's mount stays busy), and the next example gets a new guest; an unknown problem
     before the oops still counts."""
     from harness.layouts.check import ExampleResult
-    from harness.layouts.search import ExampleFailed, Search
+    from harness.layouts.search import ExampleFailed, Search, SearchBroke
 
     oops = ("kernel report: kernel oops report: Oops: Oops: 0000 [#1] SMP NOPTI\n"
             "RIP: 0010:iomap_read_folio_iter+0x86/0x410")
@@ -149,7 +149,7 @@ def test_a_known_oops_hides_its_aftermath_and_renews_the_guest(tmp_path: Path) -
     renewed: list[str] = []
     search = Search(object(), object(), sharing=True, seed=1, seconds=60,  # type: ignore
                     max_examples=10, known=lambda line: "oops" if "iomap_read_folio" in line
-                    else None, renew=lambda: renewed.append("new") or object())  # type: ignore
+                    else None, renew=lambda old, why: renewed.append("new") or object())  # type: ignore
     try:
         search.run_one = lambda example: ExampleResult(problems=[oops, *aftermath])  # type: ignore
         search._test(None)  # type: ignore[arg-type]
@@ -166,6 +166,13 @@ def test_a_known_oops_hides_its_aftermath_and_renews_the_guest(tmp_path: Path) -
         assert search.smallest is not None
         assert search.smallest.failure == f"{kasan}\n{new}"
         assert renewed == ["new", "new"]
+        # A run that may take no more guests breaks off, saying why, instead of going on
+        # in a kernel a known oops left tainted.
+        search.renew = lambda old, why: None
+        search.run_one = lambda example: ExampleResult(problems=[oops, *aftermath])  # type: ignore
+        with pytest.raises(SearchBroke):
+            search._test(None)  # type: ignore[arg-type]
+        assert search.broke is not None and "new guest" in search.broke
     finally:
         search.close()
 
