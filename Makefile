@@ -18,10 +18,11 @@ ARTIFACTS ?= artifacts
 # builds the Python environment, and what builds erofs-utils >= 1.9 from Debian's source
 # (harness/erofs/tools.py: Debian 12's erofs-utils 1.5 has no fingerprints) and composefs's
 # tools from Debian's source for make savings (harness/savings/composefs.py).
+# gcc and libc6-dev also compile C reproducers statically (harness/repro/cprog.py).
 HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin python3-minimal \
 	util-linux kmod attr e2fsprogs apt dpkg python3-venv ca-certificates \
 	autoconf automake libtool pkg-config liblz4-dev uuid-dev zlib1g-dev libzstd-dev \
-	liblzma-dev libssl-dev dpkg-dev make gcc \
+	liblzma-dev libssl-dev dpkg-dev make gcc libc6-dev \
 	flex bison bc libelf-dev dwarves ccache git xz-utils zstd cpio patch \
 	meson ninja-build
 
@@ -41,6 +42,7 @@ help:
 	@echo "make bench    boot and round-trip benchmarks"
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
+	@echo "make repro MBOX=<mail> [KERNEL=]      a report as posted (image attached, script or C)"
 	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1] [GENERATED=n]  random sequences checked against the model"
 	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
 	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
@@ -205,12 +207,15 @@ compare: venv
 	$(PY) -m harness compare $(A) $(B) $(if $(TOL),--tolerance=$(TOL))
 
 # make repro REPORT=reports/<name>.yaml [KERNEL=<spec>]: verdicts on the report's kernels.
+# make repro MBOX=<mail> [KERNEL=<spec>]: a report as posted to the list (the reporter's image
+# attached, a shell script or C program); the report derived from it is written beside the
+# verdicts (artifacts/repro-<mail>/), to be edited and run again with REPORT=.
 # make can only exit 0 or 2: it succeeds when every kernel got a verdict (reproduced or not,
 # printed with its evidence) and fails on an error. scripts/repro gives the verdict itself
 # as the exit status (0 not reproduced, 1 reproduced, 2 error) for scripts and CI.
 repro: deps venv
-	@test -n "$(REPORT)" || { echo "make repro needs REPORT=reports/<name>.yaml"; exit 2; }
-	@$(PY) -m harness repro $(REPORT) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL)); rc=$$?; \
+	@test -n "$(REPORT)$(MBOX)" || { echo "make repro needs REPORT=reports/<name>.yaml or MBOX=<mail>"; exit 2; }
+	@$(PY) -m harness repro $(REPORT) $(if $(MBOX),--mbox=$(MBOX)) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL)); rc=$$?; \
 	case $$rc in \
 	0) echo "make repro: NOT REPRODUCED on the last kernel (scripts/repro exits 0)";; \
 	1) echo "make repro: REPRODUCED on the last kernel (scripts/repro exits 1)";; \

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, SpecError
 from harness.core.signals import Terminated, install_sigterm_cleanup
 from harness.vm.machine import ACCELS, COLD_BOOT_HELP, VM_DEFAULTS, VMConfig
 
@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
     p_repro = sub.add_parser("repro", help="run a bug report (reports/*.yaml) on its kernels")
-    p_repro.add_argument("report", type=Path)
+    p_repro.add_argument("report", type=Path, nargs="?",
+                         help="the report file (or give --mbox)")
+    p_repro.add_argument("--mbox", type=Path, default=None,
+                         help="a mail with the reporter's image attached and a shell script "
+                              "or C program: derive a report from it (written beside the "
+                              "verdicts) and run that")
     p_repro.add_argument("--kernel", default=None,
                          help="run on this kernel only, without the report's patches")
     p_repro.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
@@ -239,6 +244,18 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     from harness.repro.run import EXIT_SKIP, run_report
+    if (args.report is None) == (args.mbox is None):
+        raise SpecError("repro needs a report file or --mbox <mail>, one of the two")
+    if args.mbox is not None:
+        from harness.core.paths import ARTIFACTS
+        from harness.kernel.debian import default_spec
+        from harness.repro.mbox import derive_report, read_mail
+        # The derived report names the kernel it was asked for; run as any report then.
+        args.report = derive_report(read_mail(args.mbox), args.mbox,
+                                    ARTIFACTS / f"repro-{args.mbox.stem}",
+                                    args.kernel or default_spec())
+        args.kernel = None
+        print(f"repro: derived {args.report} from {args.mbox}", file=sys.stderr)
     try:
         return run_report(args.report, override=args.kernel, accel=args.accel,
                           bisect=args.bisect)

@@ -8,6 +8,7 @@ revision is skipped), 2 for a report or harness error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -16,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.core.errors import HarnessError, VMError
+from harness.core.errors import HarnessError, SpecError, VMError
 from harness.core.paths import ARTIFACTS, CATALOG, PROJECT
 from harness.erofs.images import BuiltImage, build_image, load_catalog
 from harness.erofs.tools import provide
@@ -27,6 +28,8 @@ from harness.kernel.kernel import Kernel
 from harness.kernel.resolve import resolve_kernel
 from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
 from harness.pipeline import vm_for
+from harness.repro.cprog import compile_static
+from harness.repro.given import given_image, is_erofs, unpacked
 from harness.repro.spec import Report, load_report
 from harness.vm.machine import VMConfig
 from harness.vm.splats import splats_seen
@@ -51,6 +54,7 @@ class Verdict:
     error: str = ""
     series: list[str] = field(default_factory=list)
     console: str = ""
+    output: str = ""  # the tail of what the reproducer printed
 
     @property
     def word(self) -> str:
@@ -79,12 +83,13 @@ class _Run:
     """One kernel: boot, mount, reproduce, check."""
 
     def __init__(self, report: Report, verdict: Verdict, kernel: Kernel, accel: str,
-                 images: dict[str, BuiltImage]) -> None:
+                 inputs: Inputs) -> None:
         self.report = report
         self.verdict = verdict
         self.kernel = kernel
         self.accel = accel
-        self.images = images
+        self.images = inputs.images
+        self.inputs = inputs
         self.mounts: dict[str, Mount] = {}
         self.exit_code: int | None = None
         self.session: GuestSession | None = None
@@ -131,16 +136,34 @@ class _Run:
                  f"{'ok' if mount.result.ok else mount.result.errname}")
         env = " ".join(f"MNT_{name}={shlex.quote(m.target)}" for name, m in self.mounts.items())
         rep = self.report.reproducer
+        # The reporter's files (images among them) go where the program runs, by their names.
+        for local in rep.files:
+            remote = session.upload(local, f"given-{self.inputs.keys[local]}")
+            vm.run(f"cp {shlex.quote(remote)} {guest.workdir}/{shlex.quote(local.name)}",
+                   check=True, timeout=300)
         commands = list(rep.commands)
         if rep.script is not None:
             remote = f"{guest.workdir}/{rep.script.name}"
             guest.write_file(remote, rep.script.read_bytes(), 0o755)
             commands = [("python3 " if rep.script.suffix == ".py" else "sh ") + remote]
+        if self.inputs.program is not None:
+            remote = f"{guest.workdir}/{self.inputs.program.name}"
+            guest.write_file(remote, self.inputs.program.read_bytes(), 0o755)
+            # The deadline is the guest's own: a program that hangs is killed there, and
+            # its kernel log still tells what it met.
+            commands = [f"timeout -s KILL {rep.timeout:.0f} {remote}"]
+        output: list[str] = []
         for command in commands:
             ran = vm.run(f"cd {guest.workdir} && export {env} WORK={guest.workdir}; {command}"
-                         if env else f"cd {guest.workdir} && {command}", timeout=rep.timeout)
+                         if env else f"cd {guest.workdir} && {command}",
+                         timeout=rep.timeout + 60)
             self.exit_code = ran.status
-            _say(f"{self.verdict.name}: $ {command} -> exit {ran.status}")
+            output += [f"$ {command} (exit {ran.status})", *ran.stdout.splitlines()[-40:],
+                       *ran.stderr.splitlines()[-20:]]
+            _say(f"{self.verdict.name}: $ {command} -> exit {ran.status}"
+                 + (" (killed at the deadline)" if self.inputs.program is not None
+                    and ran.status in (137, -9) else ""))
+        self.verdict.output = "\n".join(output)
         self.session = session
 
     def _ref(self, ref: str) -> tuple[Mount, str]:
@@ -161,6 +184,9 @@ class _Run:
                                 "\n".join(lines[:5]) or "no matching kernel log line"))
         if bug.exit_code is not None:
             checks.append(Check(f"exit code {bug.exit_code}", self.exit_code == bug.exit_code,
+                                f"the reproducer exited {self.exit_code}"))
+        if bug.exit_nonzero:
+            checks.append(Check("exit code nonzero", self.exit_code not in (None, 0),
                                 f"the reproducer exited {self.exit_code}"))
         for name, want in bug.mount_errno.items():
             result = self.mounts[name].result
@@ -203,17 +229,57 @@ class _Run:
         self.verdict.checks.append(Check(f"test fails: {test}", proc.returncode == 1, tail))
 
 
+@dataclass
+class Inputs:
+    """What a report's runs share, made on the host once before any kernel: the images
+    (built from the catalog, or the reporter's, checked), the hash of every file handed to
+    the guest, and the compiled C program."""
+    images: dict[str, BuiltImage] = field(default_factory=dict)
+    keys: dict[Path, str] = field(default_factory=dict)
+    program: Path | None = None
+
+
+def prepare_inputs(report: Report) -> Inputs:
+    catalog = load_catalog(CATALOG)
+    inputs = Inputs()
+    work = ARTIFACTS / f"repro-{report.name}"
+    rep = report.reproducer
+    tools = provide() if report.mounts or rep.files else None
+    for step in report.mounts:
+        assert tools is not None
+        if step.file is None:
+            inputs.images[step.name] = build_image(catalog.image(step.image), tools)
+            continue
+        image = given_image(step.file, tools, work / "given", step.origin)
+        inputs.images[step.name] = image
+        _say(f"image {step.file.name} (mount {step.name}): "
+             f"{image.path.stat().st_size} bytes, features: "
+             f"{' '.join(image.manifest['features']) or 'none'}")
+    for local in rep.files:
+        assert tools is not None
+        data = local.read_bytes()
+        inputs.keys[local] = hashlib.sha256(data).hexdigest()[:20]
+        try:
+            is_image = is_erofs(unpacked(data))
+        except SpecError:
+            is_image = False
+        if is_image:  # an image the program mounts itself: judged like any given image
+            image = given_image(local, tools, work / "given", rep.origin)
+            _say(f"image {local.name}: {image.path.stat().st_size} bytes, features: "
+                 f"{' '.join(image.manifest['features']) or 'none'}")
+    if rep.c is not None:
+        inputs.program = compile_static(rep.c, work / "bin", rep.origin)
+        _say(f"compiled {rep.c.name} (static): {inputs.program}")
+    return inputs
+
+
 def run_report(path: Path, *, override: str | None = None, accel: str = "auto",
                bisect: bool = False) -> int:
     catalog = load_catalog(CATALOG)
     report = load_report(path, set(catalog.images))
     _say(f"{report.title} ({path})")
-    # The images do not depend on the kernel: build (or find) them once for every run.
-    images: dict[str, BuiltImage] = {}
-    if report.mounts:
-        tools = provide()
-        images = {step.name: build_image(catalog.image(step.image), tools)
-                  for step in report.mounts}
+    # The images and the program do not depend on the kernel: made once for every run.
+    inputs = prepare_inputs(report)
     verdicts = []
     for name, spec in kernels_for(report, override):
         verdict = Verdict(name, str(spec))
@@ -225,7 +291,7 @@ def run_report(path: Path, *, override: str | None = None, accel: str = "auto",
             verdict.error = f"the kernel could not be built or fetched: {exc}"
             continue
         verdict.release, verdict.series = kernel.release, list(kernel.series)
-        run = _Run(report, verdict, kernel, accel, images)
+        run = _Run(report, verdict, kernel, accel, inputs)
         run.go()
         if not verdict.error:
             held = [c.held for c in verdict.checks if c.name != "guest"]
@@ -258,6 +324,9 @@ def _print(report: Report, verdicts: list[Verdict]) -> None:
             print(f"          patches: {'; '.join(v.series)}")
         if v.error:
             print("          " + v.error.replace("\n", "\n          ")[:3000])
+        if v.output:
+            print("          output:\n            "
+                  + v.output.replace("\n", "\n            ")[-3000:])
         for check in v.checks:
             mark = "yes" if check.held else "no "
             evidence = check.evidence.strip().replace("\n", "\n              ")
