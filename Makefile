@@ -43,6 +43,7 @@ help:
 	@echo "make kernel [KERNEL_TREE=<dir>] [PATCHES=..] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]  build a tree"
 	@echo "make repro REPORT=reports/<name>.yaml  verdicts of a bug report on its kernels"
 	@echo "make repro MBOX=<mail> [KERNEL=]      a report as posted (image attached, script or C)"
+	@echo "make repro SYZBOT=<folder> [KERNEL_TREE=] [PATCHES=]  a syzbot report (repro.c, .config, commit)"
 	@echo "make explore [SEED=] [STEPS=] [MINUTES=] [KNOWN=1] [GENERATED=n]  random sequences checked against the model"
 	@echo "make fuzz [SEED=] [MINUTES=]  seeded random damage to images; finds become reports"
 	@echo "make stress [MINUTES=] [READERS=]  parallel verified reads while mounts churn"
@@ -210,12 +211,15 @@ compare: venv
 # make repro MBOX=<mail> [KERNEL=<spec>]: a report as posted to the list (the reporter's image
 # attached, a shell script or C program); the report derived from it is written beside the
 # verdicts (artifacts/repro-<mail>/), to be edited and run again with REPORT=.
+# make repro SYZBOT=<folder> [KERNEL_TREE=<git tree>] [PATCHES=<fix>]: a syzbot report as it
+# comes (repro.c, .config, the text with its HEAD commit), built from its config at its
+# commit where the tree has it; what cannot be honoured is listed.
 # make can only exit 0 or 2: it succeeds when every kernel got a verdict (reproduced or not,
 # printed with its evidence) and fails on an error. scripts/repro gives the verdict itself
 # as the exit status (0 not reproduced, 1 reproduced, 2 error) for scripts and CI.
 repro: deps venv
-	@test -n "$(REPORT)$(MBOX)" || { echo "make repro needs REPORT=reports/<name>.yaml or MBOX=<mail>"; exit 2; }
-	@$(PY) -m harness repro $(REPORT) $(if $(MBOX),--mbox=$(MBOX)) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL)); rc=$$?; \
+	@test -n "$(REPORT)$(MBOX)$(SYZBOT)" || { echo "make repro needs REPORT=reports/<name>.yaml, MBOX=<mail> or SYZBOT=<folder>"; exit 2; }
+	@$(PY) -m harness repro $(REPORT) $(if $(MBOX),--mbox=$(MBOX)) $(if $(SYZBOT),--syzbot=$(SYZBOT) $(if $(KERNEL_TREE),--tree=$(KERNEL_TREE)) $(if $(PATCHES),--patches=$(PATCHES))) --accel=$(ACCEL) $(if $(KERNEL),--kernel=$(KERNEL)); rc=$$?; \
 	case $$rc in \
 	0) echo "make repro: NOT REPRODUCED on the last kernel (scripts/repro exits 0)";; \
 	1) echo "make repro: REPRODUCED on the last kernel (scripts/repro exits 1)";; \

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a mail with the reporter's image attached and a shell script "
                               "or C program: derive a report from it (written beside the "
                               "verdicts) and run that")
+    p_repro.add_argument("--syzbot", type=Path, default=None,
+                         help="a folder with a syzbot report's repro.c, .config and text "
+                              "(HEAD commit:): derive a report and run that")
+    p_repro.add_argument("--tree", type=Path, default=None,
+                         help="with --syzbot: the git tree to build at the report's commit")
+    p_repro.add_argument("--patches", type=Path, default=None,
+                         help="with --syzbot: patches to try as a second kernel")
     p_repro.add_argument("--kernel", default=None,
                          help="run on this kernel only, without the report's patches")
     p_repro.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
@@ -244,8 +251,16 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     from harness.repro.run import EXIT_SKIP, run_report
-    if (args.report is None) == (args.mbox is None):
-        raise SpecError("repro needs a report file or --mbox <mail>, one of the two")
+    given = [x for x in (args.report, args.mbox, args.syzbot) if x is not None]
+    if len(given) != 1:
+        raise SpecError("repro needs one of: a report file, --mbox <mail>, --syzbot <folder>")
+    if args.syzbot is not None:
+        from harness.core.paths import ARTIFACTS
+        from harness.repro.syzbot import derive_syzbot
+        folder = args.syzbot.resolve()
+        args.report = derive_syzbot(folder, ARTIFACTS / f"repro-{folder.name}", args.tree,
+                                    args.patches)
+        print(f"repro: derived {args.report} from {args.syzbot}", file=sys.stderr)
     if args.mbox is not None:
         from harness.core.paths import ARTIFACTS
         from harness.kernel.debian import default_spec

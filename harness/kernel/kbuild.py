@@ -8,8 +8,10 @@ the last build (newest mtime and file count), make is not even started, so every
 worker can ask for the kernel cheaply. ccache is used when installed.
 
 Spec: ``tree:[<dir>][,ref=<rev>][,patches=<mbox|dir|series>][,kconfig=<f1>+<f2>]``
-``[,debug][,coverage]``; an empty ``<dir>`` means Debian's ``linux-source`` package of the
-default kernel version.
+``[,debug][,coverage][,config=<.config>]``; an empty ``<dir>`` means Debian's
+``linux-source`` package of the default kernel version. ``config=`` starts from a whole
+.config (a syzbot report's) instead of tinyconfig: the fragments still go on top, and every
+option of the report's config that they change is listed (``not-honoured.txt``).
 """
 
 from __future__ import annotations
@@ -184,13 +186,43 @@ class BuildResult:
     install_seconds: float = 0.0  # make modules_install, after a build
 
 
-def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: int) -> float:
+def _base_config(request: TreeSpec) -> str | None:
+    """The text of the spec's config= file, or None; a missing one is the spec's error."""
+    if request.config is None:
+        return None
+    try:
+        return request.config.read_text(errors="replace")
+    except OSError as exc:
+        raise SpecError(f"config={request.config}: {exc.strerror}") from exc
+
+
+def not_honoured(base: dict[str, str], requests: list[kconfig.Request]) -> list[str]:
+    """The options of a given .config that the guest's fragments set otherwise."""
+    return [f"{req.name}: the given config has {base.get(req.name, 'n')}, the guest needs "
+            f"{req.value} ({req.where})"
+            for req in requests if base.get(req.name, "n") != req.value]
+
+
+def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: int,
+               base: str | None = None) -> float:
     fragment = build / "harness-fragment.config"
     kconfig.write_clean_fragment(requests, fragment)
     started = time.monotonic()
-    print(f"harness: configuring {build.name}: tinyconfig + {len(requests)} requested options",
-          file=sys.stderr, flush=True)
-    _make(tree, build, ["tinyconfig"], "make tinyconfig", jobs=jobs)
+    print(f"harness: configuring {build.name}: {'the given config' if base else 'tinyconfig'} "
+          f"+ {len(requests)} requested options", file=sys.stderr, flush=True)
+    if base is None:
+        _make(tree, build, ["tinyconfig"], "make tinyconfig", jobs=jobs)
+    else:
+        (build / ".config").write_text(base)
+        given = build / "given.config"
+        given.write_text(base)
+        changed = not_honoured(kconfig.read_config(given), requests)
+        (build / "not-honoured.txt").write_text("".join(line + "\n" for line in changed))
+        if changed:
+            print(f"harness: {len(changed)} options of the given config are changed for the "
+                  f"guest (not honoured; {build / 'not-honoured.txt'}):\n  "
+                  + "\n  ".join(changed[:20]) + ("\n  ..." if len(changed) > 20 else ""),
+                  file=sys.stderr, flush=True)
     proc = subprocess.run([str(tree / "scripts" / "kconfig" / "merge_config.sh"), "-m", "-O",
                            str(build), str(build / ".config"), str(fragment)],
                           capture_output=True, text=True, check=False, cwd=tree)
@@ -235,7 +267,9 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
                     prepared: PatchedTree) -> BuildResult:
     tree = prepared.path
     requests = kconfig.merge_requests(fragments_for(request))
-    config_key = cache.content_key(["kconfig", *(r.line() for r in requests)])
+    base = _base_config(request)
+    config_key = cache.content_key(["kconfig", *(r.line() for r in requests)]
+                                   + ([f"base {cache.content_key([base])}"] if base else []))
     build = cache.cache_root() / "kbuild" / cache.content_key(["kbuild", str(tree), config_key])
     build.mkdir(parents=True, exist_ok=True)
     stamp_path = build / "harness-stamp.json"
@@ -245,7 +279,7 @@ def _build_prepared(request: TreeSpec, source: Path, origin: str,
         config_seconds = build_seconds = install_seconds = 0.0
         if stamp.get("config") != config_key or not (build / ".config").is_file():
             stamp = {}
-            config_seconds = _configure(tree, build, requests, JOBS)
+            config_seconds = _configure(tree, build, requests, JOBS, base)
             stamp["config"] = config_key
             stamp_path.write_text(json.dumps(stamp))
         state = tree_state(tree)

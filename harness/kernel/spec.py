@@ -19,7 +19,7 @@ from harness.core.errors import SpecError
 FORMS = ("accepted forms: debian:<version-prefix> (e.g. debian:7.3), "
          "path:<vmlinuz>[,modules=<dir>], "
          "tree:[<dir>][,ref=<rev>][,patches=<series>][,upto=<n>][,kconfig=<f1>+<f2>][,debug]"
-         "[,coverage][,faults][,source=<major.minor>]")
+         "[,coverage][,faults][,source=<major.minor>][,config=<.config>]")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class TreeSpec:
     # With no tree: the Debian source package of this series (e.g. "7.2") instead of the
     # default kernel's, so that a fix can be tried on the release a bug was found on.
     source: str | None = None
+    # A whole .config (a syzbot report's) to start from instead of tinyconfig; what the
+    # guest needs still goes on top of it.
+    config: Path | None = None
 
     def __str__(self) -> str:
         parts = [f"tree:{self.tree or ''}"]
@@ -71,6 +74,8 @@ class TreeSpec:
             parts.append("coverage")
         if self.faults:
             parts.append("faults")
+        if self.config:
+            parts.append(f"config={self.config}")
         return ",".join(parts)
 
     def with_patches(self, patches: Path, upto: int | None = None) -> TreeSpec:
@@ -114,6 +119,7 @@ def parse_tree_spec(value: str) -> TreeSpec:
     fragments: tuple[Path, ...] = ()
     debug = coverage = faults = False
     source: str | None = None
+    config: Path | None = None
     for option in options:
         name, _, arg = option.partition("=")
         if name == "source" and re.fullmatch(r"\d+\.\d+", arg):
@@ -135,10 +141,14 @@ def parse_tree_spec(value: str) -> TreeSpec:
             coverage = True
         elif name == "faults" and not arg:
             faults = True
+        elif name == "config" and arg:
+            config = Path(arg).expanduser()
         else:
             raise SpecError(f"kernel spec tree:{value}: unknown option {option!r} (accepted: "
                             f"ref=<rev>, patches=<mbox|dir|series>, upto=<n>, "
-                            f"kconfig=<f1>+<f2>, debug, coverage, faults, source=<major.minor>)")
+                            f"kconfig=<f1>+<f2>, debug, coverage, faults, source=<major.minor>, "
+                            f"config=<.config>)")
     if upto is not None and patches is None:
         raise SpecError(f"kernel spec tree:{value}: upto= needs patches=")
-    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage, faults, source)
+    return TreeSpec(tree, ref, patches, upto, fragments, debug, coverage, faults, source,
+                    config)

@@ -20,6 +20,7 @@ def test_path_spec_takes_modules_option(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", [
     "debian:7.3", "path:/k/bzImage", "path:/k/bzImage,modules=/k/mods", "tree:",
     "tree:/src/linux,ref=v7.3,patches=/p/fix.mbox,upto=1,kconfig=/a.config+/b.config,debug",
+    "tree:,config=/syzbot/kernel.config", "tree:,source=7.2,faults",
 ])
 def test_a_spec_renders_back_to_the_text_it_was_parsed_from(text: str) -> None:
     assert str(parse_kernel_spec(text)) == text

@@ -183,3 +183,44 @@ def test_every_report_in_the_project_loads() -> None:
     images = set(load_catalog(CATALOG).images)
     for path in sorted((PROJECT / "reports").glob("*.yaml")):
         load_report(path, images)
+
+
+def test_a_syzbot_folder_derives_a_tree_built_from_its_config_and_lists_what_is_not_honoured(
+        tmp_path: Path) -> None:
+    from harness.repro.syzbot import derive_syzbot
+    folder = PROJECT / "reports" / "syzbot" / "remount-inode-share"
+    fix = PROJECT / "reports" / "patches" / "remount-inode-share-fix.mbox"
+    path = derive_syzbot(folder, tmp_path / "out", None, fix)
+    text = path.read_text()
+    assert "# not honoured: commit v7.3.4: no KERNEL_TREE given" in text
+    report = load_report(path, set())
+    assert str(report.kernel) == f"tree:,config={(tmp_path / 'out' / 'kernel.config').resolve()}"
+    assert report.title == ("BUG: kernel NULL pointer dereference in "
+                            "erofs_xattr_fill_inode_fingerprint")
+    assert report.bug.splat == "any" and report.bug.dmesg == "erofs_xattr_fill_inode_fingerprint"
+    assert report.reproducer.c is not None and report.checkpoints == {"patched": -1}
+    assert report.patches == fix.resolve()
+    # A tree that is no git repository cannot be checked out at the commit either.
+    assert "does not have it" in derive_syzbot(folder, tmp_path / "o2", tmp_path).read_text()
+
+
+def test_a_syzbot_folder_without_its_c_program_or_config_says_what_is_missing(
+        tmp_path: Path) -> None:
+    from harness.repro.syzbot import derive_syzbot
+    (tmp_path / "repro.syz").write_text("r0 = openat(0xffffffffffffff9c, 0x0, 0x0, 0x0)\n")
+    with pytest.raises(SpecError, match=r"only repro\.syz.*syz-execprog.*repro\.c"):
+        derive_syzbot(tmp_path, tmp_path / "out", None)
+    (tmp_path / "repro.c").write_text("int main(void) { return 0; }\n")
+    with pytest.raises(SpecError, match=r"no kernel config"):
+        derive_syzbot(tmp_path, tmp_path / "out", None)
+
+
+def test_options_of_a_given_config_that_the_guest_changes_are_listed() -> None:
+    from harness.kernel.kbuild import not_honoured
+    from harness.kernel.kconfig import Request
+    requests = [Request("CONFIG_VIRTIO_BLK", "y", "kconfigs/base.config:3", "disks"),
+                Request("CONFIG_EROFS_FS", "y", "kconfigs/erofs.config:1", "erofs"),
+                Request("CONFIG_MODULES", "n", "kconfigs/base.config:9", "none")]
+    given = {"CONFIG_VIRTIO_BLK": "n", "CONFIG_EROFS_FS": "y"}
+    assert not_honoured(given, requests) == [
+        "CONFIG_VIRTIO_BLK: the given config has n, the guest needs y (kconfigs/base.config:3)"]
