@@ -330,3 +330,35 @@ def test_shared_inodes_go_with_the_last_mount(
     assert after - before <= SLAB_SLACK, (
         f"{after - before} EROFS inodes outlive every mount of the domain ({before} before the "
         f"mounts, {looked_up} after the lookups, {after} 10 s after unmounting both)")
+
+
+@pytest.mark.known_bug(
+    reason="a file's shared page cache lives only as long as the real inodes that joined "
+           "it: the inode LRU takes a real inode whose own mapping is empty, and its "
+           "eviction drops the shared inode with every page (plain mounts keep an inode "
+           "with pages off the LRU) (reports/ishare-inode-reclaim-drops-cache.yaml)",
+    signature=r"inode reclaim \(drop_caches 2\) took the page cache of a closed file: "
+              r"\d+/\d+ pages resident before, 0/",
+    releases=">=7.2", params=["*-sharing"])
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_inode_reclaim_leaves_the_page_cache_of_a_closed_file_as_on_a_plain_mount(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """Reclaiming inodes (``drop_caches`` 2, as slab pressure does) must not cost a file its
+    page cache: the inode LRU passes over an inode while its mapping holds pages, so a plain
+    mount keeps a closed file's cache until the pages themselves are reclaimed. A sharing
+    mount must keep it as well: the pages are the shared inode's, and the inode the file
+    was opened through, whose own mapping is empty, must not take them with it when it is
+    evicted."""
+    a, _ = pair
+    m = mount(a, options, source)
+    pagecache.read(m.path(BIG))
+    before = pagecache.residency(m.path(BIG))
+    assert before.resident == before.pages, f"after a whole read: {before}"
+    # Three passes: the LRU rotates an inode it finds referenced, and takes it the next.
+    for _ in range(3):
+        pagecache.drop_caches(level=2)
+    after = pagecache.residency(m.path(BIG))
+    assert after.resident == after.pages, (
+        f"inode reclaim (drop_caches 2) took the page cache of a closed file: {before} "
+        f"before, {after} after")
