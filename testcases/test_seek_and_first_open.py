@@ -197,3 +197,51 @@ def test_o_direct_is_answered_alike_at_open_and_by_fcntl(
     assert calls.setfl_odirect_errno == calls.odirect_errno, (
         f"open(O_DIRECT) gave {errno_name(calls.odirect_errno)}, fcntl(F_SETFL, O_DIRECT) "
         f"{errno_name(calls.setfl_odirect_errno)}")
+
+
+@pytest.mark.requires_kernel("erofs", "cachestat")
+@pytest.mark.known_bug(
+    "cachestat(2) counts the pages of file->f_mapping, the real inode's mapping, which a "
+    "sharing mount leaves empty: the pages are the shared inode's "
+    "(reports/ishare-cachestat-empty.yaml; found by reading fs/erofs, 7.2.13 and 7.3.4)",
+    signature=r"cachestat counts 0 cached pages of \S+, mincore [1-9]\d*/\d+ pages resident",
+    releases=">=7.2", params=["*-sharing"])
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_cachestat_counts_the_pages_a_read_left_in_the_cache(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """cachestat(2) (what page cache monitors and cachestat tools read) must count the
+    pages mincore() shows resident after a whole read, through a sharing mount as through a
+    plain one: the pages are the shared inode's, wherever the file opened keeps its own."""
+    path = mount(pair[0], options, source).path(BIG)
+    pagecache.read(path)
+    resident = pagecache.residency(path)
+    seen = pagecache.watchers(path)
+    assert seen.cachestat_errno == 0, f"cachestat: {errno_name(seen.cachestat_errno)}"
+    assert seen.cachestat_pages == resident.resident, (
+        f"cachestat counts {seen.cachestat_pages} cached pages of {path}, mincore "
+        f"{resident}")
+
+
+@pytest.mark.requires_kernel("erofs", "uprobes")
+@pytest.mark.known_bug(
+    "a uprobe registers on the inode the path names (d_real_inode), the real inode; a "
+    "sharing mount maps the shared inode's file, so uprobe_mmap() finds no probe on "
+    "file_inode(vma->vm_file), and registration finds no mapping in the real inode's "
+    "i_mmap (reports/ishare-uprobes-never-installed.yaml; found by reading fs/erofs, 7.2.13 "
+    "and 7.3.4)",
+    signature=r"a uprobe on \S+, enabled, then an executable mapping of it: not installed "
+              r"\(the mapping shows 0x90\)",
+    releases=">=7.2", params=["*-sharing"], unless_patched="let uprobes reach")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_a_uprobe_on_a_file_reaches_its_executable_mappings(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """A uprobe registered on a file (perf probe, bpftrace, systemtap) is written into every
+    executable mapping of the file as it is made. A sharing mount maps the shared inode's
+    file in place of the file opened; the probe on the file opened must reach it all the
+    same, or nothing run from a sharing mount can be traced."""
+    path = mount(pair[0], options, source).path(BIG)
+    seen = pagecache.watchers(path)
+    assert seen.uprobe == "installed", (
+        f"a uprobe on {path}, enabled, then an executable mapping of it: {seen.uprobe}")

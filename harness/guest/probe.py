@@ -182,6 +182,17 @@ class FileCalls:
 
 
 @dataclass(frozen=True)
+class Watchers:
+    """What tools that watch a file see of it."""
+    cachestat_pages: int  # cachestat(2)'s nr_cache over the whole file (-1: it failed)
+    cachestat_errno: int
+    # A uprobe at a NOP of the file, then an executable mapping of it: "installed" (the
+    # mapping shows the breakpoint), "not installed (...)", or why it could not be tried
+    # ("unsupported: ...", "register: ...").
+    uprobe: str
+
+
+@dataclass(frozen=True)
 class MappingNames:
     """The name of a file's mapping as /proc/<pid>/maps and the core dump's NT_FILE note
     give it (None: the note has no entry for the mapping)."""
@@ -594,6 +605,13 @@ class Probe:
                                              int(a["setfl_odirect_errno"]),
                                              int(a["lease_errno"]),
                                              int(a["fslabel_errno"])))
+
+    def watchers(self, path: str) -> Watchers:
+        """cachestat(2)'s cached pages of ``path`` and whether a uprobe at an instruction of
+        it reaches an executable mapping of it (perf probe, bpftrace)."""
+        return self._one({"op": "watchers", "path": path},
+                         lambda a: Watchers(int(a["cachestat_pages"]),
+                                            int(a["cachestat_errno"]), str(a["uprobe"])))
 
     def mapping_names(self, path: str) -> MappingNames:
         """Map ``path`` in a child that then dumps core: the mapping's name in its

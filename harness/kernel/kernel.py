@@ -24,6 +24,8 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "loop": ("CONFIG_BLK_DEV_LOOP",),
     "fanotify": ("CONFIG_FANOTIFY",),
     "user_namespaces": ("CONFIG_USER_NS",),
+    "cachestat": ("CONFIG_CACHESTAT_SYSCALL",),
+    "uprobes": ("CONFIG_UPROBE_EVENTS",),
 }
 
 

@@ -230,11 +230,17 @@ def _shared_xattrs_lost(built: Built) -> str | None:
     if "metabox" not in built.features or "shared_ea_in_metabox" in built.features or \
             (built.layout.xattr_tolerance is not None and built.layout.xattr_tolerance < 0):
         return None
+    # mkfs counts an xattr once per path it walks: a file's hard links make its own xattrs
+    # "shared" too (seed 1208 found that way: three links of one file lost all three).
+    paths = {node.path: 1 for node in built.tree.nodes if node.kind != "hardlink"}
+    for node in built.tree.nodes:
+        if node.kind == "hardlink" and node.target in paths:
+            paths[node.target] += 1
     seen: dict[tuple[str, bytes], int] = {}
     for node in built.tree.nodes:
         if node.kind != "hardlink":
             for pair in node.xattrs:
-                seen[pair] = seen.get(pair, 0) + 1
+                seen[pair] = seen.get(pair, 0) + paths[node.path]
     shared = sorted(name for (name, _), count in seen.items() if count > 1)
     if not shared:
         return None

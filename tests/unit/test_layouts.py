@@ -247,3 +247,19 @@ def test_the_sub_page_and_partial_page_signatures_accept_every_tag_their_bugs_ge
     assert check.SHORT_SYMPTOM.search(short)
     assert partial.search(f"{short} [{check.PARTIAL_PAGE}]")
     assert not subpage.search("sharing: a-loop: f: read: 1446 bytes 1f, want 1446 bytes e6")
+
+
+def test_xattrs_of_a_file_with_hard_links_count_as_shared_in_a_metabox_image() -> None:
+    """mkfs.erofs -m loses the shared xattrs (reports/erofs-utils.md); it counts an xattr
+    once per path, so a file with hard links has its own xattrs shared, and lost: the
+    campaign calls that erofs-utils's, not the kernel's (seed 1208 blamed the kernel)."""
+    from harness.layouts.build import Built, _shared_xattrs_lost
+    xattrs = (("user.0", b"T"), ("user.31_-", b""))
+    tree = Tree((Node("", "dir", mode=0o755), Node("a", "file", xattrs=xattrs),
+                 Node("b", "hardlink", target="a"), Node("c", "file")))
+    built = Built("a", Layout(metadata="1024:lz4hc"), tree, features=["metabox"])
+    lost = _shared_xattrs_lost(built)
+    assert lost is not None and "user.0" in lost
+    alone = Tree((Node("", "dir", mode=0o755), Node("a", "file", xattrs=xattrs)))
+    assert _shared_xattrs_lost(Built("a", Layout(metadata="1024"), alone,
+                                     features=["metabox"])) is None
