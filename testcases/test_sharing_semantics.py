@@ -241,3 +241,24 @@ def test_smaps_counts_shared_pages_once_per_copy(pair: tuple[BuiltImage, BuiltIm
             assert f["Shared_Clean"] == size_kib and f["Pss"] == size_kib // 2, f"{path}: {f}"
         else:
             assert f["Private_Clean"] == size_kib and f["Pss"] == size_kib, f"{path}: {f}"
+
+
+@pytest.mark.requires_kernel("page_cache_share")
+def test_a_second_mount_of_a_device_in_another_domain_shares_only_in_that_domain(
+        pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """A domain is the boundary of sharing. Mounting a device (or file) that is mounted
+    already, with another domain_id, must either be refused or give a mount in the domain
+    asked for: its files must not share the first domain's cache. (A block device mounted
+    twice gets one superblock, whose domain is the first mount's.)"""
+    a, b = pair
+    first = mount(a, SHARE, source)
+    again = pagecache.mount(first.device, f"{first.target}-again", OTHER_DOMAIN)
+    if not again.ok:
+        return  # refused: the domain asked for is not silently another one
+    twin_in_d1 = mount(b, SHARE, source)
+    pagecache.read(twin_in_d1.path(twin_of(a, b, BIG)))
+    seen = pagecache.residency(f"{first.target}-again/{BIG}")
+    assert seen.resident == 0, (
+        f"a mount of {first.device} asked for domain d2 holds {seen} of {BIG} after its "
+        f"twin was read in domain d1: it shares d1's cache")

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import paramiko
+
 from harness.core.errors import HarnessError
 from harness.guest.agent import Agent
 from harness.vm.machine import VM
@@ -423,8 +425,15 @@ class _Server:
 
     def __init__(self, vm: VM, agent: Agent) -> None:
         assert vm.ssh is not None
-        self.channel = vm.ssh.open_stream(f"exec python3 {agent.path(PROBE_SOURCE)} --serve",
-                                          TIMEOUT)
+        try:
+            self.channel = vm.ssh.open_stream(
+                f"exec python3 {agent.path(PROBE_SOURCE)} --serve", TIMEOUT)
+        except paramiko.SSHException as exc:
+            # A guest whose kernel killed the probe's sshd child (an oops) refuses the next
+            # channel: the probe is lost (the caller marks the VM broken), not a paramiko
+            # detail for the after-test check to trip over. (races/cells.py sees the
+            # SSHException itself: there a refused channel is a flake with no verdict.)
+            raise ConnectionError(f"the guest refused the probe's channel: {exc}") from exc
         self.reader = self.channel.makefile("rb")
 
     def ask(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,8 +10,9 @@ worker can ask for the kernel cheaply. ccache is used when installed.
 Spec: ``tree:[<dir>][,ref=<rev>][,patches=<mbox|dir|series>][,kconfig=<f1>+<f2>]``
 ``[,debug][,coverage][,config=<.config>]``; an empty ``<dir>`` means Debian's
 ``linux-source`` package of the default kernel version. ``config=`` starts from a whole
-.config (a syzbot report's) instead of tinyconfig: the fragments still go on top, and every
-option of the report's config that they change is listed (``not-honoured.txt``).
+.config (a syzbot report's) instead of tinyconfig: the fragments still go on top (but for
+their "off" trims), and every option of the report's config that the build does not have as
+the config has it is listed (``not-honoured.txt``).
 """
 
 from __future__ import annotations
@@ -203,9 +204,40 @@ def not_honoured(base: dict[str, str], requests: list[kconfig.Request]) -> list[
             for req in requests if base.get(req.name, "n") != req.value]
 
 
+def split_for_base(base: dict[str, str], requests: list[kconfig.Request]
+                   ) -> tuple[list[kconfig.Request], list[str]]:
+    """With a given config, the requests to force, and notes on the others: the guest's
+    "off" requests only trim what tinyconfig would add, so one the given config turns on is
+    left as it is (its Kconfig selects may bring it back anyway), and said so."""
+    forced, kept = [], []
+    for req in requests:
+        if req.value == "n" and base.get(req.name, "n") != "n":
+            kept.append(f"{req.name}: left {base[req.name]} as the given config has it (the "
+                        f"guest would turn it off, {req.where})")
+        else:
+            forced.append(req)
+    return forced, kept
+
+
+def config_changes(given: dict[str, str], final: dict[str, str], asked: set[str]) -> list[str]:
+    """Options of the given config that olddefconfig changed by itself (a dependency the
+    tree lacks, an option it does not know), beside the ones the guest asked for."""
+    return [f"{name}: the given config has {value}, the build has {final.get(name, 'n')} "
+            f"(olddefconfig: a dependency or an option this tree does not have)"
+            for name, value in sorted(given.items())
+            if name not in asked and final.get(name, "n") != value]
+
+
 def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: int,
                base: str | None = None) -> float:
     fragment = build / "harness-fragment.config"
+    notes: list[str] = []
+    given: dict[str, str] = {}
+    if base is not None:
+        (build / "given.config").write_text(base)
+        given = kconfig.read_config(build / "given.config")
+        requests, notes = split_for_base(given, requests)
+        notes = not_honoured(given, requests) + notes
     kconfig.write_clean_fragment(requests, fragment)
     started = time.monotonic()
     print(f"harness: configuring {build.name}: {'the given config' if base else 'tinyconfig'} "
@@ -214,15 +246,6 @@ def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: i
         _make(tree, build, ["tinyconfig"], "make tinyconfig", jobs=jobs)
     else:
         (build / ".config").write_text(base)
-        given = build / "given.config"
-        given.write_text(base)
-        changed = not_honoured(kconfig.read_config(given), requests)
-        (build / "not-honoured.txt").write_text("".join(line + "\n" for line in changed))
-        if changed:
-            print(f"harness: {len(changed)} options of the given config are changed for the "
-                  f"guest (not honoured; {build / 'not-honoured.txt'}):\n  "
-                  + "\n  ".join(changed[:20]) + ("\n  ..." if len(changed) > 20 else ""),
-                  file=sys.stderr, flush=True)
     proc = subprocess.run([str(tree / "scripts" / "kconfig" / "merge_config.sh"), "-m", "-O",
                            str(build), str(build / ".config"), str(fragment)],
                           capture_output=True, text=True, check=False, cwd=tree)
@@ -231,6 +254,15 @@ def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: i
     if proc.returncode != 0:
         raise HarnessError(f"merge_config.sh failed in {build}: {proc.stderr.strip()[-800:]}")
     _make(tree, build, ["olddefconfig"], "make olddefconfig", jobs=jobs)
+    if base is not None:
+        notes += config_changes(given, kconfig.read_config(build / ".config"),
+                                {req.name for req in requests})
+        (build / "not-honoured.txt").write_text("".join(line + "\n" for line in notes))
+        if notes:
+            print(f"harness: {len(notes)} options of the given config are not as it has them "
+                  f"(not honoured; all in {build / 'not-honoured.txt'}):\n  "
+                  + "\n  ".join(notes[:20]) + ("\n  ..." if len(notes) > 20 else ""),
+                  file=sys.stderr, flush=True)
     kconfig.check_config(tree, requests, build / ".config")
     return time.monotonic() - started
 

@@ -56,7 +56,8 @@ BYTES_SYMPTOM = re.compile(r"\d+ bytes [0-9a-f]+, want \d+ bytes|\d+ bytes, not 
 # A twin that should share the reader's cache and holds less of it: the file-backed mount of
 # an image that ends inside a page fails to read the inode's meta block, and its file joins
 # no shared inode (reports/fileio-partial-meta-page.yaml).
-SHORT_SYMPTOM = re.compile(r"pages resident after reading every file of \S+; the model says all")
+SHORT_SYMPTOM = re.compile(r"\b0/\d+ pages resident after reading every file of \S+; the model "
+                           r"says all")
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,8 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         if facts is not None and built is not None and built.block_size < PAGE:
             if facts.layout == FLAT_INLINE and wrong_bytes:
                 notes.append(SUBPAGE_TAIL)
-            elif facts.layout == FLAT_PLAIN and wrong_bytes and \
-                    read_in_subpage_extents(built, facts):
+            elif facts.layout == FLAT_PLAIN and wrong_bytes and sharing and \
+                    built.fingerprinted and read_in_subpage_extents(built, facts):
                 notes.append(SUBPAGE_END)
             # Only a file that joins a shared inode can meet it; 7.2 also fails such a read
             # with EIO (or oopses: the kernel report says, and the killed reader is its

@@ -308,10 +308,13 @@ class Search:
         if oopsed and self.renew is not None:
             fresh = self.renew(self.session, f"a known bug oopsed the kernel at example "
                                              f"{self.tally.examples}")
-            if fresh is None:
+            if fresh is None and not problems:
                 self.broke = "every new guest the run may take was taken by known oopses"
                 raise SearchBroke()
-            self.session = fresh
+            # With no new guest left, a new problem beside the oops is still recorded
+            # below, and shrunk in this guest, tainted as it is.
+            if fresh is not None:
+                self.session = fresh
         if not problems:
             return
         failure = "\n".join(problems)

@@ -36,15 +36,21 @@ def compile_static(source: Path, outdir: Path, origin: str) -> Path:
         text = source.read_bytes()
     except OSError as exc:
         raise SpecError(f"{origin}: {source}: {exc.strerror}") from exc
-    binary = outdir / f"{source.stem}-{hashlib.sha256(text).hexdigest()[:12]}"
+    cc = compiler()
+    key = hashlib.sha256(text + "\0".join([cc, *CFLAGS]).encode()).hexdigest()[:12]
+    binary = outdir / f"{source.stem}-{key}"
     if binary.exists():
         return binary
     outdir.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(".part")
+    partial = outdir / f"{binary.name}.part"
     # LC_ALL=C: plain quotes in the compiler's words, whatever the user's locale.
-    proc = subprocess.run([compiler(), *CFLAGS, "-o", str(partial), str(source)],
-                          capture_output=True, text=True, check=False, timeout=300,
-                          env={**os.environ, "LC_ALL": "C"})
+    try:
+        proc = subprocess.run([cc, *CFLAGS, "-o", str(partial), str(source)],
+                              capture_output=True, text=True, check=False, timeout=300,
+                              env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired as exc:
+        partial.unlink(missing_ok=True)
+        raise SpecError(f"{origin}: {source.name}: gcc did not finish in 300 s") from exc
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         first = FIRST_ERROR.search(proc.stderr)

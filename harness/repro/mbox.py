@@ -24,7 +24,9 @@ from harness.core.errors import SpecError
 from harness.repro.given import is_erofs, not_an_image, unpacked
 from harness.vm.splats import splats_seen
 
-IMAGE_NAMES = re.compile(r"\.(img|erofs|raw|bin)(\.gz)?$|\.gz$", re.IGNORECASE)
+# Names that promise an image: such an attachment that is not one is an error. (A .gz or
+# .bin may be anything: a config, a log, a compiled program.)
+IMAGE_NAMES = re.compile(r"\.(img|erofs)(\.gz)?$", re.IGNORECASE)
 SCRIPT_START = re.compile(r"^#!\s*/(?:usr/)?bin/(?:env\s+)?(?:ba|da)?sh\b.*$", re.MULTILINE)
 SUBJECT_TAGS = re.compile(r"^\s*((re|fwd?)\s*:\s*|\[[^\]]*\]\s*)+", re.IGNORECASE)
 CONFIG_HEAD = b"# Automatically generated file; DO NOT EDIT."
@@ -70,7 +72,9 @@ def kind_of(name: str, data: bytes, origin: str) -> str:
     try:
         body = unpacked(data)
     except SpecError as exc:
-        raise SpecError(f"{origin}: attachment {name!r}: {exc}") from exc
+        if IMAGE_NAMES.search(name):
+            raise SpecError(f"{origin}: attachment {name!r}: {exc}") from exc
+        return "other"
     if is_erofs(body):
         return "image"
     if IMAGE_NAMES.search(name):
@@ -148,17 +152,24 @@ def derive_report(mail: Mail, source: Path, outdir: Path, kernel: str) -> Path:
                f"syz-executor built for the guest: attach the repro.c syzbot also gives"
                if syz else ""))
     outdir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
+    # Each attachment under a name of its own in outdir (never the report's), named in the
+    # report by its absolute path, so that no file of the same name elsewhere is taken.
+    taken = {f"{source.stem}.yaml"}
+    written: list[Path] = []
     for attachment in mail.attachments:
         name = attachment.file_name
-        while name in written.values():
+        if name in (".", ".."):
+            name = "attachment"
+        while name in taken:
             name = "_" + name
+        taken.add(name)
         (outdir / name).write_bytes(attachment.data)
-        written[attachment.name] = name
+        written.append((outdir / name).resolve())
+    at = {id(a): path for a, path in zip(mail.attachments, written, strict=True)}
     program = programs[0]
     reproducer: dict[str, object] = {
-        ("c" if program.kind == "c" else "script"): written[program.name],
-        "files": [written[a.name] for a in mail.attachments
+        ("c" if program.kind == "c" else "script"): str(at[id(program)]),
+        "files": [str(at[id(a)]) for a in mail.attachments
                   if a.kind == "image" or (a.kind == "other" and a is not program)],
         "timeout": 300,
     }
@@ -176,7 +187,7 @@ def derive_report(mail: Mail, source: Path, outdir: Path, kernel: str) -> Path:
         "bug": bug,
     }
     path = outdir / f"{source.stem}.yaml"
-    features = [a.file_name for a in mail.attachments if a.kind == "image"]
+    features = [at[id(a)].name for a in mail.attachments if a.kind == "image"]
     path.write_text(
         f"# Derived from {source}: the attachments are beside this file. Edit it (the\n"
         f"# kernel, the signature under bug:) and run it again with\n"

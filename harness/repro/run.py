@@ -35,6 +35,9 @@ from harness.vm.machine import VMConfig
 from harness.vm.splats import splats_seen
 
 EXIT_NOT_REPRODUCED, EXIT_REPRODUCED, EXIT_SKIP, EXIT_ERROR = 0, 1, 125, 2
+KILLED = 137  # the shell's status of a program killed by SIGKILL (timeout -s KILL)
+# Statuses of a command that never ran: no verdict, whatever the signature says.
+NOT_RUN = {126: "not executable", 127: "command not found"}
 
 
 @dataclass
@@ -92,6 +95,7 @@ class _Run:
         self.inputs = inputs
         self.mounts: dict[str, Mount] = {}
         self.exit_code: int | None = None
+        self.deadline = False  # the C program was killed at the report's timeout
         self.session: GuestSession | None = None
 
     def go(self) -> None:
@@ -115,6 +119,9 @@ class _Run:
             except VMError as exc:
                 alive = False
                 self.verdict.checks.append(Check("guest", False, f"the guest died: {exc}"))
+            except HarnessError as exc:  # the reproducer could not run: no verdict
+                self.verdict.error = str(exc)
+                return
             console = vm.console.since(offset) if vm.console else ""
             self.verdict.console = console
             # What the kernel logged since the mark; a dead guest leaves only its console.
@@ -150,19 +157,26 @@ class _Run:
             remote = f"{guest.workdir}/{self.inputs.program.name}"
             guest.write_file(remote, self.inputs.program.read_bytes(), 0o755)
             # The deadline is the guest's own: a program that hangs is killed there, and
-            # its kernel log still tells what it met.
-            commands = [f"timeout -s KILL {rep.timeout:.0f} {remote}"]
+            # its kernel log still tells what it met. Its output goes to a file, and what
+            # it forked (syzbot's programs fork and loop) is killed after it, so that
+            # nothing of it runs, or prints, into the checks.
+            out = f"{guest.workdir}/program-output.txt"
+            commands = [f"timeout -s KILL {max(1, round(rep.timeout))} {remote} > {out} 2>&1; "
+                        f"rc=$?; pkill -KILL -f {shlex.quote(remote)}; cat {out}; exit $rc"]
         output: list[str] = []
         for command in commands:
             ran = vm.run(f"cd {guest.workdir} && export {env} WORK={guest.workdir}; {command}"
                          if env else f"cd {guest.workdir} && {command}",
                          timeout=rep.timeout + 60)
             self.exit_code = ran.status
+            self.deadline = self.inputs.program is not None and ran.status == KILLED
             output += [f"$ {command} (exit {ran.status})", *ran.stdout.splitlines()[-40:],
                        *ran.stderr.splitlines()[-20:]]
             _say(f"{self.verdict.name}: $ {command} -> exit {ran.status}"
-                 + (" (killed at the deadline)" if self.inputs.program is not None
-                    and ran.status in (137, -9) else ""))
+                 + (" (killed at the deadline)" if self.deadline else ""))
+            if ran.status in NOT_RUN:
+                raise HarnessError(f"the reproducer did not run (exit {ran.status}: "
+                                   f"{NOT_RUN[ran.status]}): {ran.stderr.strip()[-300:]}")
         self.verdict.output = "\n".join(output)
         self.session = session
 
@@ -186,8 +200,11 @@ class _Run:
             checks.append(Check(f"exit code {bug.exit_code}", self.exit_code == bug.exit_code,
                                 f"the reproducer exited {self.exit_code}"))
         if bug.exit_nonzero:
-            checks.append(Check("exit code nonzero", self.exit_code not in (None, 0),
-                                f"the reproducer exited {self.exit_code}"))
+            # A program killed at its deadline did not say it saw the bug: it hung.
+            checks.append(Check("exit code nonzero",
+                                self.exit_code not in (None, 0) and not self.deadline,
+                                f"the reproducer exited {self.exit_code}"
+                                + (" (killed at the deadline)" if self.deadline else "")))
         for name, want in bug.mount_errno.items():
             result = self.mounts[name].result
             checks.append(Check(f"mount {name} fails with {want}", result.errname == want,

@@ -29,10 +29,17 @@ CRASH_IN = re.compile(r"\bin ([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
 
 def _report_text(folder: Path) -> tuple[str, Path | None]:
+    """The report's text: the first text file with a HEAD commit: line (a folder may also
+    hold the console log), else the first text file."""
+    texts = []
     for path in sorted(folder.iterdir()):
         if path.suffix in (".txt", ".mbox", ".eml") or path.name in ("report", "mail"):
-            return path.read_text(errors="replace"), path
-    return "", None
+            try:
+                texts.append((path.read_text(errors="replace"), path))
+            except OSError as exc:
+                raise SpecError(f"{path}: {exc.strerror}") from exc
+    found = next(((t, p) for t, p in texts if COMMIT.search(t)), None)
+    return found or (texts[0] if texts else ("", None))
 
 
 def _title(text: str) -> str | None:

@@ -226,13 +226,8 @@ class GuestSSH:
 
     def open_stream(self, command: str, timeout: float) -> paramiko.Channel:
         """A channel running ``command`` for a line-based conversation (the caller owns it)."""
-        try:
-            channel = self._transport().open_session(timeout=timeout)
-            channel.exec_command(command)
-        except paramiko.SSHException as exc:
-            # A guest whose kernel killed sshd's child (an oops) closes the channel: that is
-            # a lost connection to callers, not a paramiko detail.
-            raise ConnectionError(f"the guest refused a channel for {command!r}: {exc}") from exc
+        channel = self._transport().open_session(timeout=timeout)
+        channel.exec_command(command)
         channel.settimeout(timeout)
         return channel
 

@@ -64,6 +64,8 @@ def _mail(tmp_path: Path, attachments: list[tuple[str, bytes]], body: str = "Hi\
     ("repro.syz", b"r0 = openat(...)\n", "syz"),
     (".config", b"CONFIG_EROFS_FS=y\n", "config"),
     ("notes.txt", b"some text\n", "other"),
+    ("config.gz", b"\x1f\x8b" + b"x" * 20, "other"),
+    ("repro.bin", b"\x7fELF" + b"\0" * 60, "other"),
 ])
 def test_attachments_are_told_by_their_bytes_then_their_names(name: str, data: bytes,
                                                               kind: str) -> None:
@@ -74,8 +76,8 @@ def test_an_attachment_named_as_an_image_that_is_not_one_is_an_error_naming_it()
     with pytest.raises(SpecError, match=r"mail: attachment 'disk\.img' is named as an image "
                                         r"but is not an EROFS image: no EROFS magic"):
         kind_of("disk.img", b"\0" * 4096, "mail")
-    with pytest.raises(SpecError, match=r"'x\.gz': a gzip file that does not unpack"):
-        kind_of("x.gz", b"\x1f\x8bnot gzip", "mail")
+    with pytest.raises(SpecError, match=r"'x\.img\.gz': a gzip file that does not unpack"):
+        kind_of("x.img.gz", b"\x1f\x8bnot gzip", "mail")
 
 
 def test_the_mailed_report_derives_a_report_that_names_its_attachments(
@@ -106,6 +108,18 @@ def test_a_script_pasted_into_the_body_is_the_reproducer_and_a_quoted_oops_the_s
     report = load_report(derive_report(mail, tmp_path / "report.mbox", tmp_path / "out",
                                        "debian:7.3"), set())
     assert report.bug.splat == "oops" and not report.bug.exit_nonzero
+
+
+def test_attachments_of_one_name_or_of_the_report_s_name_each_keep_their_bytes(
+        tmp_path: Path) -> None:
+    mail = read_mail(_mail(tmp_path, [("data", b"one"), ("data", b"two"), ("data", b"three"),
+                                      ("report.yaml", b"not the report"), ("..", b"dots"),
+                                      ("run.sh", b"#!/bin/sh\ncat data\n")]))
+    report = load_report(derive_report(mail, tmp_path / "report.mbox", tmp_path / "out",
+                                       "debian:7.3"), set())
+    assert sorted(f.read_bytes() for f in report.reproducer.files) == [
+        b"dots", b"not the report", b"one", b"three", b"two"]
+    assert all(f.parent == (tmp_path / "out").resolve() for f in report.reproducer.files)
 
 
 def test_a_mail_without_a_program_says_so_and_what_a_syz_program_needs(
@@ -224,3 +238,21 @@ def test_options_of_a_given_config_that_the_guest_changes_are_listed() -> None:
     given = {"CONFIG_VIRTIO_BLK": "n", "CONFIG_EROFS_FS": "y"}
     assert not_honoured(given, requests) == [
         "CONFIG_VIRTIO_BLK: the given config has n, the guest needs y (kconfigs/base.config:3)"]
+
+
+def test_a_given_config_keeps_what_the_guest_only_trims_and_lists_what_the_build_changed(
+        ) -> None:
+    from harness.kernel.kbuild import config_changes, split_for_base
+    from harness.kernel.kconfig import Request
+    requests = [Request("CONFIG_INPUT", "n", "kconfigs/base.config:60", "trim"),
+                Request("CONFIG_VT", "n", "kconfigs/base.config:61", "trim"),
+                Request("CONFIG_VIRTIO_BLK", "y", "kconfigs/base.config:48", "disks")]
+    given = {"CONFIG_INPUT": "y", "CONFIG_VIRTIO_BLK": "n", "CONFIG_IPV6": "y"}
+    forced, kept = split_for_base(given, requests)
+    assert [r.name for r in forced] == ["CONFIG_VT", "CONFIG_VIRTIO_BLK"]
+    assert kept == ["CONFIG_INPUT: left y as the given config has it (the guest would turn "
+                    "it off, kconfigs/base.config:60)"]
+    final = {"CONFIG_INPUT": "y", "CONFIG_VIRTIO_BLK": "y"}
+    assert config_changes(given, final, {r.name for r in forced}) == [
+        "CONFIG_IPV6: the given config has y, the build has n (olddefconfig: a dependency "
+        "or an option this tree does not have)"]

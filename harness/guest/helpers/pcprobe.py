@@ -1302,6 +1302,10 @@ def _uprobe_at(path, offset):
     events = _uprobe_events()
     if events is None:
         return "unsupported: no uprobe_events (a kernel without CONFIG_UPROBE_EVENTS)"
+    try:  # one left by a probe that died halfway
+        _tracefs_write("uprobe_events", f"-:{UPROBE_EVENT}\n")
+    except OSError:
+        pass
     try:
         _tracefs_write("uprobe_events", f"p:{UPROBE_EVENT} {path}:{offset:#x}\n")
     except OSError as exc:
@@ -1317,6 +1321,8 @@ def _uprobe_at(path, offset):
         fd = os.open(path, os.O_RDONLY)
         try:
             view = mmap.mmap(fd, offset + 1, flags=mmap.MAP_PRIVATE, prot=PROT_READ_EXEC)
+        except OSError as exc:
+            return f"map it executable: {exc.strerror}"
         finally:
             os.close(fd)
         try:
@@ -1325,11 +1331,11 @@ def _uprobe_at(path, offset):
             view.close()
         return "installed" if byte == 0xCC else f"not installed (the mapping shows {byte:#04x})"
     finally:
-        try:
-            _tracefs_write(enable, "0\n")
-        except OSError:
-            pass
-        _tracefs_write("uprobe_events", f"-:{UPROBE_EVENT}\n")
+        for name, line in ((enable, "0\n"), ("uprobe_events", f"-:{UPROBE_EVENT}\n")):
+            try:
+                _tracefs_write(name, line)
+            except OSError:
+                pass  # the next call removes it first
 
 
 def watchers(path):
