@@ -50,7 +50,8 @@ SUBPAGE_END = "flat file ending inside a page, blocks smaller than a page"
 SUBPAGE_TWIN = "its twin is read in blocks smaller than a page"
 FLAT_PLAIN, FLAT_INLINE, CHUNK_BASED = 0, 2, 4  # EROFS_INODE_FLAT_*, EROFS_INODE_CHUNK_BASED
 IO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO|killed by signal")
-EIO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO")
+# An I/O error as the reader sees it: a read's EIO, or a mapping's SIGBUS.
+EIO_SYMPTOM = re.compile(r"Input/output error|errno 5\b|EIO|killed by signal 7 \(SIGBUS\)")
 # Whole reads ("N bytes <hash>, want N bytes <hash>") and ranges ("N bytes, not the tree's").
 BYTES_SYMPTOM = re.compile(r"\d+ bytes [0-9a-f]+, want \d+ bytes|\d+ bytes, not the tree's")
 # A twin that should share the reader's cache and holds less of it: the file-backed mount of

@@ -97,10 +97,12 @@ class ExampleFailed(Exception):
 # BUG() kills the task in it, holding what it held.
 TASK_KILLED = re.compile(r"kernel report: kernel oops report|kernel report: [^\n]*"
                          r"kernel BUG at ")
-# What such a killed task leaves behind in the rest of its example: the reader's death, its
-# files still busy, the unmount that finds them (and BUGs on them), a clean-up that fails.
+# What such a killed task leaves behind in the rest of its example: the reader's death (or
+# the probe's, when the probe itself was reading), its files still busy, the unmount that
+# finds them (and BUGs on them), a clean-up that fails.
 AFTERMATH = re.compile(r"killed by signal|Busy inodes after unmount|kernel BUG at fs/super\.c"
-                       r"|did not clean up|Device or resource busy|EBUSY|umount")
+                       r"|did not clean up|Device or resource busy|EBUSY|umount"
+                       r"|the check broke off: the guest probe ended")
 
 
 class GuestGone(BaseException):

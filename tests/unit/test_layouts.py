@@ -263,3 +263,17 @@ def test_xattrs_of_a_file_with_hard_links_count_as_shared_in_a_metabox_image() -
     alone = Tree((Node("", "dir", mode=0o755), Node("a", "file", xattrs=xattrs)))
     assert _shared_xattrs_lost(Built("a", Layout(metadata="1024"), alone,
                                      features=["metabox"])) is None
+
+
+def test_a_probe_killed_by_a_known_oops_is_its_aftermath_and_sigbus_is_an_io_error() -> None:
+    """make layouts KERNEL=debian:7.2 SEED=72 (2026-12-07): the 7.2 sub-page oops killed the
+    probe, which was the reader, and the example's check broke off; and a mapping of a file
+    the bug fails to read got SIGBUS, a mapping's EIO. Both are that bug's."""
+    from harness.layouts.check import EIO_SYMPTOM
+    from harness.layouts.search import AFTERMATH
+    assert AFTERMATH.search("the check broke off: the guest probe ended while answering "
+                            "['tree_check', 'erofs_mounts']")
+    assert not AFTERMATH.search("the check broke off: mount: Invalid argument")
+    assert EIO_SYMPTOM.search("sharing: a-loop: 2/f: mmap_shared: the reader was killed by "
+                              "signal 7 (SIGBUS)")
+    assert not EIO_SYMPTOM.search("sharing: a-loop: 2/f: read: killed by signal 11 (SIGSEGV)")
