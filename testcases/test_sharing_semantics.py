@@ -244,6 +244,15 @@ def test_smaps_counts_shared_pages_once_per_copy(pair: tuple[BuiltImage, BuiltIm
 
 
 @pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.known_bug(
+    "a block device mounted already gets its superblock reused by get_tree_bdev(), whose "
+    "options (domain_id among them) are dropped without a word: the mount asked for another "
+    "domain is in the first mount's, and shares its cache "
+    "(reports/domain-of-a-reused-superblock.yaml; found by reading fs/erofs)",
+    signature=r"a mount of /dev/\S+ asked for domain d2 holds [1-9]\d*/\d+ pages resident "
+              r"of \S+ after its twin was read in domain d1",
+    releases=">=7.2", params=["loop", "block"],
+    unless_patched="refuse a second mount of a device with another")
 def test_a_second_mount_of_a_device_in_another_domain_shares_only_in_that_domain(
         pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
         pagecache: Probe) -> None:
