@@ -161,8 +161,10 @@ class _Run:
             # it forked (syzbot's programs fork and loop) is killed after it, so that
             # nothing of it runs, or prints, into the checks.
             out = f"{guest.workdir}/program-output.txt"
+            kill_rest = (f"for p in /proc/[0-9]*; do [ \"$(readlink $p/exe)\" = {remote} ] && "
+                         f"kill -9 ${{p#/proc/}}; done 2>/dev/null")
             commands = [f"timeout -s KILL {max(1, round(rep.timeout))} {remote} > {out} 2>&1; "
-                        f"rc=$?; pkill -KILL -f {shlex.quote(remote)}; cat {out}; exit $rc"]
+                        f"rc=$?; {kill_rest}; cat {out}; exit $rc"]
         output: list[str] = []
         for command in commands:
             ran = vm.run(f"cd {guest.workdir} && export {env} WORK={guest.workdir}; {command}"
