@@ -118,8 +118,9 @@ if FOUND_REPORTS:  # no replay test at all, rather than one skipped for an empty
                 # Another known bug came first and left the guest unfit for more attempts
                 # (its mounts busy, its probe killed): the replay cannot decide, and says so
                 # with that bug's own text, which only that bug's mark accepts.
-                pytest.fail(f"{when}: the known bug of {which_known(result.failure(), others)}"
-                            f" came first; no attempt after it means anything:\n  "
-                            + "\n  ".join(result.problems), pytrace=False)
+                raise AssertionError(
+                    f"{when}: the known bug of {which_known(result.failure(), others)} came "
+                    f"first; no attempt after it means anything:\n  "
+                    + "\n  ".join(result.problems))
             attempt += 1
 

@@ -161,7 +161,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     item.stash[_start_key] = (vm, start)
     try:
         outcome = yield
-    except Exception as exc:
+    except (Exception, pytest.fail.Exception) as exc:
+        # pytest.fail() raises a BaseException: a test that fails that way (a race replay
+        # that met another known bug) must have its guest judged, and retired, all the same.
         # A splat is the cause, whatever the test saw of it (a lost probe, an EIO, a wrong
         # byte): report it first, with what the test raised after it.
         problem = _after_test(item, vm, start)
