@@ -250,19 +250,23 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
+    from harness.core.paths import ARTIFACTS
     from harness.repro.run import EXIT_SKIP, run_report
     given = [x for x in (args.report, args.mbox, args.syzbot) if x is not None]
     if len(given) != 1:
         raise SpecError("repro needs one of: a report file, --mbox <mail>, --syzbot <folder>")
+    if args.syzbot is None and (args.tree or args.patches):
+        raise SpecError("--tree and --patches go with --syzbot (a report names its own)")
     if args.syzbot is not None:
-        from harness.core.paths import ARTIFACTS
         from harness.repro.syzbot import derive_syzbot
+        if args.kernel:
+            raise SpecError("--kernel with --syzbot: the kernel is the report's config at its "
+                            "commit; give the git tree with --tree (KERNEL_TREE=)")
         folder = args.syzbot.resolve()
         args.report = derive_syzbot(folder, ARTIFACTS / f"repro-{folder.name}", args.tree,
                                     args.patches)
         print(f"repro: derived {args.report} from {args.syzbot}", file=sys.stderr)
     if args.mbox is not None:
-        from harness.core.paths import ARTIFACTS
         from harness.kernel.debian import default_spec
         from harness.repro.mbox import derive_report, read_mail
         # The derived report names the kernel it was asked for; run as any report then.

@@ -197,47 +197,39 @@ def _base_config(request: TreeSpec) -> str | None:
         raise SpecError(f"config={request.config}: {exc.strerror}") from exc
 
 
-def not_honoured(base: dict[str, str], requests: list[kconfig.Request]) -> list[str]:
-    """The options of a given .config that the guest's fragments set otherwise."""
-    return [f"{req.name}: the given config has {base.get(req.name, 'n')}, the guest needs "
-            f"{req.value} ({req.where})"
-            for req in requests if base.get(req.name, "n") != req.value]
+def forced_on_base(base: dict[str, str], requests: list[kconfig.Request]
+                   ) -> list[kconfig.Request]:
+    """With a given config, the guest's requests to force on it: its "off" requests only
+    trim what tinyconfig would add, so one the given config turns on is left alone (its
+    Kconfig selects would bring it back and fail the check)."""
+    return [req for req in requests
+            if not (req.value == "n" and base.get(req.name, "n") != "n")]
 
 
-def split_for_base(base: dict[str, str], requests: list[kconfig.Request]
-                   ) -> tuple[list[kconfig.Request], list[str]]:
-    """With a given config, the requests to force, and notes on the others: the guest's
-    "off" requests only trim what tinyconfig would add, so one the given config turns on is
-    left as it is (its Kconfig selects may bring it back anyway), and said so."""
-    forced, kept = [], []
-    for req in requests:
-        if req.value == "n" and base.get(req.name, "n") != "n":
-            kept.append(f"{req.name}: left {base[req.name]} as the given config has it (the "
-                        f"guest would turn it off, {req.where})")
-        else:
-            forced.append(req)
-    return forced, kept
-
-
-def config_changes(given: dict[str, str], final: dict[str, str], asked: set[str]) -> list[str]:
-    """Options of the given config that olddefconfig changed by itself (a dependency the
-    tree lacks, an option it does not know), beside the ones the guest asked for."""
-    return [f"{name}: the given config has {value}, the build has {final.get(name, 'n')} "
-            f"(olddefconfig: a dependency or an option this tree does not have)"
-            for name, value in sorted(given.items())
-            if name not in asked and final.get(name, "n") != value]
+def not_honoured(given: dict[str, str], final: dict[str, str],
+                 requests: list[kconfig.Request]) -> list[str]:
+    """Every option the build does not have as the given config has it: the guest needs it
+    otherwise (its fragment line), or olddefconfig changed it (a dependency or an option
+    this tree does not have)."""
+    wanted = {req.name: req for req in requests}
+    out = []
+    for name in sorted(set(given) | set(wanted)):
+        had, got = given.get(name, "n"), final.get(name, "n")
+        if had != got:
+            why = (f"the guest needs it, {wanted[name].where}" if name in wanted else
+                   "olddefconfig: a dependency or an option this tree does not have")
+            out.append(f"{name}: the given config has {had}, the build has {got} ({why})")
+    return out
 
 
 def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: int,
                base: str | None = None) -> float:
     fragment = build / "harness-fragment.config"
-    notes: list[str] = []
     given: dict[str, str] = {}
     if base is not None:
         (build / "given.config").write_text(base)
         given = kconfig.read_config(build / "given.config")
-        requests, notes = split_for_base(given, requests)
-        notes = not_honoured(given, requests) + notes
+        requests = forced_on_base(given, requests)
     kconfig.write_clean_fragment(requests, fragment)
     started = time.monotonic()
     print(f"harness: configuring {build.name}: {'the given config' if base else 'tinyconfig'} "
@@ -255,8 +247,7 @@ def _configure(tree: Path, build: Path, requests: list[kconfig.Request], jobs: i
         raise HarnessError(f"merge_config.sh failed in {build}: {proc.stderr.strip()[-800:]}")
     _make(tree, build, ["olddefconfig"], "make olddefconfig", jobs=jobs)
     if base is not None:
-        notes += config_changes(given, kconfig.read_config(build / ".config"),
-                                {req.name for req in requests})
+        notes = not_honoured(given, kconfig.read_config(build / ".config"), requests)
         (build / "not-honoured.txt").write_text("".join(line + "\n" for line in notes))
         if notes:
             print(f"harness: {len(notes)} options of the given config are not as it has them "

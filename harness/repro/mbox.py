@@ -187,12 +187,12 @@ def derive_report(mail: Mail, source: Path, outdir: Path, kernel: str) -> Path:
         "bug": bug,
     }
     path = outdir / f"{source.stem}.yaml"
-    features = [at[id(a)].name for a in mail.attachments if a.kind == "image"]
+    images = [at[id(a)].name for a in mail.attachments if a.kind == "image"]
     path.write_text(
         f"# Derived from {source}: the attachments are beside this file. Edit it (the\n"
         f"# kernel, the signature under bug:) and run it again with\n"
         f"#   make repro REPORT={path}\n"
-        + (f"# Images: {', '.join(features)} (checked with dump.erofs before the guest gets "
-           f"them)\n" if features else "")
+        + (f"# Images: {', '.join(images)} (checked with dump.erofs before the guest gets "
+           f"them)\n" if images else "")
         + yaml.safe_dump(report, sort_keys=False, width=100))
     return path

@@ -208,7 +208,9 @@ def _bug(raw: Any, names: set[str], reproducer: Reproducer) -> BugSignature:
     if raw.get("test_fails") and not reproducer.test:
         raise SpecError(f"{where(raw, 'test_fails')}: test_fails needs a 'test' reproducer")
     exit_code = raw.get("exit_code")
-    if exit_code is not None and exit_code != "nonzero" and not isinstance(exit_code, int):
+    if exit_code is not None and exit_code != "nonzero" and (
+            isinstance(exit_code, bool) or not isinstance(exit_code, int)
+            or not 0 <= exit_code <= 255):
         raise SpecError(f"{where(raw, 'exit_code')}: an exit status (0-255) or nonzero, got "
                         f"{exit_code!r}")
     return BugSignature(

@@ -229,30 +229,42 @@ def test_a_syzbot_folder_without_its_c_program_or_config_says_what_is_missing(
         derive_syzbot(tmp_path, tmp_path / "out", None)
 
 
-def test_options_of_a_given_config_that_the_guest_changes_are_listed() -> None:
-    from harness.kernel.kbuild import not_honoured
-    from harness.kernel.kconfig import Request
-    requests = [Request("CONFIG_VIRTIO_BLK", "y", "kconfigs/base.config:3", "disks"),
-                Request("CONFIG_EROFS_FS", "y", "kconfigs/erofs.config:1", "erofs"),
-                Request("CONFIG_MODULES", "n", "kconfigs/base.config:9", "none")]
-    given = {"CONFIG_VIRTIO_BLK": "n", "CONFIG_EROFS_FS": "y"}
-    assert not_honoured(given, requests) == [
-        "CONFIG_VIRTIO_BLK: the given config has n, the guest needs y (kconfigs/base.config:3)"]
-
-
 def test_a_given_config_keeps_what_the_guest_only_trims_and_lists_what_the_build_changed(
         ) -> None:
-    from harness.kernel.kbuild import config_changes, split_for_base
+    from harness.kernel.kbuild import forced_on_base, not_honoured
     from harness.kernel.kconfig import Request
     requests = [Request("CONFIG_INPUT", "n", "kconfigs/base.config:60", "trim"),
                 Request("CONFIG_VT", "n", "kconfigs/base.config:61", "trim"),
                 Request("CONFIG_VIRTIO_BLK", "y", "kconfigs/base.config:48", "disks")]
     given = {"CONFIG_INPUT": "y", "CONFIG_VIRTIO_BLK": "n", "CONFIG_IPV6": "y"}
-    forced, kept = split_for_base(given, requests)
+    forced = forced_on_base(given, requests)
     assert [r.name for r in forced] == ["CONFIG_VT", "CONFIG_VIRTIO_BLK"]
-    assert kept == ["CONFIG_INPUT: left y as the given config has it (the guest would turn "
-                    "it off, kconfigs/base.config:60)"]
     final = {"CONFIG_INPUT": "y", "CONFIG_VIRTIO_BLK": "y"}
-    assert config_changes(given, final, {r.name for r in forced}) == [
+    assert not_honoured(given, final, forced) == [
         "CONFIG_IPV6: the given config has y, the build has n (olddefconfig: a dependency "
-        "or an option this tree does not have)"]
+        "or an option this tree does not have)",
+        "CONFIG_VIRTIO_BLK: the given config has n, the build has y (the guest needs it, "
+        "kconfigs/base.config:48)"]
+
+
+@pytest.mark.parametrize("status,deadline,held", [
+    (1, False, True), (3, False, True), (0, False, False), (137, True, False)])
+def test_exit_code_nonzero_holds_only_for_a_program_that_ended_by_itself(
+        tmp_path: Path, status: int, deadline: bool, held: bool) -> None:
+    """A program killed at its deadline hung: it did not say it saw the bug."""
+    from harness.repro.run import Inputs, Verdict, _Run
+    (tmp_path / "r.yaml").write_text("title: t\nkernel: debian:7.3\nreproducer: {commands: "
+                                     "['true']}\nbug: {exit_code: nonzero}\n")
+    run = _Run(load_report(tmp_path / "r.yaml", set()), Verdict("base", "debian:7.3"),
+               None, "tcg", Inputs())  # type: ignore[arg-type]
+    run.exit_code, run.deadline = status, deadline
+    run._check("", "", True)
+    assert [c.held for c in run.verdict.checks] == [held]
+
+
+@pytest.mark.parametrize("value", ["true", "256", "-1", "often"])
+def test_an_exit_code_is_a_status_or_nonzero(tmp_path: Path, value: str) -> None:
+    (tmp_path / "r.yaml").write_text("title: t\nkernel: debian:7.3\nreproducer: {commands: "
+                                     f"['true']}}\nbug: {{exit_code: {value}}}\n")
+    with pytest.raises(SpecError, match=r"r\.yaml:4: .*an exit status \(0-255\) or nonzero"):
+        load_report(tmp_path / "r.yaml", set())

@@ -86,6 +86,28 @@ def test_kernel_warning_fails_the_test_with_the_excerpt_and_artifacts(
     assert 'failures="1"' in xml and "selftest.c:1" in xml
 
 
+def test_a_test_that_fails_by_pytest_fail_after_a_splat_still_retires_its_guest(
+        pytester: pytest.Pytester, isolated_tmp: Path) -> None:
+    """pytest.fail() raises a BaseException; the after-test check must judge the guest of a
+    test that fails that way too (a race replay once handed an oopsed guest on like this,
+    and the next test hung in drop_caches)."""
+    pytester.makepyfile("""
+        import pytest
+
+        def test_warns_then_fails(vm):
+            vm.run("echo '<4>WARNING: CPU: 0 PID: 1 at fs/erofs/selftest.c:3 selftest+0x0/0x1'"
+                   " > /dev/kmsg", timeout=30)
+            pytest.fail("the test's own words", pytrace=False)
+
+        def test_after_it(vm):
+            assert vm.name.endswith("boot2"), vm.name
+    """)
+    result = _run(pytester, isolated_tmp)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*kernel reported a problem during this test*",
+                                 "*the test itself then failed with: the test's own words*"])
+
+
 def test_missing_kernel_option_skips_with_the_reason(pytester: pytest.Pytester,
                                                      isolated_tmp: Path) -> None:
     pytester.makepyfile("""
