@@ -277,3 +277,37 @@ def test_a_probe_killed_by_a_known_oops_is_its_aftermath_and_sigbus_is_an_io_err
     assert EIO_SYMPTOM.search("sharing: a-loop: 2/f: mmap_shared: the reader was killed by "
                               "signal 7 (SIGBUS)")
     assert not EIO_SYMPTOM.search("sharing: a-loop: 2/f: read: killed by signal 11 (SIGSEGV)")
+
+
+def test_wrong_bytes_the_kernel_shares_with_erofs_utils_reader_are_mkfs_bugs(
+        tmp_path: Path) -> None:
+    """mkfs.erofs 1.9.4 -Efragments,ztailpacking writes a file's end wrong, and the kernel
+    reads what was written (seed 1209 blamed the kernel). A line is erofs-utils' only where
+    fsck.erofs --extract reads that file wrong too, and the same bytes where the line says
+    what the kernel read."""
+    from harness.layouts.build import Built, _misread
+    from harness.layouts.search import mkfs_wrote_it
+    tree = Tree((Node("", "dir", mode=0o755), Node("x", "file", (Segment("random", 5, 1),)),
+                 Node("y", "file", (Segment("random", 7, 2),))))
+    root, out = tmp_path / "tree", tmp_path / "out"
+    root.mkdir()
+    out.mkdir()
+    write_tree(tree, root)
+    (out / "x").write_bytes((root / "x").read_bytes())
+    (out / "y").write_bytes(b"\0" * 7)
+    misread = _misread(tree, root, out)
+    wrong = hashlib.sha256(b"\0" * 7).hexdigest()[:16]
+    assert misread == {"y": wrong}
+    built = [Built("a", Layout(), tree, misread=misread), Built("b", Layout(), tree)]
+    right = "0123456789abcdef"
+    same = f"plain: a-file: y: mmap_shared: 7 bytes {wrong}, want 7 bytes {right}"
+    assert mkfs_wrote_it(same, built) is built[0]
+    assert mkfs_wrote_it(f"sharing: b-loop: y: read: 7 bytes {wrong}, want 7 bytes {right}",
+                         built) is built[0]  # a twin's cache served a's bytes
+    assert mkfs_wrote_it("plain: a-block: y: pread(0, 4097): 7 bytes, not the tree's",
+                         built) is built[0]
+    other = f"plain: a-file: y: read: 7 bytes {'f' * 16}, want 7 bytes {right}"
+    assert mkfs_wrote_it(other, built) is None  # the kernel read other wrong bytes
+    assert mkfs_wrote_it(f"plain: a-file: x: read: 5 bytes {wrong}, want 5 bytes {right}",
+                         built) is None  # erofs-utils reads x right
+    assert mkfs_wrote_it("plain: a-file: y: mode 0o600, want 0o644", built) is None
