@@ -205,3 +205,33 @@ def offset_sizes(erofs_image: Callable[[str], BuiltImage],
 
 
 FSOFFSET = 64 << 10
+
+
+
+class LeakWatch:
+    """kmemleak over one test, on a kernel that has it (the debug tree); elsewhere every
+    call is a no-op, and ``watching`` says so."""
+
+    def __init__(self, pagecache: Probe) -> None:
+        self.pagecache = pagecache
+        self.watching = bool(pagecache.vm.kernel.features.get("kmemleak"))
+        if self.watching:
+            started = pagecache.kmemleak_clear()
+            assert started.running, f"kmemleak is built in but not running: {started.why}"
+
+    def assert_erofs_leaked_nothing(self) -> None:
+        """Nothing EROFS allocated since the start is left unreferenced (a scan waits out
+        kmemleak's 5 s minimum age: about 10 s)."""
+        if not self.watching:
+            return
+        leaks = self.pagecache.kmemleak_scan()
+        assert leaks.running, f"kmemleak stopped during the test: {leaks.why}"
+        found = leaks.erofs()
+        assert not found, (f"kmemleak: {len(found)} object(s) that EROFS allocated left "
+                           f"unreferenced:\n" + "\n\n".join(found[:3]))
+
+
+@pytest.fixture
+def leaks(pagecache: Probe) -> LeakWatch:
+    """kmemleak cleared now, for the test to ask at its end what EROFS leaked."""
+    return LeakWatch(pagecache)

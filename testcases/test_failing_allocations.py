@@ -6,7 +6,9 @@ and fails its 1st, 2nd, ... n-th fault site (a slab or page allocation) until it
 without reaching the n-th (harness/guest/helpers/failnth.py). After each run: the
 operation succeeded or failed with ENOMEM or EIO; the mount is usable or cleanly gone; the
 file reads right without faults, as cached and cold; the mount unmounts. The kernel's
-reports (BUG, WARNING, KASAN and lockdep on the debug build) fail the test as everywhere.
+reports (BUG, WARNING, KASAN and lockdep on the debug build) fail the test as everywhere,
+and on a kernel with kmemleak (the debug build) so does an object EROFS allocated during
+the sweep and left unreferenced.
 
 Needs a kernel built with fault injection: `tree:,faults` (or `tree:,debug`, which has it).
 """
@@ -20,7 +22,7 @@ import pytest
 from harness.erofs.images import BuiltImage
 from harness.guest.handle import Guest
 from harness.guest.probe import Probe
-from testcases.conftest import SHARE, twin_of
+from testcases.conftest import SHARE, LeakWatch, twin_of
 
 pytestmark = [pytest.mark.requires_kernel(
     "erofs", "CONFIG_FAULT_INJECTION", "CONFIG_FAILSLAB", "CONFIG_FAIL_PAGE_ALLOC",
@@ -43,8 +45,8 @@ def _source(guest: Guest, pagecache: Probe, image: BuiltImage, source: str) -> s
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_each_failed_allocation_fails_the_operation_cleanly_or_not_at_all(
         erofs_image: Callable[[str], BuiltImage], guest: Guest, pagecache: Probe,
-        measure: Callable[..., None], operation: str, source: str, options: str,
-        layout: str) -> None:
+        measure: Callable[..., None], leaks: LeakWatch, operation: str, source: str,
+        options: str, layout: str) -> None:
     """``joining``: sharing, with a twin in another image of the domain looked up first,
     so that the operation's lookups join a shared inode that exists already (the other
     branch of erofs_ishare_fill_inode)."""
@@ -65,3 +67,5 @@ def test_each_failed_allocation_fails_the_operation_cleanly_or_not_at_all(
                             f"{sweep.points} ({sweep.outcomes})")
     # The control: a sweep that failed nothing proves nothing.
     assert sweep.points > 0, f"{operation}: no fault site reached: is fail-nth working?"
+    # Every run's mount is gone by now: an error path that forgot a kfree shows here.
+    leaks.assert_erofs_leaked_nothing()

@@ -23,7 +23,7 @@ import pytest
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mount, Mounter
 from harness.guest.probe import Probe
-from testcases.conftest import BIG, SHARE, SIZES_FILES, twin_of
+from testcases.conftest import BIG, SHARE, SIZES_FILES, LeakWatch, twin_of
 
 Images = Callable[[str], BuiltImage]
 
@@ -67,8 +67,8 @@ def _not_eio_or_right(seen: dict[str, str]) -> dict[str, str]:
 @pytest.mark.parametrize("metadata", ["cold", "inodes-cached", "looked-up"])
 @every_failing_mount
 def test_a_failing_device_gives_eio_or_the_right_bytes_and_reads_right_once_back(
-        erofs_image: Images, mount: Mounter, pagecache: Probe, device: str, options: str,
-        layout: str, metadata: str) -> None:
+        erofs_image: Images, mount: Mounter, pagecache: Probe, leaks: LeakWatch, device: str,
+        options: str, layout: str, metadata: str) -> None:
     a, b = _pair(erofs_image, layout)
     failing = mount.failing(a, options, device)
     healthy = mount(b, options, device)
@@ -93,6 +93,7 @@ def test_a_failing_device_gives_eio_or_the_right_bytes_and_reads_right_once_back
     pagecache.drop_caches()
     assert _read_all(pagecache, failing, SIZES_FILES) == dict.fromkeys(SIZES_FILES, "right")
     assert _read_all(pagecache, healthy, twins) == dict.fromkeys(twins, "right")
+    leaks.assert_erofs_leaked_nothing()  # the failed reads' error paths freed what they took
 
 
 @every_failing_mount
@@ -139,8 +140,8 @@ def test_what_a_healthy_twin_reads_while_its_twins_device_fails(
 
 @every_failing_mount
 def test_a_mount_unmounts_while_its_device_fails_and_a_later_twin_reads_right(
-        erofs_image: Images, mount: Mounter, pagecache: Probe, device: str, options: str,
-        layout: str) -> None:
+        erofs_image: Images, mount: Mounter, pagecache: Probe, leaks: LeakWatch, device: str,
+        options: str, layout: str) -> None:
     """Pages the failing device left behind (failed, or wrongly taken for read) must not
     reach a mount that comes after it: with sharing, the shared inode outlives the failing
     mount while its healthy twin holds it, so a page cached as uptodate with the wrong
@@ -165,3 +166,4 @@ def test_a_mount_unmounts_while_its_device_fails_and_a_later_twin_reads_right(
     later = mount(a, options, device)  # the same image again, on a healthy device
     assert _read_all(pagecache, later, SIZES_FILES) == dict.fromkeys(SIZES_FILES, "right")
     assert _read_all(pagecache, healthy, twins) == dict.fromkeys(twins, "right")
+    leaks.assert_erofs_leaked_nothing()  # nor did the unmount while failing leave any

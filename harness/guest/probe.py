@@ -195,6 +195,19 @@ class Watchers:
 
 
 @dataclass(frozen=True)
+class Leaks:
+    """What kmemleak reported since it was last cleared."""
+    running: bool  # False: kmemleak is off (not built in, or it turned itself off)
+    why: str  # why it is off
+    records: tuple[str, ...]  # each as kmemleak prints it: object, task, backtrace
+
+    def erofs(self) -> list[str]:
+        """The leaks that EROFS allocated (its functions in the allocation's backtrace);
+        the rest (a boot-time object, another subsystem) are not the suite's to judge."""
+        return [r for r in self.records if "erofs" in r.partition("backtrace")[2]]
+
+
+@dataclass(frozen=True)
 class MappingNames:
     """The name of a file's mapping as /proc/<pid>/maps and the core dump's NT_FILE note
     give it (None: the note has no entry for the mapping)."""
@@ -664,6 +677,18 @@ class Probe:
                                               {str(k): int(v) for k, v in
                                                a["outcomes"].items()},
                                               [str(p) for p in a["problems"]]))
+
+    def kmemleak_clear(self) -> Leaks:
+        """Forget what kmemleak reported so far (harness/guest/helpers/kmemleak.py)."""
+        return self._one({"op": "kmemleak_clear"},
+                         lambda a: Leaks(bool(a["running"]), str(a["why"]), ()))
+
+    def kmemleak_scan(self) -> Leaks:
+        """What leaked since the last clear: waits out kmemleak's minimum age (5 s) and
+        scans twice, as kmemleak reports only what two scans in a row found unreferenced."""
+        return self._one({"op": "kmemleak_scan"},
+                         lambda a: Leaks(bool(a["running"]), str(a["why"]),
+                                         tuple(str(r) for r in a["leaks"])))
 
     def dm_create(self, name: str, device: str) -> str:
         """A read-only device mapper device over ``device`` (a linear table, to be swapped

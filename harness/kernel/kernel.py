@@ -26,6 +26,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "user_namespaces": ("CONFIG_USER_NS",),
     "cachestat": ("CONFIG_CACHESTAT_SYSCALL",),
     "uprobes": ("CONFIG_UPROBE_EVENTS",),
+    "kmemleak": ("CONFIG_DEBUG_KMEMLEAK",),
 }
 
 

@@ -1445,7 +1445,7 @@ def statvfs_free(path):
 def _helper(name):
     """Another helper module uploaded beside this file (dmtarget.py: device mapper targets;
     failnth.py: failing allocations one at a time; treecheck.py: the generated-layout
-    checks), loaded once on first use."""
+    checks; kmemleak.py: leaks on demand), loaded once on first use."""
     if name not in sys.modules:
         import importlib.util
         where = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
@@ -1466,6 +1466,10 @@ def _failnth():
 
 def _treecheck():
     return _helper("treecheck")
+
+
+def _kmemleak():
+    return _helper("kmemleak")
 
 
 OPS = {
@@ -1522,6 +1526,8 @@ OPS = {
         op["operation"], op["source"], op.get("options", ""), op["path"], op["sha256"],
         op["root"], op.get("remount_options"), op.get("max_n", 1000), op.get("budget", 240.0),
         op.get("twin")),
+    "kmemleak_clear": lambda op: _kmemleak().clear(),
+    "kmemleak_scan": lambda op: _kmemleak().scan(),
     "kmsg_mark": lambda op: kernel_log().mark(),
     "kmsg_since": lambda op: kernel_log().since(op["mark"]),
 }
