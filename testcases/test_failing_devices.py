@@ -107,6 +107,48 @@ def test_pages_cached_before_the_device_fails_read_right_without_it(
     assert _read_all(pagecache, failing, SIZES_FILES) == dict.fromkeys(SIZES_FILES, "right")
 
 
+HELD_MS = 500  # how long the I/O of a readahead stays in flight above the failing device
+
+
+@every_failing_mount
+def test_a_readahead_in_flight_when_the_device_fails_ends_in_eio_never_wrong_bytes(
+        erofs_image: Images, mount: Mounter, pagecache: Probe, leaks: LeakWatch,
+        measure: Callable[..., None], device: str, options: str, layout: str) -> None:
+    """A readahead (WILLNEED) is started while the device works, and its reads, held in
+    flight 500 ms by dm-delay above the failing device, reach it only once it fails: their
+    completions run the error paths (iomap's for uncompressed files, EROFS's decompression
+    queue for lz4), with the file's folios locked under a reader that waits for them. That
+    reader must get EIO, never bytes the device did not give; the healthy twin (the shared
+    cache with sharing) its file's bytes or EIO; and once the device is back, every file
+    reads right through both mounts."""
+    a, b = _pair(erofs_image, layout)
+    failing = mount.failing(a, options, device, stacked=True)
+    healthy = mount(b, options, device)
+    twin = twin_of(a, b, BIG)
+    # The failing mount looks up last: with sharing, the shared inode reads through the
+    # newest of its inodes (7.3.4), so the readahead goes to the failing device.
+    with pagecache.batch() as batch:
+        looked = batch.lookup([healthy.path(twin), failing.path(BIG)])
+    assert not looked.value, f"lookups with the devices working: {looked.value}"
+    mount.hold_io(failing, HELD_MS)
+    with pagecache.batch() as batch:
+        batch.hint(failing.path(BIG), "willneed", settle=0)
+    mount.fail(failing)
+    own = _read_all(pagecache, failing, [BIG])[BIG]
+    then = _read_all(pagecache, healthy, [twin])[twin]
+    measure(failing_mount=own, healthy_twin=then)
+    assert own == "EIO", (f"{BIG} read {own} through a mount whose device failed under its "
+                          f"readahead: the readahead was not in flight, or its failure lost")
+    assert then in ("right", "EIO"), f"the healthy twin read {then}"
+    mount.hold_io(failing, 0)
+    mount.recover(failing)
+    pagecache.drop_caches()
+    assert _read_all(pagecache, failing, SIZES_FILES) == dict.fromkeys(SIZES_FILES, "right")
+    twins = [twin_of(a, b, p) for p in SIZES_FILES]
+    assert _read_all(pagecache, healthy, twins) == dict.fromkeys(twins, "right")
+    leaks.assert_erofs_leaked_nothing()
+
+
 @pytest.mark.requires_kernel("page_cache_share")
 @pytest.mark.parametrize("last", ["failing", "healthy"], ids=["failing-joins-last",
                                                                "healthy-joins-last"])

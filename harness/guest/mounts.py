@@ -54,6 +54,10 @@ class Mount:
     # and the loop or virtio device under it.
     dm: str | None = None
     under: str | None = None
+    # A failing mount made with ``stacked``: the device mapper device it is mounted from,
+    # over ``dm`` (whose /dev path is ``middle``), to hold its I/O (``Mounter.hold_io``).
+    upper: str | None = None
+    middle: str | None = None
 
     def path(self, rel: str) -> str:
         return f"{self.target}/{rel}"
@@ -170,10 +174,13 @@ class Mounter:
         """Mount, or fail with errno and the kernel's words."""
         return self._succeeded(self.attempt(image, options, source, private))
 
-    def failing(self, image: BuiltImage, options: str = "", source: str = "loop") -> Mount:
+    def failing(self, image: BuiltImage, options: str = "", source: str = "loop",
+                stacked: bool = False) -> Mount:
         """Mount ``image`` from a device mapper device over its loop or virtio device, whose
         I/O ``fail`` and ``recover`` turn off and on under the mount. File-backed mounts
-        have no device of their own to fail."""
+        have no device of their own to fail. ``stacked``: mounted from a second device
+        over that one, whose I/O ``hold_io`` can hold, so that what is in flight when the
+        device fails is still held above it and fails when it comes down."""
         if source == "file":
             raise HarnessError("a failing mount needs a block device (loop or block): a "
                                "file-backed mount reads its image file, not a device")
@@ -189,11 +196,22 @@ class Mounter:
                                f"devices is not supported")
         # Unique in the guest: a device an earlier test could not remove keeps its name.
         name = f"{secrets.token_hex(4)}-{self.count}"
-        device = self.probe.dm_create(name, under)
+        device = middle = self.probe.dm_create(name, under)
+        if stacked:
+            device = self.probe.dm_create(f"{name}-held", middle)
         mount = self._succeeded(self._mount(target, image, source, device, options, [], None,
                                             []))
         mount.dm, mount.under = name, under
+        if stacked:
+            mount.upper, mount.middle = f"{name}-held", middle
         return mount
+
+    def hold_io(self, mount: Mount, delay_ms: int) -> None:
+        """From now on every I/O of a ``stacked`` failing mount waits ``delay_ms`` before it
+        reaches the device that ``fail`` fails (0: passes at once)."""
+        assert mount.upper and mount.middle, f"{mount.target} is not a stacked failing mount"
+        self.probe.dm_swap(mount.upper, "delay" if delay_ms else "linear", mount.middle,
+                           delay_ms)
 
     def fail(self, mount: Mount) -> None:
         """From now on every I/O to the mount's device fails (EIO), cached pages stay."""

@@ -406,10 +406,12 @@ class Batch:
     def fadvise_dontneed(self, path: str) -> Pending[None]:
         return self._add({"op": "fadvise_dontneed", "path": path}, _nothing)
 
-    def hint(self, path: str, advice: str) -> Pending[None]:
+    def hint(self, path: str, advice: str, settle: float = 5.0) -> Pending[None]:
         """A read hint without a read: ``willneed`` (POSIX_FADV_WILLNEED) or ``readahead``
-        (readahead(2)); returns once the file's residency has settled."""
-        return self._add({"op": "hint", "path": path, "advice": advice}, _nothing)
+        (readahead(2)); returns once the file's residency has settled (for at most
+        ``settle`` seconds; 0: at once, its reads still in flight)."""
+        return self._add({"op": "hint", "path": path, "advice": advice, "settle": settle},
+                         _nothing)
 
     def tree_check(self, root: str, entries: list[dict[str, Any]], methods: list[str]
                    ) -> Pending[TreeCheck]:
@@ -697,13 +699,14 @@ class Probe:
         return self._one({"op": "dm_create", "name": name, "device": device},
                          lambda a: str(a["device"]))
 
-    def dm_swap(self, name: str, kind: str, device: str) -> None:
-        """Make the device ``name`` fail every I/O (``error``) or pass it to ``device`` again
-        (``linear``), while it is mounted; I/O in flight completes first."""
-        if kind not in ("error", "linear"):
-            raise HarnessError(f"dm_swap: table {kind!r} is not error or linear")
-        self._one({"op": "dm_swap", "name": name, "kind": kind, "device": device},
-                  lambda a: None)
+    def dm_swap(self, name: str, kind: str, device: str, delay_ms: int = 0) -> None:
+        """Make the device ``name`` fail every I/O (``error``), pass it to ``device`` again
+        (``linear``) or pass it on ``delay_ms`` later (``delay``), while it is mounted; I/O
+        in flight completes first."""
+        if kind not in ("error", "linear", "delay"):
+            raise HarnessError(f"dm_swap: table {kind!r} is not error, linear or delay")
+        self._one({"op": "dm_swap", "name": name, "kind": kind, "device": device,
+                   "delay_ms": delay_ms}, lambda a: None)
 
     def cleanup(self, prefix: str, dirs: list[str],
                 devices: list[str]) -> tuple[list[str], set[str]]:

@@ -78,10 +78,10 @@ def create(name, device, kind="linear", delay_ms=0):
     raise OSError(errno.ENODEV, f"dm device {name} made, but not in /sys/block")
 
 
-def swap(name, kind, device):
-    """Make ``name`` fail every I/O (``error``) or pass it to ``device`` again (``linear``),
-    while mounted."""
-    _load(name, kind, device)
+def swap(name, kind, device, delay_ms=0):
+    """Make ``name`` fail every I/O (``error``), pass it to ``device`` again (``linear``),
+    or pass it on after ``delay_ms`` (``delay``), while mounted."""
+    _load(name, kind, device, delay_ms)
 
 
 def remove(name):
@@ -113,11 +113,25 @@ def names():
 def remove_ours():
     """Remove the devices this module made for tests (PREFIX); the ones that could not go,
     as problems."""
-    problems = []
-    for name in names():
-        if name.startswith(PREFIX):
+    # A device stacked on another holds it open: the upper one goes first, in any order
+    # of names, so each pass removes what it can and the next retries the rest.
+    left = [name for name in names() if name.startswith(PREFIX)]
+    for _ in range(len(left)):
+        busy = []
+        for name in left:
             try:
-                remove(name)
+                _dm(DM_DEV_REMOVE, name)
             except OSError as exc:
-                problems.append(f"remove dm device {name}: {exc.strerror}")
+                if exc.errno != errno.ENXIO:
+                    busy.append(name)
+        if len(busy) in (0, len(left)):
+            left = busy
+            break
+        left = busy
+    problems = []
+    for name in left:
+        try:
+            remove(name)  # with its waits: one still closing after its unmount
+        except OSError as exc:
+            problems.append(f"remove dm device {name}: {exc.strerror}")
     return problems

@@ -1494,7 +1494,7 @@ OPS = {
     "drop_caches": lambda op: drop_caches(op.get("level", 3), op.get("sync", True)),
     "erofs_mounts": lambda op: erofs_mounts(op["prefix"]),
     "fadvise_dontneed": lambda op: fadvise_dontneed(op["path"]),
-    "hint": lambda op: hint(op["path"], op["advice"]),
+    "hint": lambda op: hint(op["path"], op["advice"], op.get("settle", 5.0)),
     "end_holders": lambda op: end_holders(),
     "loop_attach": lambda op: loop_attach(op["path"], op.get("read_only", True)),
     "cleanup": lambda op: cleanup(op["prefix"], op["dirs"], op.get("devices", [])),
@@ -1521,7 +1521,7 @@ OPS = {
     "dm_create": lambda op: {"device": _dmtarget().create(_dmtarget().PREFIX + op["name"],
                                                           op["device"])},
     "dm_swap": lambda op: _dmtarget().swap(_dmtarget().PREFIX + op["name"], op["kind"],
-                                           op["device"]) or {},
+                                           op["device"], op.get("delay_ms", 0)) or {},
     "fail_nth_sweep": lambda op: _failnth().sweep(
         op["operation"], op["source"], op.get("options", ""), op["path"], op["sha256"],
         op["root"], op.get("remount_options"), op.get("max_n", 1000), op.get("budget", 240.0),
