@@ -460,34 +460,54 @@ def build_image(spec: ImageSpec, tools: ErofsUtils) -> BuiltImage:
                       json.loads((entry / "manifest.json").read_text()), key, devices)
 
 
-def build_image_holding(inner: BuiltImage, name: str, own: bytes,
-                        tools: ErofsUtils) -> BuiltImage:
-    """A fingerprinted image that holds ``inner``'s image file as ``inner.erofs`` beside a
-    one-page file ``own`` filled with ``own`` (so that two such images differ): an image of
-    images. Its manifest lists ``inner.erofs``; cached like every image."""
-    data = inner.path.read_bytes()
-    key = cache.content_key(["erofs-image-holding-v1", tools.version, name, inner.key,
-                             own.hex()])
-    # Its files are not generated from FileSpecs: the spec names it, the manifest lists them.
-    spec = ImageSpec(name, f"holding:{inner.spec.name}", ())
+@dataclass(frozen=True)
+class HeldFile:
+    """A file an image holds as given (not generated from a FileSpec)."""
+    path: str
+    data: bytes
+    content: str  # what the manifest says it is (the sharing model compares this)
+    mode: int = 0o644
+
+
+def build_image_of(name: str, origin: str, files: list[HeldFile], tools: ErofsUtils
+                   ) -> BuiltImage:
+    """A fingerprinted image of ``files`` as given, its manifest listing them; cached like
+    every image (by content)."""
+    key = cache.content_key(["erofs-image-of-v1", tools.version, name, origin, *(
+        f"{f.path}:{f.mode:o}:{hashlib.sha256(f.data).hexdigest()}" for f in files)])
+    spec = ImageSpec(name, origin, ())
 
     def build(out: Path) -> dict[str, object]:
         with tempfile.TemporaryDirectory(prefix="erofs-tree.") as tmp:
             tree = Path(tmp)
-            for file, content in (("inner.erofs", data), ("own", own * (PAGE // len(own)))):
-                (tree / file).write_bytes(content)
-                (tree / file).chmod(0o644)
-            tree.chmod(0o755)
+            for held in files:
+                where = tree / held.path
+                where.parent.mkdir(parents=True, exist_ok=True)
+                where.write_bytes(held.data)
+                where.chmod(held.mode)
+            for folder in [tree, *(p for p in tree.rglob("*") if p.is_dir())]:
+                folder.chmod(0o755)
             _mkfs(spec, [str(tools.mkfs), "--xattr-inode-digest", "-T0",
                          f"-U{uuid.UUID(hex=key.ljust(32, '0')[:32])}",
                          str(out / "image.erofs"), tmp])
         manifest = {"image": name, "mkfs": tools.version, "files": [
-            {"path": "inner.erofs", "size": len(data),
-             "sha256": hashlib.sha256(data).hexdigest(), "pages": (len(data) + PAGE - 1) // PAGE,
-             "content": f"image:{inner.key}", "holes": [], "fingerprinted": True}]}
+            {"path": f.path, "size": len(f.data), "sha256": hashlib.sha256(f.data).hexdigest(),
+             "pages": (len(f.data) + PAGE - 1) // PAGE, "content": f.content, "holes": [],
+             "fingerprinted": True} for f in files]}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
         return {"name": name}
 
     entry = cache.get_or_build("erofs-images", key, build)
     return BuiltImage(spec, entry / "image.erofs", None,
                       json.loads((entry / "manifest.json").read_text()), key)
+
+
+def build_image_holding(inner: BuiltImage, name: str, own: bytes,
+                        tools: ErofsUtils) -> BuiltImage:
+    """A fingerprinted image that holds ``inner``'s image file as ``inner.erofs`` beside a
+    one-page file ``own`` filled with ``own`` (so that two such images differ): an image of
+    images. Its manifest lists ``inner.erofs``; cached like every image."""
+    held = HeldFile("inner.erofs", inner.path.read_bytes(), f"image:{inner.key}")
+    return build_image_of(name, f"holding:{inner.spec.name}",
+                          [held, HeldFile("own", own * (PAGE // len(own)), f"own:{own.hex()}")],
+                          tools)

@@ -195,6 +195,21 @@ class Watchers:
 
 
 @dataclass(frozen=True)
+class Ran:
+    """A program run in the guest."""
+    status: int  # its exit status (negative: killed by that signal)
+    stdout: str
+    stderr: str
+
+    def said(self, key: str) -> str | None:
+        """The rest of the first line it printed that starts with ``key`` and a space."""
+        for line in self.stdout.splitlines():
+            if line.startswith(f"{key} "):
+                return line[len(key) + 1:]
+        return None
+
+
+@dataclass(frozen=True)
 class Leaks:
     """What kmemleak reported since it was last cleared."""
     running: bool  # False: kmemleak is off (not built in, or it turned itself off)
@@ -679,6 +694,12 @@ class Probe:
                                               {str(k): int(v) for k, v in
                                                a["outcomes"].items()},
                                               [str(p) for p in a["problems"]]))
+
+    def execute(self, path: str, timeout: float = 60.0) -> Ran:
+        """Run the program ``path`` in the guest (execve, as a container runs its image's
+        programs)."""
+        return self._one({"op": "execute", "path": path, "timeout": timeout},
+                         lambda a: Ran(int(a["status"]), str(a["stdout"]), str(a["stderr"])))
 
     def kmemleak_clear(self) -> Leaks:
         """Forget what kmemleak reported so far (harness/guest/helpers/kmemleak.py)."""

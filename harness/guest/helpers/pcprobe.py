@@ -1131,6 +1131,16 @@ def read_as(path, uid, method="read"):
     return _child_result(work)
 
 
+def execute(path, timeout=60.0):
+    """Run the program ``path`` (no arguments, nothing on stdin): its exit status and what
+    it printed."""
+    import subprocess
+    done = subprocess.run([path], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, check=False)
+    return {"status": done.returncode, "stdout": done.stdout.decode(errors="replace"),
+            "stderr": done.stderr.decode(errors="replace")}
+
+
 # ---- fanotify on an image file ----------------------------------------------------------
 
 FAN_ACCESS, FAN_ACCESS_PERM = 0x1, 0x20000
@@ -1514,6 +1524,7 @@ OPS = {
                                                 op.get("deny", False),
                                                 op.get("mount_options")),
     "read_as": lambda op: read_as(op["path"], op["uid"], op.get("method", "read")),
+    "execute": lambda op: execute(op["path"], op.get("timeout", 60.0)),
     "tree_check": lambda op: _treecheck().tree_check(op["root"], op["entries"],
                                                      op.get("methods", ["read"])),
     "residency": lambda op: _treecheck().residency(op["paths"]),
