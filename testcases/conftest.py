@@ -219,16 +219,18 @@ class LeakWatch:
             started = pagecache.kmemleak_clear()
             assert started.running, f"kmemleak is built in but not running: {started.why}"
 
-    def assert_erofs_leaked_nothing(self) -> None:
+    def assert_erofs_leaked_nothing(self) -> int:
         """Nothing EROFS allocated since the start is left unreferenced (a scan waits out
-        kmemleak's 5 s minimum age: about 10 s)."""
+        kmemleak's 5 s minimum age: about 10 s). What kmemleak reported in all (-1: it is
+        not watching)."""
         if not self.watching:
-            return
+            return -1
         leaks = self.pagecache.kmemleak_scan()
         assert leaks.running, f"kmemleak stopped during the test: {leaks.why}"
         found = leaks.erofs()
         assert not found, (f"kmemleak: {len(found)} object(s) that EROFS allocated left "
                            f"unreferenced:\n" + "\n\n".join(found[:3]))
+        return len(leaks.records)
 
 
 @pytest.fixture

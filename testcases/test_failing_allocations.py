@@ -68,4 +68,4 @@ def test_each_failed_allocation_fails_the_operation_cleanly_or_not_at_all(
     # The control: a sweep that failed nothing proves nothing.
     assert sweep.points > 0, f"{operation}: no fault site reached: is fail-nth working?"
     # Every run's mount is gone by now: an error path that forgot a kfree shows here.
-    leaks.assert_erofs_leaked_nothing()
+    measure(kmemleak_reports=leaks.assert_erofs_leaked_nothing())

@@ -109,6 +109,13 @@ def boot_append(kernel: Kernel) -> str:
     if (kernel.has("X86_MPPARSE") and kernel.has("PCI_MSI")) or \
             (kernel.has("KASAN") and not kernel.has("PCI_MSI")):
         words.append("acpi=noirq")
+    if kernel.has("DEBUG_KMEMLEAK"):
+        # SLUB's per-CPU sheaves (7.x) keep a pointer to every object they hand out in a
+        # slot above their count until a later free overwrites it, and kmemleak scans the
+        # sheaves: a fresh leak looks referenced and is never reported (a deliberate leak
+        # on the debug tree went unseen). A debug flag on every cache turns sheaves off;
+        # U (the owner tracking of /sys/kernel/slab/*/alloc_calls) is the cheapest one.
+        words.append("slab_debug=U")
     return " ".join(words)
 
 

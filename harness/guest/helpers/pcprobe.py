@@ -1073,13 +1073,19 @@ def _in_child(work):
     read_r, write_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(read_r)
+        # Whatever happens, the child never returns into the caller (the probe's server
+        # loop would then run twice).
         try:
-            answer = work()
-        except OSError as exc:
-            answer = {"error": str(exc), "errno": exc.errno or 0}
-        os.write(write_w, json.dumps(answer).encode())
-        os._exit(0)
+            os.close(read_r)
+            try:
+                answer = work()
+            except OSError as exc:
+                answer = {"error": str(exc), "errno": exc.errno or 0}
+            except Exception as exc:  # said to the parent, which raises it
+                answer = {"error": f"{type(exc).__name__}: {exc}", "errno": 0}
+            os.write(write_w, json.dumps(answer).encode())
+        finally:
+            os._exit(0)
     os.close(write_w)
     return pid, read_r
 
@@ -1533,10 +1539,12 @@ OPS = {
                                                           op["device"])},
     "dm_swap": lambda op: _dmtarget().swap(_dmtarget().PREFIX + op["name"], op["kind"],
                                            op["device"], op.get("delay_ms", 0)) or {},
-    "fail_nth_sweep": lambda op: _failnth().sweep(
+    # In a child: a pointer left on its kernel stack by the sweep's calls goes with it
+    # (kmemleak scans the kernel stacks of live tasks, and would take it for a reference).
+    "fail_nth_sweep": lambda op: _child_result(lambda: _failnth().sweep(
         op["operation"], op["source"], op.get("options", ""), op["path"], op["sha256"],
         op["root"], op.get("remount_options"), op.get("max_n", 1000), op.get("budget", 240.0),
-        op.get("twin")),
+        op.get("twin"))),
     "kmemleak_clear": lambda op: _kmemleak().clear(),
     "kmemleak_scan": lambda op: _kmemleak().scan(),
     "kmsg_mark": lambda op: kernel_log().mark(),
