@@ -89,21 +89,39 @@ def signature(problems: list[str]) -> str:
     return re.sub(r"\d+", "N", first)
 
 
-BYTES_WRONG = re.compile(r"^\w+: [ab]-\w+: (?P<path>[^:]+): [^:]+: \d+ bytes(?: (?P<got>"
-                         r"[0-9a-f]{16}), want \d+ bytes [0-9a-f]{16}|, not the tree's)$")
+BYTES_WRONG = re.compile(r"^\w+: (?P<image>[ab])-\w+: (?P<path>[^:]+): [^:]+: \d+ bytes(?: "
+                         r"(?P<got>[0-9a-f]{16}), want \d+ bytes [0-9a-f]{16}|, not the tree's)$")
+
+
+def _content(image: Built, path: str) -> tuple[object, ...] | None:
+    """What a file of an image holds (the segments that make its bytes; a hard link, its
+    target's), or None for a path the image's tree does not have."""
+    try:
+        node = image.tree.node(path)
+        if node.kind == "hardlink":
+            node = image.tree.node(node.target)
+    except KeyError:
+        return None
+    return node.segments
 
 
 def mkfs_wrote_it(line: str, built: list[Built]) -> Built | None:
     """The image whose mkfs.erofs wrote the wrong bytes a problem line reports, when
-    erofs-utils' own reader reads that file wrong too, and (where the line gives what the
-    kernel read) the same wrong bytes; else None, and the line stays the kernel's."""
+    erofs-utils' own reader reads that content wrong too: the very bytes it reads, where
+    the line says what the kernel read (through a sharing mount the bytes may come from a
+    twin with the same content in the other image, whose cache served them); else None,
+    and the line stays the kernel's."""
     match = BYTES_WRONG.match(line)
     if match is None:
         return None
-    for image in built:  # through a sharing mount, a twin's cache may serve the bytes
-        wrong = image.misread.get(match["path"])
-        if wrong is not None and match["got"] in (None, wrong):
-            return image
+    own = next((i for i in built if i.name == match["image"]), None)
+    content = _content(own, match["path"]) if own is not None else None
+    if content is None:
+        return None
+    for image in built:
+        for path, wrong in image.misread.items():
+            if _content(image, path) == content and match["got"] in (None, wrong):
+                return image
     return None
 
 

@@ -304,6 +304,12 @@ def test_wrong_bytes_the_kernel_shares_with_erofs_utils_reader_are_mkfs_bugs(
     assert mkfs_wrote_it(same, built) is built[0]
     assert mkfs_wrote_it(f"sharing: b-loop: y: read: 7 bytes {wrong}, want 7 bytes {right}",
                          built) is built[0]  # a twin's cache served a's bytes
+    renamed = Tree((Node("", "dir", mode=0o755), Node("z", "file", (Segment("random", 7, 2),))))
+    twins = [built[0], Built("b", Layout(), renamed)]
+    assert mkfs_wrote_it("sharing: b-file: z: pread(0, 1): 1 bytes, not the tree's",
+                         twins) is built[0]  # b's z holds what a's y holds
+    assert mkfs_wrote_it(f"sharing: b-file: z: mmap_shared: 7 bytes {wrong}, want 7 bytes "
+                         f"{right}", twins) is built[0]
     assert mkfs_wrote_it("plain: a-block: y: pread(0, 4097): 7 bytes, not the tree's",
                          built) is built[0]
     other = f"plain: a-file: y: read: 7 bytes {'f' * 16}, want 7 bytes {right}"
