@@ -199,17 +199,16 @@ def build(name: str, tree: Tree, layout: Layout, tools: ErofsUtils, workdir: Pat
         check = [str(tools.fsck), *(f"--device={d}" for d in devices)]
         if layout.fingerprint:
             check.append("--xattr-inode-digest")
-        proc = _run([*check, str(image)])
+        # One run checks the image and extracts it (for _misread below).
+        extracted = workdir / "extracted"
+        proc = _run([*check, f"--extract={extracted}", "--no-preserve", str(image)])
         if proc.returncode != 0:
             how = _died(proc) or f"exit {proc.returncode}"
             built.utils_bug = (f"fsck.erofs rejects the image mkfs.erofs wrote ({how}): "
                                f"{_tail(proc.stderr or proc.stdout)}")
+            shutil.rmtree(extracted, ignore_errors=True)
             return built
-        extracted = workdir / "extracted"
-        proc = _run([str(tools.fsck), *(f"--device={d}" for d in devices),
-                     f"--extract={extracted}", "--no-preserve", str(image)])
-        if proc.returncode == 0:
-            built.misread = _misread(tree, root, extracted)
+        built.misread = _misread(tree, root, extracted)
         shutil.rmtree(extracted, ignore_errors=True)
     if tools.dump is not None:
         built.features, numbers = _superblock(tools.dump, image, devices)

@@ -151,7 +151,7 @@ def _describe(mount: Mount, built: Built) -> str:
             f"{' | '.join(mount.result.kmsg) or 'nothing'}; {sizes}")
 
 
-def _content(built: Built, path: str) -> bytes:
+def content_digest(built: Built, path: str) -> bytes:
     """The sha256 of a regular file's bytes in the tree (a hard link's: its target's)."""
     node = built.tree.node(path)
     if node.kind == "hardlink":
@@ -191,7 +191,7 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
     partial: set[str] = set()  # file-backed mounts of an image that ends inside a page
     # The contents of files that the sub-page bug reads wrong into a shared cache: a twin
     # of one, in an image of any block size, reads the wrong bytes through that cache.
-    subpage = {_content(b, path)
+    subpage = {content_digest(b, path)
                for b in images if sharing and b.fingerprinted
                for path, f in b.files.items() if read_in_subpage_extents(b, f)}
 
@@ -211,7 +211,7 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         facts = built.files.get(rel) if built is not None and rel else None
         if facts is not None and built is not None and wrong_bytes and \
                 not facts.compressed and built.block_size == PAGE and rel and \
-                _content(built, rel) in subpage:
+                content_digest(built, rel) in subpage:
             notes.append(SUBPAGE_TWIN)
         if facts is not None and built is not None and built.block_size < PAGE:
             if facts.layout == FLAT_INLINE and wrong_bytes:

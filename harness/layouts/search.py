@@ -35,7 +35,7 @@ from harness.erofs.tools import ErofsUtils
 from harness.guest.handle import Guest
 from harness.guest.session import GuestSession
 from harness.layouts.build import Built, build
-from harness.layouts.check import Example, ExampleResult, check_example
+from harness.layouts.check import Example, ExampleResult, check_example, content_digest
 from harness.layouts.mkfs import layouts
 from harness.layouts.trees import cuts, trees, variants
 from harness.vm.machine import VMState
@@ -93,16 +93,12 @@ BYTES_WRONG = re.compile(r"^\w+: (?P<image>[ab])-\w+: (?P<path>[^:]+): [^:]+: \d
                          r"(?P<got>[0-9a-f]{16}), want \d+ bytes [0-9a-f]{16}|, not the tree's)$")
 
 
-def _content(image: Built, path: str) -> tuple[object, ...] | None:
-    """What a file of an image holds (the segments that make its bytes; a hard link, its
-    target's), or None for a path the image's tree does not have."""
+def _content(image: Built, path: str) -> bytes | None:
+    """content_digest, or None for a path the image's tree does not have."""
     try:
-        node = image.tree.node(path)
-        if node.kind == "hardlink":
-            node = image.tree.node(node.target)
+        return content_digest(image, path)
     except KeyError:
         return None
-    return node.segments
 
 
 def mkfs_wrote_it(line: str, built: list[Built]) -> Built | None:
