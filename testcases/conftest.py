@@ -111,9 +111,9 @@ def read_and_look(pagecache: Probe, reader: str, *others: str, method: str = "re
     """
     paths = (reader, *others)
     with pagecache.batch() as batch:
-        cold = [batch.mincore(path) for path in paths]
+        cold = [batch.residency(path) for path in paths]
         read = batch.read(reader, method)
-        after = [batch.mincore(path) for path in paths]
+        after = [batch.residency(path) for path in paths]
     warm = {path: view.value for path, view in zip(paths, cold, strict=True)
             if view.value.resident}
     assert not warm, f"files were resident before anything read them: {warm}"
@@ -142,7 +142,7 @@ def check_resized_forgery_kept_apart(erofs_image: Callable[[str], BuiltImage], m
     mark = pagecache.kernel_log_mark()
     with pagecache.batch() as batch:
         read1 = batch.read(paths[first])
-        resident = batch.mincore(paths[second])
+        resident = batch.residency(paths[second])
         read2 = batch.read(paths[second])
     assert (read1.value.sha256, read2.value.sha256) == (own[first], own[second]), (
         f"a file read the other's bytes: {read1.value} {read2.value}")

@@ -106,11 +106,11 @@ def test_read_hint_through_a_sharing_mount_reads_ahead_as_a_plain_one(
     plain = mount(a, "", source)
     pa, pb = ma.path(BIG), mb.path(twin_of(a, b, BIG))
     with pagecache.batch() as batch:
-        cold = [batch.mincore(p) for p in (pa, pb, plain.path(BIG))]
+        cold = [batch.residency(p) for p in (pa, pb, plain.path(BIG))]
         batch.hint(pa, advice)
-        mine, other = batch.mincore(pa), batch.mincore(pb)
+        mine, other = batch.residency(pa), batch.residency(pb)
         batch.hint(plain.path(BIG), advice)
-        alone = batch.mincore(plain.path(BIG))
+        alone = batch.residency(plain.path(BIG))
     assert [c.value.resident for c in cold] == [0, 0, 0], f"not cold: {[c.value for c in cold]}"
     measure(hint_pages_sharing=mine.value.resident, hint_pages_plain=alone.value.resident)
     assert alone.value.resident > 0, f"{advice} through a plain mount brought in nothing"

@@ -90,9 +90,9 @@ def test_drop_caches_empties_both_views_and_refill_is_shared(
     with pagecache.batch() as batch:
         batch.read(pa)
         batch.drop_caches()
-        dropped_a, dropped_b = batch.mincore(pa), batch.mincore(pb)
+        dropped_a, dropped_b = batch.residency(pa), batch.residency(pb)
         batch.read(pb)
-        refilled = batch.mincore(pa)
+        refilled = batch.residency(pa)
     assert dropped_a.value.resident == dropped_b.value.resident == 0, (
         f"after drop_caches: a {dropped_a.value}, b {dropped_b.value}")
     assert refilled.value.resident == refilled.value.pages, f"refill through b: {refilled.value}"
@@ -105,9 +105,9 @@ def test_fadvise_dontneed_through_one_mount_is_seen_through_both(
     *_, pa, pb = mount_twins(mount, a, b, source)
     with pagecache.batch() as batch:
         batch.read(pa)
-        full = batch.mincore(pa)
+        full = batch.residency(pa)
         batch.fadvise_dontneed(pb)
-        view_a, view_b = batch.mincore(pa), batch.mincore(pb)
+        view_a, view_b = batch.residency(pa), batch.residency(pb)
     assert full.value.resident == full.value.pages, f"the read filled {full.value}"
     # Nothing maps the pages and they are clean: DONTNEED must drop every one of them, and
     # the shared cache is the only cache, so both views must show it gone.
@@ -149,7 +149,7 @@ def test_mount_unmount_cycles_leave_sharing_and_memory_intact(
     # unmount, Cached.
     with pagecache.batch() as batch:
         cycles = [(batch.mount(first.device, first.target, first.options),
-                   batch.mincore(big, may_fail=True),
+                   batch.residency(big, may_fail=True),
                    batch.read(big, may_fail=True),
                    batch.umount(first.target),
                    batch.meminfo()) for _ in range(MOUNT_CYCLES)]
@@ -272,7 +272,7 @@ def test_shared_page_cache_goes_with_the_last_mount(
     def cached_without_backing() -> int:
         with pagecache.batch() as batch:
             info = batch.meminfo()
-            views = [batch.mincore(f) for f in backing]
+            views = [batch.residency(f) for f in backing]
         return info.value["Cached"] - 4 * sum(v.value.resident for v in views)
 
     before = cached_without_backing()

@@ -157,11 +157,11 @@ def test_second_reader_adds_nothing_to_cached(pair: tuple[BuiltImage, BuiltImage
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     backing = [m.backing for m in (ma, mb) if m.backing]
     with pagecache.batch() as batch:
-        m0, k0 = batch.meminfo(), [batch.mincore(f) for f in backing]
+        m0, k0 = batch.meminfo(), [batch.residency(f) for f in backing]
         batch.read(ma.path(BIG))
-        m1, k1 = batch.meminfo(), [batch.mincore(f) for f in backing]
+        m1, k1 = batch.meminfo(), [batch.residency(f) for f in backing]
         batch.read(mb.path(twin_of(a, b, BIG)))
-        m2, k2 = batch.meminfo(), [batch.mincore(f) for f in backing]
+        m2, k2 = batch.meminfo(), [batch.residency(f) for f in backing]
     first_backing, second_backing = _grown_kib(k0, k1), _grown_kib(k1, k2)
     first = m1.value["Cached"] - m0.value["Cached"] - first_backing
     second = m2.value["Cached"] - m1.value["Cached"] - second_backing

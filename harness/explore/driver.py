@@ -245,7 +245,7 @@ class Driver:
         for mount, path in self.visible_files():
             cache = self.world.lookup(mount, path).key
             checks.append(_Check(mount, path, cache,
-                                 batch.mincore(self._path(mount, path), may_fail=True)))
+                                 batch.residency(self._path(mount, path), may_fail=True)))
         return checks
 
     # ---- the checks ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ round trip with :meth:`Probe.batch`::
 
     with probe.batch() as b:
         read = b.read(first)
-        other = b.mincore(second)
+        other = b.residency(second)
     assert other.value.resident == other.value.pages
 """
 
@@ -288,6 +288,12 @@ def _walk(answer: dict[str, Any]) -> Walk:
     return Walk(entries, bool(answer["complete"]))
 
 
+def _fanotify_phase(raw: dict[str, Any]) -> FanotifyPhase:
+    result = raw["result"]
+    outcome = _outcome(result) if "error" in result or "sha256" in result else None
+    return FanotifyPhase(int(raw["access"]), int(raw["access_perm"]), outcome or Outcome(None))
+
+
 def _nothing(answer: dict[str, Any]) -> None:
     return None
 
@@ -335,36 +341,159 @@ class Pending(Generic[T]):
 
 class Batch:
     """Operations queued for one round trip; run when the ``with`` block ends. A failed
-    operation raises ProbeError then, unless it was queued with ``may_fail=True``."""
+    operation raises ProbeError then, unless it was queued with ``may_fail=True``.
+
+    Every operation of the probe is declared here, once: its name on the wire (the same as
+    the method's, and as the key of ``OPS`` in pcprobe.py), its arguments and how its
+    answer is read. :class:`Probe` offers each as a batch of one."""
 
     def __init__(self) -> None:
         self.pending: list[Pending[Any]] = []
 
-    def _add(self, op: dict[str, Any], convert: Callable[[dict[str, Any]], T],
-             may_fail: bool = False) -> Pending[T]:
-        item = Pending(op, convert, may_fail)
+    def _add(self, op: str, convert: Callable[[dict[str, Any]], T], may_fail: bool = False,
+             /, **args: Any) -> Pending[T]:
+        item = Pending({"op": op, **args}, convert, may_fail)
         self.pending.append(item)
         return item
 
+    # ---- reading and residency ---------------------------------------------------------
+
     def read(self, path: str, method: str = "read", *, may_fail: bool = False
              ) -> Pending[ReadResult]:
-        return self._add({"op": "read", "path": path, "method": method}, _read, may_fail)
+        """Read the whole file through ``method`` (read, pread, readv, mmap_shared, ...)."""
+        return self._add("read", _read, may_fail, path=path, method=method)
 
-    def mincore(self, path: str, *, may_fail: bool = False) -> Pending[Residency]:
-        return self._add({"op": "mincore", "path": path}, _residency, may_fail)
+    def read_as(self, path: str, uid: int, method: str = "read", *, may_fail: bool = False
+                ) -> Pending[ReadResult]:
+        """Read the whole file as user ``uid`` (a child that dropped root)."""
+        return self._add("read_as", _read, may_fail, path=path, uid=uid, method=method)
+
+    def parallel_read(self, *paths: str) -> Pending[list[ReadResult | str]]:
+        """Open and read each file from its own process, all started at the same moment:
+        each result, or the error text of a reader that failed."""
+        return self._add("parallel_read", lambda a: [
+            str(r["error"]) if "error" in r else _read(r) for r in a["reads"]],
+            paths=list(paths))
+
+    def residency(self, path: str, *, may_fail: bool = False) -> Pending[Residency]:
+        """mincore() over a mapping of the file: its pages in the page cache it reads."""
+        return self._add("residency", _residency, may_fail, path=path)
+
+    def residencies(self, paths: list[str]) -> Pending[dict[str, Residency | str]]:
+        """mincore of each file without faulting pages in, or the error text."""
+        return self._add("residencies", lambda a: {
+            str(k): (Residency(int(v[1]), int(v[0])) if isinstance(v, list) else str(v))
+            for k, v in a.items()}, paths=paths)
+
+    def pfns(self, *paths: str) -> Pending[dict[str, Frames]]:
+        """Map and touch all files at once; the page frames their pages sit in (pagemap,
+        kpagecount, kpageflags), as one snapshot that a second look found unchanged."""
+        return self._add("pfns", lambda a: {
+            path: Frames(list(v["pfns"]), list(v["counts"]), [bool(h) for h in v["huge"]],
+                         list(v["memcgs"])) for path, v in a.items()}, paths=list(paths))
+
+    def smaps(self, *paths: str) -> Pending[dict[str, dict[str, int]]]:
+        """Map and touch every file in one process; each mapping's /proc/self/smaps figures."""
+        return self._add("smaps", lambda a: a, paths=list(paths))
+
+    def collapse_huge(self, path: str, touch: bool = False, eagain_retries: int = 0
+                      ) -> Pending[int]:
+        """madvise(MADV_COLLAPSE) over a mapping of the whole file (its pages touched first
+        if ``touch``): 0, or the errno it failed with. EAGAIN, which the kernel documents as
+        transient, is asked again up to ``eagain_retries`` times."""
+        return self._add("collapse_huge", lambda a: int(a["errno"]), path=path, touch=touch,
+                         retries=eagain_retries)
+
+    def fadvise_dontneed(self, path: str) -> Pending[None]:
+        return self._add("fadvise_dontneed", _nothing, path=path)
+
+    def hint(self, path: str, advice: str, settle: float = 5.0) -> Pending[None]:
+        """A read hint without a read: ``willneed`` (POSIX_FADV_WILLNEED) or ``readahead``
+        (readahead(2)); returns once the file's residency has settled (for at most
+        ``settle`` seconds; 0: at once, its reads still in flight)."""
+        return self._add("hint", _nothing, path=path, advice=advice, settle=settle)
+
+    def data_ranges(self, path: str) -> Pending[list[tuple[int, int]]]:
+        """[start, end) ranges that SEEK_DATA/SEEK_HOLE report as data."""
+        return self._add("data_ranges", lambda a: [(int(s), int(e)) for s, e in a["data"]],
+                         path=path)
+
+    def file_state(self, path: str) -> Pending[FileState]:
+        """sha256 and mtime of a file in the guest (an image behind a mount, say)."""
+        return self._add("file_state", lambda a: FileState(_read(a), int(a["mtime_ns"])),
+                         path=path)
+
+    def walk(self, root: str, budget: float = 120.0, data: bool = True) -> Pending[Walk]:
+        """Look at every entry under ``root`` as a reader would (lstat, readlink, xattrs,
+        and unless ``data`` is False read(2) and mmap of each file, at most 8 MiB each);
+        failures are recorded per entry with their errno, so a damaged mount can be walked
+        to the end."""
+        return self._add("walk", _walk, root=root, budget=budget, data=data)
+
+    def tree_check(self, root: str, entries: list[dict[str, Any]], methods: list[str]
+                   ) -> Pending[TreeCheck]:
+        """Every entry under ``root`` against what it should be (harness/guest/helpers/
+        treecheck.py says what is compared), in the order given: the differences."""
+        return self._add("tree_check", lambda a: TreeCheck(
+            [str(d) for d in a["differences"]], {str(k): int(v) for k, v in a["counts"].items()}),
+            root=root, entries=entries, methods=methods)
+
+    def lookup(self, paths: list[str]) -> Pending[dict[str, str]]:
+        """lstat each path in this order (first lookups make the shared inodes): the error
+        text of each that failed."""
+        return self._add("lookup", lambda a: {str(k): str(v) for k, v in a.items()},
+                         paths=paths)
+
+    # ---- memory and caches ---------------------------------------------------------------
 
     def meminfo(self) -> Pending[MemInfo]:
-        return self._add({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
+        return self._add("meminfo", lambda a: {str(k): int(v) for k, v in a.items()})
+
+    def slab_objects(self, name: str) -> Pending[SlabObjects]:
+        """The objects of slab cache ``name`` (``erofs_inode``: every EROFS inode, the
+        shared ones included)."""
+        return self._add("slab_objects", lambda a: SlabObjects(int(a["active"]),
+                                                               int(a["total"])), name=name)
 
     def drop_caches(self, level: int = 3, *, sync: bool = True) -> Pending[None]:
         """sync (unless the caller wrote nothing), then /proc/sys/vm/drop_caches: 1 page
         cache, 2 dentries and inodes, 3 both."""
-        return self._add({"op": "drop_caches", "level": level, "sync": sync}, _nothing)
+        return self._add("drop_caches", _nothing, level=level, sync=sync)
 
     def cgroup_read(self, cgroup: str, path: str, method: str = "read",
                     limit: int | None = None) -> Pending[CgroupRead]:
-        return self._add({"op": "cgroup_read", "cgroup": cgroup, "path": path,
-                          "method": method, "limit": limit}, _cgroup)
+        """Read ``path`` from a child in ``cgroup`` (memory.max ``limit`` if given)."""
+        return self._add("cgroup_read", _cgroup, cgroup=cgroup, path=path, method=method,
+                         limit=limit)
+
+    def free_bytes(self, path: str) -> Pending[int]:
+        """Free space of the filesystem holding ``path`` (statvfs)."""
+        return self._add("free_bytes", lambda a: int(a["free"]), path=path)
+
+    # ---- a mapping held by another process -----------------------------------------------
+
+    def hold(self, path: str, tag: str, timeout: float = 120.0) -> Pending[int]:
+        """A child maps ``path``, closes the file, touches every page and keeps the mapping
+        for up to ``timeout`` seconds or until released; its pid."""
+        return self._add("hold", lambda a: int(a["pid"]), path=path, tag=tag, timeout=timeout)
+
+    def release(self, tag: str, *, may_fail: bool = False) -> Pending[ReadResult]:
+        """The holder hashes its mapping and exits: what it read."""
+        return self._add("release", _read, may_fail, tag=tag)
+
+    def release_after_pageout(self, tag: str, *, may_fail: bool = False
+                              ) -> Pending[PagedOutRead]:
+        """The holder reclaims its own mapping (MADV_PAGEOUT, what memory pressure does to
+        it), then hashes it, faulting every page back in, and exits."""
+        return self._add("release", lambda a: PagedOutRead(_residency(a["paged_out"]),
+                                                           _read(a)),
+                         may_fail, tag=tag, pageout=True)
+
+    def end_holders(self) -> Pending[list[str]]:
+        """Kill the holders a test left behind; their tags."""
+        return self._add("end_holders", lambda a: [str(x) for x in a["ended"]])
+
+    # ---- mounts --------------------------------------------------------------------------
 
     def mount(self, source: str, target: str, options: str,
               settle: bool = True) -> Pending[MountAnswer]:
@@ -373,81 +502,145 @@ class Batch:
         ``settle=False`` skips the 50 ms wait for kernel messages printed after the call
         returns (asynchronous ones): for callers that read the log later anyway (the
         explorer, which reads it at the end of every step)."""
-        return self._add({"op": "mount", "source": source, "target": target,
-                          "options": options, "settle": settle}, _mount)
+        return self._add("mount", _mount, source=source, target=target, options=options,
+                         settle=settle)
 
     def remount(self, target: str, options: str, settle: bool = True) -> Pending[MountAnswer]:
-        return self._add({"op": "remount", "target": target, "options": options,
-                          "settle": settle}, _mount)
+        """mount(2) with MS_REMOUNT and exactly ``options`` (mount(8) would add the options
+        in effect)."""
+        return self._add("remount", _mount, target=target, options=options, settle=settle)
 
     def umount(self, target: str, lazy: bool = False,
                settle: bool = True) -> Pending[MountAnswer]:
-        return self._add({"op": "umount", "target": target, "lazy": lazy,
-                          "settle": settle}, _mount)
+        return self._add("umount", _mount, target=target, lazy=lazy, settle=settle)
 
-    def hold(self, path: str, tag: str, timeout: float = 120.0) -> Pending[int]:
-        """A child maps and touches ``path`` and keeps the mapping for up to ``timeout``
-        seconds or until released; its pid."""
-        return self._add({"op": "hold", "path": path, "tag": tag, "timeout": timeout},
-                         lambda a: int(a["pid"]))
-
-    def release(self, tag: str) -> Pending[ReadResult | str]:
-        return self._add({"op": "release", "tag": tag},
-                         lambda a: str(a["error"]) if "error" in a else _read(a))
-
-    def end_holders(self) -> Pending[list[str]]:
-        return self._add({"op": "end_holders"}, lambda a: [str(x) for x in a["ended"]])
-
-    def collapse_huge(self, path: str, touch: bool = False) -> Pending[int]:
-        return self._add({"op": "collapse", "path": path, "touch": touch},
-                         lambda a: int(a["errno"]))
+    def mount_unprivileged(self, source: str, target: str, options: str
+                           ) -> Pending[MountAnswer]:
+        """mount(2) as nobody inside a user and mount namespace of its own."""
+        return self._add("mount_unprivileged", _mount, source=source, target=target,
+                         options=options)
 
     def erofs_mounts(self, prefix: str) -> Pending[dict[str, list[str]]]:
         """EROFS mounts under ``prefix`` as /proc/self/mounts shows them: their options."""
-        return self._add({"op": "erofs_mounts", "prefix": prefix},
-                         lambda a: {str(k): [str(o) for o in v] for k, v in a["mounts"].items()})
+        return self._add("erofs_mounts", lambda a: {
+            str(k): [str(o) for o in v] for k, v in a["mounts"].items()}, prefix=prefix)
+
+    def loop_attach(self, path: str, read_only: bool = True) -> Pending[str]:
+        """A free loop device over ``path`` in the guest (``losetup -f --show``, without
+        starting a program); its /dev name."""
+        return self._add("loop_attach", lambda a: str(a["device"]), path=path,
+                         read_only=read_only)
+
+    def patch_file(self, path: str, edits: list[tuple[int, bytes]],
+                   truncate: int | None = None) -> Pending[None]:
+        """Change a file in place in the guest (an image under its live mount)."""
+        return self._add("patch_file", _nothing, path=path, truncate=truncate,
+                         edits=[[offset, data.hex()] for offset, data in edits])
+
+    def cleanup(self, prefix: str, dirs: list[str], devices: list[str]
+                ) -> Pending[tuple[list[str], set[str]]]:
+        """End the holders, unmount everything under ``prefix``, detach every loop device and
+        remove ``dirs``: what could not be undone, and which of ``devices`` a superblock
+        still holds."""
+        return self._add("cleanup", lambda a: ([str(p) for p in a["problems"]],
+                                               {str(d) for d in a["busy"]}),
+                         prefix=prefix, dirs=dirs, devices=devices)
+
+    # ---- failing devices and allocations ---------------------------------------------------
+
+    def dm_create(self, name: str, device: str) -> Pending[str]:
+        """A read-only device mapper device over ``device`` (a linear table, to be swapped
+        for one that fails every I/O with ``dm_swap``); its /dev name. The cleanup after
+        the test removes it."""
+        return self._add("dm_create", lambda a: str(a["device"]), name=name, device=device)
+
+    def dm_swap(self, name: str, kind: str, device: str, delay_ms: int = 0) -> Pending[None]:
+        """Make the device ``name`` fail every I/O (``error``), pass it to ``device`` again
+        (``linear``) or pass it on ``delay_ms`` later (``delay``), while it is mounted; I/O
+        in flight completes first."""
+        if kind not in ("error", "linear", "delay"):
+            raise HarnessError(f"dm_swap: table {kind!r} is not error, linear or delay")
+        return self._add("dm_swap", _nothing, name=name, kind=kind, device=device,
+                         delay_ms=delay_ms)
+
+    def fail_nth_sweep(self, operation: str, source: str, options: str, path: str,
+                       sha256: str, root: str, remount_options: str | None = None,
+                       budget: float = 240.0, twin: tuple[str, str] | None = None
+                       ) -> Pending[FaultSweep]:
+        """Fail the 1st, 2nd, ... allocation of ``operation`` in turn (fail-nth) on a mount of
+        ``source`` at ``root``/m, checking after each run (harness/guest/helpers/
+        failnth.py): how many fault sites it has, what it answered, and the problems.
+        ``twin``: (source, path) of another image's file of the same content, mounted with
+        the same options and looked up first, so that the operation joins its shared
+        inode."""
+        return self._add("fail_nth_sweep", lambda a: FaultSweep(
+            int(a["points"]), bool(a["complete"]), str(a.get("stopped", "")),
+            {str(k): int(v) for k, v in a["outcomes"].items()},
+            [str(p) for p in a["problems"]]),
+            operation=operation, source=source, options=options, path=path, sha256=sha256,
+            root=root, remount_options=remount_options, budget=budget,
+            twin={"source": twin[0], "path": twin[1]} if twin else None)
+
+    def kmemleak_clear(self) -> Pending[Leaks]:
+        """Forget what kmemleak reported so far (harness/guest/helpers/kmemleak.py)."""
+        return self._add("kmemleak_clear", lambda a: Leaks(bool(a["running"]), str(a["why"]),
+                                                           ()))
+
+    def kmemleak_scan(self) -> Pending[Leaks]:
+        """What leaked since the last clear: waits out kmemleak's minimum age (5 s) and
+        scans twice, as kmemleak reports only what two scans in a row found unreferenced."""
+        return self._add("kmemleak_scan", lambda a: Leaks(
+            bool(a["running"]), str(a["why"]), tuple(str(r) for r in a["leaks"])))
+
+    # ---- what programs and watchers see ----------------------------------------------------
+
+    def execute(self, path: str, timeout: float = 60.0) -> Pending[Ran]:
+        """Run the program ``path`` in the guest (execve, as a container runs its image's
+        programs)."""
+        return self._add("execute", lambda a: Ran(int(a["status"]), str(a["stdout"]),
+                                                  str(a["stderr"])), path=path, timeout=timeout)
+
+    def fanotify_watch(self, image: str, root: str, path: str, deny: bool = False,
+                       mount_options: str | None = None) -> Pending[FanotifyWatch]:
+        """fanotify on the image file behind a file-backed mount while a child walks the
+        mount's metadata and then reads ``path``, each from cold caches. With
+        ``mount_options`` the listener starts before it mounts the image at ``root``."""
+        return self._add("fanotify_watch", lambda a: FanotifyWatch(
+            bool(a["permission_events"]), _fanotify_phase(a["metadata"]),
+            _fanotify_phase(a["data"])),
+            image=image, root=root, path=path, deny=deny, mount_options=mount_options)
+
+    def file_calls(self, path: str) -> Pending[FileCalls]:
+        """statx's direct I/O alignment and whether O_DIRECT opens, a read lease, and the
+        filesystem label ioctl, each on ``path``."""
+        return self._add("file_calls", lambda a: FileCalls(
+            bool(a["dioalign_reported"]), int(a["dio_offset_align"]), int(a["odirect_errno"]),
+            int(a["setfl_odirect_errno"]), int(a["lease_errno"]), int(a["fslabel_errno"])),
+            path=path)
+
+    def watchers(self, path: str) -> Pending[Watchers]:
+        """cachestat(2)'s cached pages of ``path`` and whether a uprobe at an instruction of
+        it reaches an executable mapping of it (perf probe, bpftrace)."""
+        return self._add("watchers", lambda a: Watchers(
+            int(a["cachestat_pages"]), int(a["cachestat_errno"]), str(a["uprobe"])), path=path)
+
+    def mapping_names(self, path: str) -> Pending[MappingNames]:
+        """Map ``path`` in a child that then dumps core: the mapping's name in its
+        /proc/self/maps and in the core's NT_FILE note."""
+        return self._add("mapping_names", lambda a: MappingNames(
+            str(a["maps"]), None if a["core"] is None else str(a["core"])), path=path)
+
+    # ---- the kernel log --------------------------------------------------------------------
 
     def kernel_log_mark(self) -> Pending[int]:
-        return self._add({"op": "kmsg_mark"}, lambda a: int(a["seq"]))
+        """A mark in the kernel log: the sequence number of its newest record."""
+        return self._add("kernel_log_mark", lambda a: int(a["seq"]))
 
     def kernel_log_since(self, mark: int) -> Pending[KernelLogSlice]:
-        return self._add({"op": "kmsg_since", "mark": mark},
-                         lambda a: KernelLogSlice(list(a["lines"]), int(a["seq"]),
-                                                  int(a["missed"])))
-
-    def walk(self, root: str, budget: float = 120.0) -> Pending[Walk]:
-        return self._add({"op": "walk", "root": root, "budget": budget}, _walk)
-
-    def fadvise_dontneed(self, path: str) -> Pending[None]:
-        return self._add({"op": "fadvise_dontneed", "path": path}, _nothing)
-
-    def hint(self, path: str, advice: str, settle: float = 5.0) -> Pending[None]:
-        """A read hint without a read: ``willneed`` (POSIX_FADV_WILLNEED) or ``readahead``
-        (readahead(2)); returns once the file's residency has settled (for at most
-        ``settle`` seconds; 0: at once, its reads still in flight)."""
-        return self._add({"op": "hint", "path": path, "advice": advice, "settle": settle},
-                         _nothing)
-
-    def tree_check(self, root: str, entries: list[dict[str, Any]], methods: list[str]
-                   ) -> Pending[TreeCheck]:
-        """Every entry under ``root`` against what it should be (harness/guest/helpers/
-        treecheck.py says what is compared), in the order given: the differences."""
-        return self._add({"op": "tree_check", "root": root, "entries": entries,
-                          "methods": methods},
-                         lambda a: TreeCheck([str(d) for d in a["differences"]],
-                                             {str(k): int(v) for k, v in a["counts"].items()}))
-
-    def residencies(self, paths: list[str]) -> Pending[dict[str, Residency | str]]:
-        """mincore of each file without faulting pages in, or the error text."""
-        return self._add({"op": "residency", "paths": paths}, lambda a: {
-            str(k): (Residency(int(v[1]), int(v[0])) if isinstance(v, list) else str(v))
-            for k, v in a.items()})
-
-    def lookup(self, paths: list[str]) -> Pending[dict[str, str]]:
-        """lstat each path in this order (first lookups make the shared inodes): the error
-        text of each that failed."""
-        return self._add({"op": "lookup", "paths": paths},
-                         lambda a: {str(k): str(v) for k, v in a.items()})
+        """Every kernel log record after ``mark`` (sequence numbers, not line counts: a full
+        ring buffer drops old lines as new ones come, so counts stay the same)."""
+        return self._add("kernel_log_since", lambda a: KernelLogSlice(
+            list(a["lines"]), int(a["seq"]), int(a["missed"])), mark=mark)
 
 
 class _Server:
@@ -481,7 +674,10 @@ class _Server:
 
 class Probe:
     """The page cache probe of one guest. Its owner is the guest's GuestSession, so there is
-    one server per guest however many tests and helpers ask."""
+    one server per guest however many tests and helpers ask.
+
+    Each method is one operation of :class:`Batch` (which declares it and says what it
+    does) sent as a batch of its own; a failure raises ProbeError."""
 
     def __init__(self, vm: VM, agent: Agent) -> None:
         self.vm = vm
@@ -518,277 +714,182 @@ class Probe:
             if item.failed and not item.may_fail:
                 raise ProbeError(item.op, item._raw())
 
-    def _one(self, op: dict[str, Any], convert: Callable[[dict[str, Any]], T]) -> T:
-        answer = self._ask([op])[0]
-        if "error" in answer:
-            raise ProbeError(op, answer)
-        return convert(answer)
+    def _pending(self, queue: Callable[[Batch], Pending[T]]) -> Pending[T]:
+        with self.batch() as b:
+            item = queue(b)
+        return item
+
+    def _one(self, queue: Callable[[Batch], Pending[T]]) -> T:
+        return self._pending(queue).value
 
     # ---- reading and residency ---------------------------------------------------------
 
     def read(self, path: str, method: str = "read") -> ReadResult:
-        """Read the whole file through ``method`` (read, pread, readv, mmap_shared, ...)."""
-        return self._one({"op": "read", "path": path, "method": method}, _read)
-
-    def read_as(self, path: str, uid: int, method: str = "read") -> Pending[ReadResult]:
-        """Read the whole file as user ``uid`` (a child that dropped root): the result or
-        the errno it failed with."""
-        with self.batch() as b:
-            result = b._add({"op": "read_as", "path": path, "uid": uid, "method": method},
-                            _read, may_fail=True)
-        return result
+        return self._one(lambda b: b.read(path, method))
 
     def try_read(self, path: str, method: str = "read") -> Pending[ReadResult]:
         """A read that may fail: the Pending carries errno or the result."""
-        with self.batch() as b:
-            result = b.read(path, method, may_fail=True)
-        return result
+        return self._pending(lambda b: b.read(path, method, may_fail=True))
+
+    def read_as(self, path: str, uid: int, method: str = "read") -> Pending[ReadResult]:
+        """A read as user ``uid`` that may fail: the Pending carries errno or the result."""
+        return self._pending(lambda b: b.read_as(path, uid, method, may_fail=True))
+
+    def parallel_read(self, *paths: str) -> list[ReadResult | str]:
+        return self._one(lambda b: b.parallel_read(*paths))
 
     def residency(self, path: str) -> Residency:
-        """mincore() over a mapping of the file: its pages in the page cache it reads."""
-        return self._one({"op": "mincore", "path": path}, _residency)
+        return self._one(lambda b: b.residency(path))
+
+    def residencies(self, paths: list[str]) -> dict[str, Residency | str]:
+        return self._one(lambda b: b.residencies(paths))
 
     def pfns(self, *paths: str) -> dict[str, Frames]:
-        """Map and touch all files at once; the page frames their pages sit in (pagemap,
-        kpagecount, kpageflags), as one snapshot that a second look found unchanged."""
-        answer = self._one({"op": "pfns", "paths": list(paths)}, lambda a: a)
-        return {path: Frames(list(v["pfns"]), list(v["counts"]), [bool(h) for h in v["huge"]],
-                             list(v["memcgs"]))
-                for path, v in answer.items()}
-
-    def collapse_huge(self, path: str, touch: bool = False, eagain_retries: int = 0) -> int:
-        """madvise(MADV_COLLAPSE) over a mapping of the whole file (its pages touched first
-        if ``touch``): 0, or the errno it failed with. EAGAIN, which the kernel documents as
-        transient, is asked again up to ``eagain_retries`` times."""
-        return self._one({"op": "collapse", "path": path, "touch": touch,
-                          "retries": eagain_retries}, lambda a: int(a["errno"]))
+        return self._one(lambda b: b.pfns(*paths))
 
     def smaps(self, *paths: str) -> dict[str, dict[str, int]]:
-        """Map and touch every file in one process; each mapping's /proc/self/smaps figures."""
-        return self._one({"op": "smaps", "paths": list(paths)}, lambda a: a)
+        return self._one(lambda b: b.smaps(*paths))
+
+    def collapse_huge(self, path: str, touch: bool = False, eagain_retries: int = 0) -> int:
+        return self._one(lambda b: b.collapse_huge(path, touch, eagain_retries))
+
+    def fadvise_dontneed(self, path: str) -> None:
+        self._one(lambda b: b.fadvise_dontneed(path))
+
+    def hint(self, path: str, advice: str, settle: float = 5.0) -> None:
+        self._one(lambda b: b.hint(path, advice, settle))
+
+    def data_ranges(self, path: str) -> list[tuple[int, int]]:
+        return self._one(lambda b: b.data_ranges(path))
+
+    def file_state(self, path: str) -> FileState:
+        return self._one(lambda b: b.file_state(path))
+
+    def walk(self, root: str, budget: float = 120.0, data: bool = True) -> Walk:
+        return self._one(lambda b: b.walk(root, budget, data))
+
+    def tree_check(self, root: str, entries: list[dict[str, Any]], methods: list[str]
+                   ) -> TreeCheck:
+        return self._one(lambda b: b.tree_check(root, entries, methods))
+
+    def lookup(self, paths: list[str]) -> dict[str, str]:
+        return self._one(lambda b: b.lookup(paths))
+
+    # ---- memory and caches ---------------------------------------------------------------
 
     def meminfo(self) -> MemInfo:
-        return self._one({"op": "meminfo"}, lambda a: {str(k): int(v) for k, v in a.items()})
+        return self._one(lambda b: b.meminfo())
 
     def slab_objects(self, name: str) -> SlabObjects:
-        """The objects of slab cache ``name`` (``erofs_inode``: every EROFS inode, the
-        shared ones included)."""
-        return self._one({"op": "slab_objects", "name": name},
-                         lambda a: SlabObjects(int(a["active"]), int(a["total"])))
+        return self._one(lambda b: b.slab_objects(name))
 
     def drop_caches(self, level: int = 3) -> None:
-        """/proc/sys/vm/drop_caches: 1 page cache, 2 dentries and inodes, 3 both."""
-        self._one({"op": "drop_caches", "level": level}, _nothing)
+        self._one(lambda b: b.drop_caches(level))
 
     def cgroup_read(self, cgroup: str, path: str, method: str = "read",
                     limit: int | None = None) -> CgroupRead:
-        """Read ``path`` from a child in ``cgroup`` (memory.max ``limit`` if given)."""
-        return self._one({"op": "cgroup_read", "cgroup": cgroup, "path": path,
-                          "method": method, "limit": limit}, _cgroup)
+        return self._one(lambda b: b.cgroup_read(cgroup, path, method, limit))
 
     def remove_cgroups(self, *names: str) -> None:
         """Remove the cgroups ``cgroup_read`` made (empty once their reader is gone)."""
         self.vm.run("rmdir " + " ".join(f"/sys/fs/cgroup/{name}" for name in names))
 
-    def data_ranges(self, path: str) -> list[tuple[int, int]]:
-        """[start, end) ranges that SEEK_DATA/SEEK_HOLE report as data."""
-        return self._one({"op": "seek_map", "path": path},
-                         lambda a: [(int(s), int(e)) for s, e in a["data"]])
-
-    def parallel_read(self, *paths: str) -> list[ReadResult | str]:
-        """Open and read each file from its own process, all started at the same moment:
-        each result, or the error text of a reader that failed."""
-        answer = self._one({"op": "parallel_read", "paths": list(paths)}, lambda a: a)
-        return [str(r["error"]) if "error" in r else _read(r) for r in answer["reads"]]
-
-    def walk(self, root: str, budget: float = 120.0, data: bool = True) -> Walk:
-        """Look at every entry under ``root`` as a reader would (lstat, readlink, xattrs,
-        and unless ``data`` is False read(2) and mmap of each file, at most 8 MiB each);
-        failures are recorded per entry with their errno, so a damaged mount can be walked
-        to the end."""
-        return self._one({"op": "walk", "root": root, "budget": budget, "data": data}, _walk)
-
-    def file_state(self, path: str) -> FileState:
-        """sha256 and mtime of a file in the guest (an image behind a mount, say)."""
-        return self._one({"op": "sha256", "path": path},
-                         lambda a: FileState(_read(a), int(a["mtime_ns"])))
-
-    def patch_file(self, path: str, edits: list[tuple[int, bytes]],
-                   truncate: int | None = None) -> None:
-        """Change a file in place in the guest (an image under its live mount)."""
-        self._one({"op": "patch_file", "path": path, "truncate": truncate,
-                   "edits": [[offset, data.hex()] for offset, data in edits]}, _nothing)
-
-    def fanotify_watch(self, image: str, root: str, path: str, deny: bool = False,
-                       mount_options: str | None = None) -> FanotifyWatch:
-        """fanotify on the image file behind a file-backed mount while a child walks the
-        mount's metadata and then reads ``path``, each from cold caches. With
-        ``mount_options`` the listener starts before it mounts the image at ``root``."""
-        def phase(raw: dict[str, Any]) -> FanotifyPhase:
-            result = raw["result"]
-            outcome = _outcome(result) if "error" in result or "sha256" in result else None
-            return FanotifyPhase(int(raw["access"]), int(raw["access_perm"]),
-                                 outcome or Outcome(None))
-        return self._one({"op": "fanotify_watch", "image": image, "root": root, "path": path,
-                          "deny": deny, "mount_options": mount_options},
-                         lambda a: FanotifyWatch(bool(a["permission_events"]),
-                                                 phase(a["metadata"]), phase(a["data"])))
-
-    def file_calls(self, path: str) -> FileCalls:
-        """statx's direct I/O alignment and whether O_DIRECT opens, a read lease, and the
-        filesystem label ioctl, each on ``path``."""
-        return self._one({"op": "file_calls", "path": path},
-                         lambda a: FileCalls(bool(a["dioalign_reported"]),
-                                             int(a["dio_offset_align"]),
-                                             int(a["odirect_errno"]),
-                                             int(a["setfl_odirect_errno"]),
-                                             int(a["lease_errno"]),
-                                             int(a["fslabel_errno"])))
-
-    def watchers(self, path: str) -> Watchers:
-        """cachestat(2)'s cached pages of ``path`` and whether a uprobe at an instruction of
-        it reaches an executable mapping of it (perf probe, bpftrace)."""
-        return self._one({"op": "watchers", "path": path},
-                         lambda a: Watchers(int(a["cachestat_pages"]),
-                                            int(a["cachestat_errno"]), str(a["uprobe"])))
-
-    def mapping_names(self, path: str) -> MappingNames:
-        """Map ``path`` in a child that then dumps core: the mapping's name in its
-        /proc/self/maps and in the core's NT_FILE note."""
-        return self._one({"op": "mapping_names", "path": path},
-                         lambda a: MappingNames(str(a["maps"]),
-                                                None if a["core"] is None else str(a["core"])))
-
     def free_bytes(self, path: str) -> int:
-        """Free space of the filesystem holding ``path`` (statvfs)."""
-        return self._one({"op": "statvfs_free", "path": path}, lambda a: int(a["free"]))
+        return self._one(lambda b: b.free_bytes(path))
 
-    # ---- a mapping held by another process ---------------------------------------------
+    # ---- a mapping held by another process -----------------------------------------------
 
-    def hold(self, path: str, tag: str) -> int:
-        """A child maps ``path``, closes the file, touches every page and waits; its pid."""
-        return self._one({"op": "hold", "path": path, "tag": tag}, lambda a: int(a["pid"]))
+    def hold(self, path: str, tag: str, timeout: float = 120.0) -> int:
+        return self._one(lambda b: b.hold(path, tag, timeout))
 
-    def loop_attach(self, path: str, read_only: bool = True) -> str:
-        """A free loop device over ``path`` in the guest (``losetup -f --show``, without
-        starting a program); its /dev name."""
-        return self._one({"op": "loop_attach", "path": path, "read_only": read_only},
-                         lambda a: str(a["device"]))
+    def release(self, tag: str) -> ReadResult | str:
+        """What the holder read, or its error text."""
+        done = self._pending(lambda b: b.release(tag, may_fail=True))
+        return done.error if done.failed else done.value
 
-    def fail_nth_sweep(self, operation: str, source: str, options: str, path: str,
-                       sha256: str, root: str, remount_options: str | None = None,
-                       budget: float = 240.0, twin: tuple[str, str] | None = None
-                       ) -> FaultSweep:
-        """Fail the 1st, 2nd, ... allocation of ``operation`` in turn (fail-nth) on a mount of
-        ``source`` at ``root``/m, checking after each run (harness/guest/helpers/
-        failnth.py): how many fault sites it has, what it answered, and the problems.
-        ``twin``: (source, path) of another image's file of the same content, mounted with
-        the same options and looked up first, so that the operation joins its shared
-        inode."""
-        return self._one({"op": "fail_nth_sweep", "operation": operation, "source": source,
-                          "options": options, "path": path, "sha256": sha256, "root": root,
-                          "remount_options": remount_options, "budget": budget,
-                          "twin": {"source": twin[0], "path": twin[1]} if twin else None},
-                         lambda a: FaultSweep(int(a["points"]), bool(a["complete"]),
-                                              str(a.get("stopped", "")),
-                                              {str(k): int(v) for k, v in
-                                               a["outcomes"].items()},
-                                              [str(p) for p in a["problems"]]))
-
-    def execute(self, path: str, timeout: float = 60.0) -> Ran:
-        """Run the program ``path`` in the guest (execve, as a container runs its image's
-        programs)."""
-        return self._one({"op": "execute", "path": path, "timeout": timeout},
-                         lambda a: Ran(int(a["status"]), str(a["stdout"]), str(a["stderr"])))
-
-    def kmemleak_clear(self) -> Leaks:
-        """Forget what kmemleak reported so far (harness/guest/helpers/kmemleak.py)."""
-        return self._one({"op": "kmemleak_clear"},
-                         lambda a: Leaks(bool(a["running"]), str(a["why"]), ()))
-
-    def kmemleak_scan(self) -> Leaks:
-        """What leaked since the last clear: waits out kmemleak's minimum age (5 s) and
-        scans twice, as kmemleak reports only what two scans in a row found unreferenced."""
-        return self._one({"op": "kmemleak_scan"},
-                         lambda a: Leaks(bool(a["running"]), str(a["why"]),
-                                         tuple(str(r) for r in a["leaks"])))
-
-    def dm_create(self, name: str, device: str) -> str:
-        """A read-only device mapper device over ``device`` (a linear table, to be swapped
-        for one that fails every I/O with ``dm_swap``); its /dev name. The cleanup after
-        the test removes it."""
-        return self._one({"op": "dm_create", "name": name, "device": device},
-                         lambda a: str(a["device"]))
-
-    def dm_swap(self, name: str, kind: str, device: str, delay_ms: int = 0) -> None:
-        """Make the device ``name`` fail every I/O (``error``), pass it to ``device`` again
-        (``linear``) or pass it on ``delay_ms`` later (``delay``), while it is mounted; I/O
-        in flight completes first."""
-        if kind not in ("error", "linear", "delay"):
-            raise HarnessError(f"dm_swap: table {kind!r} is not error, linear or delay")
-        self._one({"op": "dm_swap", "name": name, "kind": kind, "device": device,
-                   "delay_ms": delay_ms}, lambda a: None)
-
-    def cleanup(self, prefix: str, dirs: list[str],
-                devices: list[str]) -> tuple[list[str], set[str]]:
-        """End the holders, unmount everything under ``prefix``, detach every loop device and
-        remove ``dirs``, in one round trip: what could not be undone, and which of
-        ``devices`` a superblock still holds."""
-        return self._one({"op": "cleanup", "prefix": prefix, "dirs": dirs,
-                          "devices": devices},
-                         lambda a: ([str(p) for p in a["problems"]],
-                                    {str(d) for d in a["busy"]}))
+    def release_after_pageout(self, tag: str) -> PagedOutRead | str:
+        """What the holder read after reclaiming its mapping, or its error text."""
+        done = self._pending(lambda b: b.release_after_pageout(tag, may_fail=True))
+        return done.error if done.failed else done.value
 
     def end_holders(self) -> list[str]:
         """Kill the holders a test left behind (if the probe ever ran); their tags."""
         if self._server is None:
             return []
-        return self._one({"op": "end_holders"}, lambda a: [str(x) for x in a["ended"]])
+        return self._one(lambda b: b.end_holders())
 
-    def release(self, tag: str) -> ReadResult | str:
-        """The holder hashes its mapping and exits: what it read, or its error text."""
-        answer = self._one({"op": "release", "tag": tag}, lambda a: a)
-        return str(answer["error"]) if "error" in answer else _read(answer)
-
-    def release_after_pageout(self, tag: str) -> PagedOutRead | str:
-        """The holder reclaims its own mapping (MADV_PAGEOUT, what memory pressure does to
-        it), then hashes it, faulting every page back in, and exits; or its error text."""
-        answer = self._one({"op": "release", "tag": tag, "pageout": True}, lambda a: a)
-        if "error" in answer:
-            return str(answer["error"])
-        return PagedOutRead(_residency(answer["paged_out"]), _read(answer))
-
-    # ---- mounts ------------------------------------------------------------------------
+    # ---- mounts --------------------------------------------------------------------------
 
     def mount(self, source: str, target: str, options: str, settle: bool = True
               ) -> MountAnswer:
-        """mount(2); ``settle=False``: no wait for asynchronous kernel messages (Batch.mount
-        says when that is enough)."""
-        return self._one({"op": "mount", "source": source, "target": target,
-                          "options": options, "settle": settle}, _mount)
+        return self._one(lambda b: b.mount(source, target, options, settle))
 
-    def remount(self, target: str, options: str) -> MountAnswer:
-        """mount(2) with MS_REMOUNT and exactly ``options`` (mount(8) would add the options
-        in effect)."""
-        return self._one({"op": "remount", "target": target, "options": options}, _mount)
+    def remount(self, target: str, options: str, settle: bool = True) -> MountAnswer:
+        return self._one(lambda b: b.remount(target, options, settle))
+
+    def umount(self, target: str, lazy: bool = False, settle: bool = True) -> MountAnswer:
+        return self._one(lambda b: b.umount(target, lazy, settle))
 
     def mount_unprivileged(self, source: str, target: str, options: str) -> MountAnswer:
-        """mount(2) as nobody inside a user and mount namespace of its own."""
-        return self._one({"op": "mount_unprivileged", "source": source, "target": target,
-                          "options": options}, _mount)
+        return self._one(lambda b: b.mount_unprivileged(source, target, options))
 
-    def umount(self, target: str, lazy: bool = False) -> MountAnswer:
-        return self._one({"op": "umount", "target": target, "lazy": lazy}, _mount)
+    def erofs_mounts(self, prefix: str) -> dict[str, list[str]]:
+        return self._one(lambda b: b.erofs_mounts(prefix))
 
-    # ---- the kernel log ----------------------------------------------------------------
+    def loop_attach(self, path: str, read_only: bool = True) -> str:
+        return self._one(lambda b: b.loop_attach(path, read_only))
+
+    def patch_file(self, path: str, edits: list[tuple[int, bytes]],
+                   truncate: int | None = None) -> None:
+        self._one(lambda b: b.patch_file(path, edits, truncate))
+
+    def cleanup(self, prefix: str, dirs: list[str],
+                devices: list[str]) -> tuple[list[str], set[str]]:
+        return self._one(lambda b: b.cleanup(prefix, dirs, devices))
+
+    # ---- failing devices and allocations ---------------------------------------------------
+
+    def dm_create(self, name: str, device: str) -> str:
+        return self._one(lambda b: b.dm_create(name, device))
+
+    def dm_swap(self, name: str, kind: str, device: str, delay_ms: int = 0) -> None:
+        self._one(lambda b: b.dm_swap(name, kind, device, delay_ms))
+
+    def fail_nth_sweep(self, operation: str, source: str, options: str, path: str,
+                       sha256: str, root: str, remount_options: str | None = None,
+                       budget: float = 240.0, twin: tuple[str, str] | None = None
+                       ) -> FaultSweep:
+        return self._one(lambda b: b.fail_nth_sweep(operation, source, options, path, sha256,
+                                                    root, remount_options, budget, twin))
+
+    def kmemleak_clear(self) -> Leaks:
+        return self._one(lambda b: b.kmemleak_clear())
+
+    def kmemleak_scan(self) -> Leaks:
+        return self._one(lambda b: b.kmemleak_scan())
+
+    # ---- what programs and watchers see ----------------------------------------------------
+
+    def execute(self, path: str, timeout: float = 60.0) -> Ran:
+        return self._one(lambda b: b.execute(path, timeout))
+
+    def fanotify_watch(self, image: str, root: str, path: str, deny: bool = False,
+                       mount_options: str | None = None) -> FanotifyWatch:
+        return self._one(lambda b: b.fanotify_watch(image, root, path, deny, mount_options))
+
+    def file_calls(self, path: str) -> FileCalls:
+        return self._one(lambda b: b.file_calls(path))
+
+    def watchers(self, path: str) -> Watchers:
+        return self._one(lambda b: b.watchers(path))
+
+    def mapping_names(self, path: str) -> MappingNames:
+        return self._one(lambda b: b.mapping_names(path))
+
+    # ---- the kernel log --------------------------------------------------------------------
 
     def kernel_log_mark(self) -> int:
-        """A mark in the kernel log: the sequence number of its newest record."""
-        return self._one({"op": "kmsg_mark"}, lambda a: int(a["seq"]))
+        return self._one(lambda b: b.kernel_log_mark())
 
     def kernel_log_since(self, mark: int) -> KernelLogSlice:
-        """Every kernel log record after ``mark`` (sequence numbers, not line counts: a full
-        ring buffer drops old lines as new ones come, so counts stay the same)."""
-        return self._one({"op": "kmsg_since", "mark": mark},
-                         lambda a: KernelLogSlice(list(a["lines"]), int(a["seq"]),
-                                                  int(a["missed"])))
+        return self._one(lambda b: b.kernel_log_since(mark))

@@ -220,7 +220,7 @@ class _Run:
             (ma, pa), (mb, pb) = self._ref(bug.no_sharing[0]), self._ref(bug.no_sharing[1])
             with probe.batch() as batch:
                 read = batch.read(ma.path(pa), may_fail=True)
-                resident = batch.mincore(mb.path(pb))
+                resident = batch.residency(mb.path(pb))
             held = resident.value.resident == 0
             checks.append(Check(f"no sharing {bug.no_sharing[0]} -> {bug.no_sharing[1]}", held,
                                 f"after reading {pa} ({read.error or read.value}), {pb} is "

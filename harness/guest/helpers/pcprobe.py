@@ -1488,12 +1488,14 @@ def _kmemleak():
     return _helper("kmemleak")
 
 
+# Keyed by the names of harness/guest/probe.py's Batch methods, which declare each
+# operation and its arguments.
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
-    "mincore": lambda op: mincore(op["path"]),
+    "residency": lambda op: mincore(op["path"]),
     "pfns": lambda op: pfns(op["paths"]),
     "smaps": lambda op: smaps(op["paths"]),
-    "collapse": lambda op: collapse(op["path"], op.get("touch", False), op.get("retries", 0)),
+    "collapse_huge": lambda op: collapse(op["path"], op.get("touch", False), op.get("retries", 0)),
     "meminfo": lambda op: meminfo(),
     "slab_objects": lambda op: slab_objects(op["name"]),
     "cgroup_read": lambda op: cgroup_read(op["cgroup"], op["path"], op.get("method", "read"),
@@ -1514,15 +1516,15 @@ OPS = {
     "end_holders": lambda op: end_holders(),
     "loop_attach": lambda op: loop_attach(op["path"], op.get("read_only", True)),
     "cleanup": lambda op: cleanup(op["prefix"], op["dirs"], op.get("devices", [])),
-    "seek_map": lambda op: seek_map(op["path"]),
+    "data_ranges": lambda op: seek_map(op["path"]),
     "parallel_read": lambda op: parallel_read(op["paths"]),
     "walk": lambda op: walk(op["root"], op.get("cap", WALK_READ_CAP), op.get("budget", 120.0),
                             data=op.get("data", True)),
-    "sha256": lambda op: sha256_of(op["path"]),
+    "file_state": lambda op: sha256_of(op["path"]),
     "patch_file": lambda op: patch_file(op["path"], op["edits"], op.get("truncate")),
     "mount_unprivileged": lambda op: mount_unprivileged(op["source"], op["target"],
                                                         op.get("options", "")),
-    "statvfs_free": lambda op: statvfs_free(op["path"]),
+    "free_bytes": lambda op: statvfs_free(op["path"]),
     "file_calls": lambda op: file_calls(op["path"]),
     "watchers": lambda op: watchers(op["path"]),
     "mapping_names": lambda op: mapping_names(op["path"]),
@@ -1533,7 +1535,7 @@ OPS = {
     "execute": lambda op: execute(op["path"], op.get("timeout", 60.0)),
     "tree_check": lambda op: _treecheck().tree_check(op["root"], op["entries"],
                                                      op.get("methods", ["read"])),
-    "residency": lambda op: _treecheck().residency(op["paths"]),
+    "residencies": lambda op: _treecheck().residency(op["paths"]),
     "lookup": lambda op: _treecheck().lookup(op["paths"]),
     "dm_create": lambda op: {"device": _dmtarget().create(_dmtarget().PREFIX + op["name"],
                                                           op["device"])},
@@ -1547,8 +1549,8 @@ OPS = {
         op.get("twin"))),
     "kmemleak_clear": lambda op: _kmemleak().clear(),
     "kmemleak_scan": lambda op: _kmemleak().scan(),
-    "kmsg_mark": lambda op: kernel_log().mark(),
-    "kmsg_since": lambda op: kernel_log().since(op["mark"]),
+    "kernel_log_mark": lambda op: kernel_log().mark(),
+    "kernel_log_since": lambda op: kernel_log().since(op["mark"]),
 }
 
 
