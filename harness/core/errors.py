@@ -31,8 +31,8 @@ class CacheCorrupt(HarnessError):
 class VMError(HarnessError):
     """The VM failed to start, answer or stop.
 
-    Carries what was run and the last lines the guest printed, like qemu's
-    ``VMLaunchFailure``.
+    Carries what was run and the last lines the guest printed, so that the message alone
+    says why without the console log.
     """
 
     def __init__(self, message: str, *, command: list[str] | None = None,

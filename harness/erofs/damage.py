@@ -24,7 +24,6 @@ from harness.erofs.layout import ImageLayout, Region
 from harness.erofs.superblock import CHECKSUM_AT, COMPAT_AT, COMPAT_SB_CHKSUM, SUPERBLOCK_OFFSET
 from harness.erofs.xattrs import superblock_checksum
 
-EXPECTS = ("refused", "intact", "contained")
 UUID_AT = 48
 # Superblock fields a hostile author may set (offset in the superblock, size in bytes).
 SB_FIELDS = {"sb_extslots": (13, 1), "root_nid": (14, 2), "inos": (16, 8), "blocks": (36, 4),

@@ -276,11 +276,3 @@ class World:
         if cache.state == FULL:
             return cache.pages
         return None
-
-    def shared_with(self, mount: str, path: str) -> list[tuple[str, str]]:
-        """Other visible files reading from the same cache (they must agree on residency)."""
-        key = self.mounts[mount].looked_up.get(path)
-        if key is None:
-            return []
-        return [(m, p) for m, p in self.caches[key].members
-                if (m, p) != (mount, path) and not self.mounts[m].detached]

@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
 from harness.kernel.resolve import resolve_kernel
 from harness.kernel.spec import KernelSpec, TreeSpec, parse_kernel_spec
-from harness.pipeline import vm_for
+from harness.pipeline import open_guest
 from harness.repro.cprog import compile_static
 from harness.repro.given import given_image, is_erofs, unpacked
 from harness.repro.spec import Report, load_report
@@ -102,16 +103,16 @@ class _Run:
         if self.report.reproducer.test:
             self._run_test()
             return
-        vm = vm_for(self.kernel, VMConfig(accel=self.accel), name=f"repro-{self.verdict.name}",
-                    artifacts=ARTIFACTS / f"repro-{self.report.name}", announce=False)
-        try:
-            vm.start()
-        except VMError as exc:
-            self.verdict.error = f"the kernel did not boot: {exc}"
-            return
-        try:
+        with ExitStack() as stack:
+            try:
+                session = stack.enter_context(open_guest(
+                    self.kernel, VMConfig(accel=self.accel), name=f"repro-{self.verdict.name}",
+                    artifacts=ARTIFACTS / f"repro-{self.report.name}", announce=False))
+            except VMError as exc:
+                self.verdict.error = f"the kernel did not boot: {exc}"
+                return
+            vm = session.vm
             offset = vm.console_offset()
-            session = GuestSession(vm)
             mark = session.probe.kernel_log_mark()
             alive = True
             try:
@@ -128,8 +129,6 @@ class _Run:
             log = session.probe.kernel_log_since(mark).text \
                 if alive and vm.responsive() else console
             self._check(console, log, alive)
-        finally:
-            vm.stop()
 
     def _reproduce(self, session: GuestSession) -> None:
         vm = session.vm

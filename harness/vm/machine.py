@@ -1,8 +1,8 @@
 """The VM: one QEMU process with its console, QMP and SSH, as a context manager.
 
-Modelled on qemu's ``QEMUMachine``: ``__exit__`` always shuts down (QMP ``quit`` with a
-deadline, then kill, cleanup in ``finally``), a failed start raises a VMError carrying the
-command, the exit status and the last console lines, and a small state enum guards calls.
+It promises: ``__exit__`` always shuts down (QMP ``quit`` with a deadline, then kill,
+cleanup in ``finally``), a failed start raises a VMError carrying the command, the exit
+status and the last console lines, and a small state enum guards calls.
 """
 
 from __future__ import annotations
