@@ -14,12 +14,13 @@ round trip with :meth:`Probe.batch`::
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import paramiko
 
@@ -30,6 +31,7 @@ from harness.vm.machine import VM
 PROBE_SOURCE = Path(__file__).parent / "helpers" / "pcprobe.py"
 TIMEOUT = 300.0
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class ProbeLost(HarnessError):
@@ -672,6 +674,22 @@ class _Server:
         return answers
 
 
+def one(operation: Callable[Concatenate[Batch, P], Pending[T]]
+        ) -> Callable[Concatenate[Probe, P], T]:
+    """The Probe method of a Batch operation: the operation as a batch of its own, its
+    answer or ProbeError. Its arguments and documentation are the operation's."""
+    def call(self: Probe, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._one(lambda b: operation(b, *args, **kwargs))
+    call.__name__ = call.__qualname__ = operation.__name__
+    call.__doc__ = operation.__doc__
+    # help() and the unit tests see the operation's parameters and the answer itself.
+    signature = inspect.signature(operation)
+    answer = str(signature.return_annotation).removeprefix("Pending[").removesuffix("]")
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        return_annotation=answer)
+    return call
+
+
 class Probe:
     """The page cache probe of one guest. Its owner is the guest's GuestSession, so there is
     one server per guest however many tests and helpers ask.
@@ -722,10 +740,50 @@ class Probe:
     def _one(self, queue: Callable[[Batch], Pending[T]]) -> T:
         return self._pending(queue).value
 
-    # ---- reading and residency ---------------------------------------------------------
+    # ---- the operations of Batch, each as a batch of its own -----------------------------
 
-    def read(self, path: str, method: str = "read") -> ReadResult:
-        return self._one(lambda b: b.read(path, method))
+    read = one(Batch.read)
+    parallel_read = one(Batch.parallel_read)
+    residency = one(Batch.residency)
+    residencies = one(Batch.residencies)
+    pfns = one(Batch.pfns)
+    smaps = one(Batch.smaps)
+    collapse_huge = one(Batch.collapse_huge)
+    fadvise_dontneed = one(Batch.fadvise_dontneed)
+    hint = one(Batch.hint)
+    data_ranges = one(Batch.data_ranges)
+    file_state = one(Batch.file_state)
+    walk = one(Batch.walk)
+    tree_check = one(Batch.tree_check)
+    lookup = one(Batch.lookup)
+    meminfo = one(Batch.meminfo)
+    slab_objects = one(Batch.slab_objects)
+    drop_caches = one(Batch.drop_caches)
+    cgroup_read = one(Batch.cgroup_read)
+    free_bytes = one(Batch.free_bytes)
+    hold = one(Batch.hold)
+    mount = one(Batch.mount)
+    remount = one(Batch.remount)
+    umount = one(Batch.umount)
+    mount_unprivileged = one(Batch.mount_unprivileged)
+    erofs_mounts = one(Batch.erofs_mounts)
+    loop_attach = one(Batch.loop_attach)
+    patch_file = one(Batch.patch_file)
+    cleanup = one(Batch.cleanup)
+    dm_create = one(Batch.dm_create)
+    dm_swap = one(Batch.dm_swap)
+    fail_nth_sweep = one(Batch.fail_nth_sweep)
+    kmemleak_clear = one(Batch.kmemleak_clear)
+    kmemleak_scan = one(Batch.kmemleak_scan)
+    execute = one(Batch.execute)
+    fanotify_watch = one(Batch.fanotify_watch)
+    file_calls = one(Batch.file_calls)
+    watchers = one(Batch.watchers)
+    mapping_names = one(Batch.mapping_names)
+    kernel_log_mark = one(Batch.kernel_log_mark)
+    kernel_log_since = one(Batch.kernel_log_since)
+
+    # ---- operations whose failure is an answer -------------------------------------------
 
     def try_read(self, path: str, method: str = "read") -> Pending[ReadResult]:
         """A read that may fail: the Pending carries errno or the result."""
@@ -734,73 +792,6 @@ class Probe:
     def read_as(self, path: str, uid: int, method: str = "read") -> Pending[ReadResult]:
         """A read as user ``uid`` that may fail: the Pending carries errno or the result."""
         return self._pending(lambda b: b.read_as(path, uid, method, may_fail=True))
-
-    def parallel_read(self, *paths: str) -> list[ReadResult | str]:
-        return self._one(lambda b: b.parallel_read(*paths))
-
-    def residency(self, path: str) -> Residency:
-        return self._one(lambda b: b.residency(path))
-
-    def residencies(self, paths: list[str]) -> dict[str, Residency | str]:
-        return self._one(lambda b: b.residencies(paths))
-
-    def pfns(self, *paths: str) -> dict[str, Frames]:
-        return self._one(lambda b: b.pfns(*paths))
-
-    def smaps(self, *paths: str) -> dict[str, dict[str, int]]:
-        return self._one(lambda b: b.smaps(*paths))
-
-    def collapse_huge(self, path: str, touch: bool = False, eagain_retries: int = 0) -> int:
-        return self._one(lambda b: b.collapse_huge(path, touch, eagain_retries))
-
-    def fadvise_dontneed(self, path: str) -> None:
-        self._one(lambda b: b.fadvise_dontneed(path))
-
-    def hint(self, path: str, advice: str, settle: float = 5.0) -> None:
-        self._one(lambda b: b.hint(path, advice, settle))
-
-    def data_ranges(self, path: str) -> list[tuple[int, int]]:
-        return self._one(lambda b: b.data_ranges(path))
-
-    def file_state(self, path: str) -> FileState:
-        return self._one(lambda b: b.file_state(path))
-
-    def walk(self, root: str, budget: float = 120.0, data: bool = True) -> Walk:
-        return self._one(lambda b: b.walk(root, budget, data))
-
-    def tree_check(self, root: str, entries: list[dict[str, Any]], methods: list[str]
-                   ) -> TreeCheck:
-        return self._one(lambda b: b.tree_check(root, entries, methods))
-
-    def lookup(self, paths: list[str]) -> dict[str, str]:
-        return self._one(lambda b: b.lookup(paths))
-
-    # ---- memory and caches ---------------------------------------------------------------
-
-    def meminfo(self) -> MemInfo:
-        return self._one(lambda b: b.meminfo())
-
-    def slab_objects(self, name: str) -> SlabObjects:
-        return self._one(lambda b: b.slab_objects(name))
-
-    def drop_caches(self, level: int = 3) -> None:
-        self._one(lambda b: b.drop_caches(level))
-
-    def cgroup_read(self, cgroup: str, path: str, method: str = "read",
-                    limit: int | None = None) -> CgroupRead:
-        return self._one(lambda b: b.cgroup_read(cgroup, path, method, limit))
-
-    def remove_cgroups(self, *names: str) -> None:
-        """Remove the cgroups ``cgroup_read`` made (empty once their reader is gone)."""
-        self.vm.run("rmdir " + " ".join(f"/sys/fs/cgroup/{name}" for name in names))
-
-    def free_bytes(self, path: str) -> int:
-        return self._one(lambda b: b.free_bytes(path))
-
-    # ---- a mapping held by another process -----------------------------------------------
-
-    def hold(self, path: str, tag: str, timeout: float = 120.0) -> int:
-        return self._one(lambda b: b.hold(path, tag, timeout))
 
     def release(self, tag: str) -> ReadResult | str:
         """What the holder read, or its error text."""
@@ -818,78 +809,6 @@ class Probe:
             return []
         return self._one(lambda b: b.end_holders())
 
-    # ---- mounts --------------------------------------------------------------------------
-
-    def mount(self, source: str, target: str, options: str, settle: bool = True
-              ) -> MountAnswer:
-        return self._one(lambda b: b.mount(source, target, options, settle))
-
-    def remount(self, target: str, options: str, settle: bool = True) -> MountAnswer:
-        return self._one(lambda b: b.remount(target, options, settle))
-
-    def umount(self, target: str, lazy: bool = False, settle: bool = True) -> MountAnswer:
-        return self._one(lambda b: b.umount(target, lazy, settle))
-
-    def mount_unprivileged(self, source: str, target: str, options: str) -> MountAnswer:
-        return self._one(lambda b: b.mount_unprivileged(source, target, options))
-
-    def erofs_mounts(self, prefix: str) -> dict[str, list[str]]:
-        return self._one(lambda b: b.erofs_mounts(prefix))
-
-    def loop_attach(self, path: str, read_only: bool = True) -> str:
-        return self._one(lambda b: b.loop_attach(path, read_only))
-
-    def patch_file(self, path: str, edits: list[tuple[int, bytes]],
-                   truncate: int | None = None) -> None:
-        self._one(lambda b: b.patch_file(path, edits, truncate))
-
-    def cleanup(self, prefix: str, dirs: list[str],
-                devices: list[str]) -> tuple[list[str], set[str]]:
-        return self._one(lambda b: b.cleanup(prefix, dirs, devices))
-
-    # ---- failing devices and allocations ---------------------------------------------------
-
-    def dm_create(self, name: str, device: str) -> str:
-        return self._one(lambda b: b.dm_create(name, device))
-
-    def dm_swap(self, name: str, kind: str, device: str, delay_ms: int = 0) -> None:
-        self._one(lambda b: b.dm_swap(name, kind, device, delay_ms))
-
-    def fail_nth_sweep(self, operation: str, source: str, options: str, path: str,
-                       sha256: str, root: str, remount_options: str | None = None,
-                       budget: float = 240.0, twin: tuple[str, str] | None = None
-                       ) -> FaultSweep:
-        return self._one(lambda b: b.fail_nth_sweep(operation, source, options, path, sha256,
-                                                    root, remount_options, budget, twin))
-
-    def kmemleak_clear(self) -> Leaks:
-        return self._one(lambda b: b.kmemleak_clear())
-
-    def kmemleak_scan(self) -> Leaks:
-        return self._one(lambda b: b.kmemleak_scan())
-
-    # ---- what programs and watchers see ----------------------------------------------------
-
-    def execute(self, path: str, timeout: float = 60.0) -> Ran:
-        return self._one(lambda b: b.execute(path, timeout))
-
-    def fanotify_watch(self, image: str, root: str, path: str, deny: bool = False,
-                       mount_options: str | None = None) -> FanotifyWatch:
-        return self._one(lambda b: b.fanotify_watch(image, root, path, deny, mount_options))
-
-    def file_calls(self, path: str) -> FileCalls:
-        return self._one(lambda b: b.file_calls(path))
-
-    def watchers(self, path: str) -> Watchers:
-        return self._one(lambda b: b.watchers(path))
-
-    def mapping_names(self, path: str) -> MappingNames:
-        return self._one(lambda b: b.mapping_names(path))
-
-    # ---- the kernel log --------------------------------------------------------------------
-
-    def kernel_log_mark(self) -> int:
-        return self._one(lambda b: b.kernel_log_mark())
-
-    def kernel_log_since(self, mark: int) -> KernelLogSlice:
-        return self._one(lambda b: b.kernel_log_since(mark))
+    def remove_cgroups(self, *names: str) -> None:
+        """Remove the cgroups ``cgroup_read`` made (empty once their reader is gone)."""
+        self.vm.run("rmdir " + " ".join(f"/sys/fs/cgroup/{name}" for name in names))
