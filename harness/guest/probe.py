@@ -1,4 +1,4 @@
-"""The host side of the guest page cache probe (harness/guest/helpers/pcprobe.py), as typed
+"""The host side of the guest page cache probe (harness/guest/helpers/pcprobe/), as typed
 calls: ``probe.read(path)`` gives a :class:`ReadResult`, ``probe.residency(path)`` a
 :class:`Residency`, and so on. Tests speak these, never the wire format.
 
@@ -28,7 +28,7 @@ from harness.core.errors import HarnessError
 from harness.guest.agent import Agent
 from harness.vm.machine import VM
 
-PROBE_SOURCE = Path(__file__).parent / "helpers" / "pcprobe.py"
+PROBE_SOURCE = Path(__file__).parent / "helpers" / "pcprobe"  # a package, run with -m
 TIMEOUT = 300.0
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -346,7 +346,7 @@ class Batch:
     operation raises ProbeError then, unless it was queued with ``may_fail=True``.
 
     Every operation of the probe is declared here, once: its name on the wire (the same as
-    the method's, and as the key of ``OPS`` in pcprobe.py), its arguments and how its
+    the method's, and as the key of ``OPS`` in pcprobe/server.py), its arguments and how its
     answer is read. :class:`Probe` offers each as a batch of one."""
 
     def __init__(self) -> None:
@@ -652,7 +652,7 @@ class _Server:
         assert vm.ssh is not None
         try:
             self.channel = vm.ssh.open_stream(
-                f"exec python3 {agent.path(PROBE_SOURCE)} --serve", TIMEOUT)
+                agent.module_command(PROBE_SOURCE.name, "--serve"), TIMEOUT)
         except paramiko.SSHException as exc:
             # A guest whose kernel killed the probe's sshd child (an oops) refuses the next
             # channel: the probe is lost (the caller marks the VM broken), not a paramiko

@@ -3,19 +3,9 @@ verdict rests on), on a core built here byte by byte."""
 
 from __future__ import annotations
 
-import importlib.util
 import struct
+from collections.abc import Callable
 from types import ModuleType
-
-from harness.guest.probe import PROBE_SOURCE
-
-
-def _probe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pcprobe", PROBE_SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
@@ -37,16 +27,19 @@ def _core(notes: bytes) -> bytes:
     return bytes(header) + load + note + notes
 
 
-def test_nt_file_names_map_each_start_address_to_its_name() -> None:
+def test_nt_file_names_map_each_start_address_to_its_name(
+        guest_import: Callable[[str], ModuleType]) -> None:
     names = [b"/mnt/a/four-mib", b"/"]
     entries = [(0x7F0000000000, 0x7F0000400000, 0), (0x7F1000000000, 0x7F1000001000, 2)]
     desc = struct.pack("<QQ", len(entries), 4096)
     desc += b"".join(struct.pack("<QQQ", *e) for e in entries) + b"\0".join(names) + b"\0"
     prstatus = _note(b"CORE\0", 1, bytes(336))
     core = _core(prstatus + _note(b"CORE\0", 0x46494C45, desc))
-    assert _probe()._nt_file_names(core) == {0x7F0000000000: "/mnt/a/four-mib",
+    assert guest_import("pcprobe.cores")._nt_file_names(core) == {0x7F0000000000: "/mnt/a/four-mib",
                                              0x7F1000000000: "/"}
 
 
-def test_a_core_without_nt_file_names_nothing() -> None:
-    assert _probe()._nt_file_names(_core(_note(b"CORE\0", 1, bytes(336)))) == {}
+def test_a_core_without_nt_file_names_nothing(
+        guest_import: Callable[[str], ModuleType]) -> None:
+    cores = guest_import("pcprobe.cores")
+    assert cores._nt_file_names(_core(_note(b"CORE\0", 1, bytes(336)))) == {}

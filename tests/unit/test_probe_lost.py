@@ -16,8 +16,8 @@ from harness.guest.probe import Probe
 
 
 class _Agent:
-    def path(self, name: str) -> str:
-        return f"/run/helpers/{name}"
+    def module_command(self, module: str, *args: str) -> str:
+        return f"python3 -m {module} {' '.join(args)}"
 
 
 class _VM:

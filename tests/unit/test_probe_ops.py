@@ -4,13 +4,14 @@ Batch queues (a batch of one), so the two can never drift apart again."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from harness.guest.probe import PROBE_SOURCE, Batch, Probe, ProbeError
+from harness.guest.probe import Batch, Probe, ProbeError
 
 # Probe methods that are not one operation: the batch itself, a read that may fail (a
 # Batch.read with may_fail), and a cleanup that runs a shell command.
@@ -18,13 +19,6 @@ NOT_OPERATIONS = {"batch", "try_read", "remove_cgroups"}
 # Two Batch methods of one wire operation: release, with and without a pageout first.
 WIRE_NAME = {"release_after_pageout": "release"}
 
-
-def _guest_ops() -> set[str]:
-    spec = importlib.util.spec_from_file_location("pcprobe", PROBE_SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return set(module.OPS)
 
 
 def _public(cls: type) -> list[str]:
@@ -50,13 +44,15 @@ def _queued(name: str, args: list[Any]) -> dict[str, Any]:
     return batch.pending[0].op
 
 
-def test_every_operation_is_named_on_the_wire_as_its_batch_method() -> None:
+def test_every_operation_is_named_on_the_wire_as_its_batch_method(
+        guest_import: Callable[[str], ModuleType]) -> None:
     sent = {}
     for name in _public(Batch):
         op = _queued(name, _arguments(getattr(Batch, name)))
         assert op["op"] == WIRE_NAME.get(name, name), f"Batch.{name} sends {op['op']}"
         sent[name] = op["op"]
-    assert set(sent.values()) == _guest_ops(), "Batch and the guest's OPS disagree"
+    guest = set(guest_import("pcprobe.server").OPS)
+    assert set(sent.values()) == guest, "Batch and the guest's OPS disagree"
 
 
 class _Recording(Probe):

@@ -5,14 +5,13 @@ count and error rules (run here on the host: they are plain Python)."""
 from __future__ import annotations
 
 import errno
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from harness.core.errors import HarnessError, SpecError
-from harness.guest.probe import PROBE_SOURCE
 from harness.races import found
 from harness.races.ops import (
     OPS,
@@ -30,13 +29,10 @@ from harness.races.ops import (
 IMAGES = {"first": "races", "second": "races-renamed"}
 
 
-def _helper() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("races_helper",
-                                                  PROBE_SOURCE.parent / "races.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def races_helper(guest_import: Callable[[str], ModuleType]) -> ModuleType:
+    """The guest side of the races (harness/guest/helpers/races.py)."""
+    return guest_import("races")
 
 
 def test_every_unordered_pair_once_with_each_operation_beside_itself() -> None:
@@ -135,8 +131,8 @@ def test_a_report_with_an_unknown_operation_names_the_file_and_key(tmp_path: Pat
         found.load_found(path)
 
 
-def test_the_board_counts_each_overlapping_pair_of_calls_once() -> None:
-    board = _helper().Board()
+def test_the_board_counts_each_overlapping_pair_of_calls_once(races_helper: ModuleType) -> None:
+    board = races_helper.Board()
 
     def call(side: int) -> tuple[int, int]:
         return board.other(side)
@@ -162,8 +158,8 @@ def test_the_board_counts_each_overlapping_pair_of_calls_once() -> None:
     assert (met_a1, met_a2) == (2, 0)
 
 
-def test_errors_the_model_allows_and_those_it_does_not() -> None:
-    helper = _helper()
+def test_errors_the_model_allows_and_those_it_does_not(races_helper: ModuleType) -> None:
+    helper = races_helper
 
     class Side:
         def __init__(self, op: str, target: str) -> None:

@@ -4,15 +4,13 @@ byte, mode, owner, xattr, link target, name or missing file each gives one."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from harness.guest.probe import PROBE_SOURCE
 from harness.layouts.trees import Node, Segment, Tree, expectations, write_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the tree writer sets owners (root)")
@@ -25,19 +23,9 @@ TREE = Tree((Node("", "dir"), Node("d", "dir", mode=0o750),
 METHODS = ["read", "pread", "mmap_shared", "splice", "seek_data"]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def treecheck() -> ModuleType:
-    _load("pcprobe", PROBE_SOURCE)
-    return _load("treecheck", PROBE_SOURCE.parent / "treecheck.py")
+def treecheck(guest_import: Callable[[str], ModuleType]) -> ModuleType:
+    return guest_import("treecheck")
 
 
 def _check(treecheck: ModuleType, root: Path) -> list[str]:

@@ -14,7 +14,6 @@ probe next to this file.
 
 import ctypes
 import errno
-import importlib.util
 import json
 import mmap
 import os
@@ -23,10 +22,9 @@ import signal
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("pcprobe", os.path.join(HERE, "pcprobe.py"))
-pcprobe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pcprobe)
+import dmtarget  # beside this file, as the probe's package (sys.path[0])
+import pcprobe
+
 libc = pcprobe.libc
 
 ROOT = "/run/races"
@@ -45,9 +43,6 @@ ALWAYS_ALLOWED = {"collapse": {errno.EINVAL, errno.EAGAIN, errno.ENOMEM, errno.E
 DATA = {"read", "mmap_fault", "willneed", "readahead", "collapse"}
 
 
-_dspec = importlib.util.spec_from_file_location("dmtarget", os.path.join(HERE, "dmtarget.py"))
-dmtarget = importlib.util.module_from_spec(_dspec)
-_dspec.loader.exec_module(dmtarget)
 
 
 def dm_delay(name, device, delay_ms):

@@ -18,10 +18,10 @@ Container i (0-based) runs the ``old`` image when i is even, ``new`` when odd. E
 container's commands run chrooted in a memory cgroup of its own; the page cache it brought
 in is charged there. Memory is measured as page cache: ``Cached`` from /proc/meminfo
 against the same point with nothing mounted, and the sum of the containers' memcg ``file``
-charges. Standard library only, plus pcprobe.py next to this file.
+charges. Standard library only, plus the probe's package (pcprobe/) next to this file.
 """
 
-import importlib.util
+import ctypes
 import json
 import os
 import shlex
@@ -29,10 +29,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("pcprobe", os.path.join(HERE, "pcprobe.py"))
-pcprobe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pcprobe)
+import pcprobe  # the probe's package, beside this file (sys.path[0])
 
 BASE = "/run/savings"
 STORE = BASE + "/store"
@@ -169,7 +166,7 @@ def in_cgroup(cgroup, work):
             return work()
         except Exception as exc:  # reported, never raised, in the child
             return {"error": f"{type(exc).__name__}: {exc}"}
-    pid, pipe = pcprobe._in_child(joined)
+    pid, pipe = pcprobe.in_child(joined)
     with os.fdopen(pipe, "rb") as fh:
         raw = fh.read()
     os.waitpid(pid, 0)
@@ -187,7 +184,7 @@ def _container_mounts(root):
     carry the empty directories (harness/savings/pairs.py), as base-files makes them."""
     libc = pcprobe.libc
     if libc.unshare(CLONE_NEWNS) != 0:
-        raise OSError(pcprobe.ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     libc.mount(b"none", b"/", None, MS_REC | (1 << 18), None)  # MS_PRIVATE: no propagation
     for name, source, fstype, flags in (("dev", b"/dev", None, MS_BIND | MS_REC),
                                         ("proc", b"proc", b"proc", 0)):
@@ -195,7 +192,7 @@ def _container_mounts(root):
         if not os.path.isdir(target):
             continue  # a read-only image without the directory: the program goes without
         if libc.mount(source, target.encode(), fstype, flags, None) != 0:
-            raise OSError(pcprobe.ctypes.get_errno(), f"mount {name} in {root}")
+            raise OSError(ctypes.get_errno(), f"mount {name} in {root}")
 
 
 def run_container(root, commands):

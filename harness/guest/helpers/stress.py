@@ -4,11 +4,10 @@ reads under a tight memory.max. Every byte read is verified against the manifest
 
 Run as ``python3 stress.py CONFIG_JSON``; prints one JSON line of counters every
 ``progress`` seconds and a final one with ``"done": true``. Standard library only, plus the
-page cache probe (pcprobe.py, next to this file) for its read methods.
+page cache probe (the pcprobe package, next to this file) for its read methods.
 """
 
 import errno
-import importlib.util
 import json
 import os
 import random
@@ -16,10 +15,7 @@ import signal
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("pcprobe", os.path.join(HERE, "pcprobe.py"))
-pcprobe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pcprobe)
+import pcprobe  # the probe's package, beside this file (sys.path[0])
 
 METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
            "fadvise_willneed", "readahead", "io_uring"]

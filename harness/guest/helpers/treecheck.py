@@ -7,32 +7,20 @@ checks a whole mount. Entries are visited in the order given: that order is the 
 first lookups, which decides which file of a fingerprint group makes the shared inode.
 
 ``residency(paths)`` gives mincore's resident page count of each file without faulting
-any page in (mmap without touching). Runs inside the probe server (pcprobe.py).
+any page in (mmap without touching). Runs inside the probe server (pcprobe/).
 """
 
 import errno
 import hashlib
-import importlib.util
 import json
 import os
 import stat
-import sys
-
-_here = os.path.dirname(os.path.abspath(__file__))
 
 
 def _pcprobe():
-    """The probe module this runs beside (already loaded when the server imported us)."""
-    if "pcprobe" in sys.modules:
-        return sys.modules["pcprobe"]
-    main = sys.modules.get("__main__")
-    if main is not None and hasattr(main, "read_file"):
-        return main
-    spec = importlib.util.spec_from_file_location("pcprobe", os.path.join(_here, "pcprobe.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["pcprobe"] = module
-    return module
+    """The probe's package beside this file (already loaded when its server imported us)."""
+    import pcprobe
+    return pcprobe
 
 
 KIND = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
@@ -147,7 +135,7 @@ def _read(path, method):
     probe = _pcprobe()
     if not method.startswith("mmap"):
         return probe.read_file(path, method)
-    pid, pipe = probe._in_child(lambda: probe.read_file(path, method))
+    pid, pipe = probe.in_child(lambda: probe.read_file(path, method))
     with os.fdopen(pipe, "rb") as fh:
         raw = fh.read()
     _, status = os.waitpid(pid, 0)
