@@ -14,21 +14,12 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError, SpecError
 from harness.core.signals import Terminated, install_sigterm_cleanup
-from harness.vm.machine import ACCELS, COLD_BOOT_HELP, VM_DEFAULTS, VMConfig
+from harness.vm.machine import VMConfig
+from harness.vm.options import VM_DESTS, add_vm_options, vm_config
 
 
 def _vm_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", default=None,
-                        help="kernel spec (debian:7.3, path:<vmlinuz>[,modules=<dir>], "
-                             "tree:<dir>[,...]); "
-                             "default: the pinned default")
-    parser.add_argument("--accel", default=VM_DEFAULTS.accel, choices=ACCELS)
-    parser.add_argument("--vm-memory", type=int, default=VM_DEFAULTS.memory_mb, metavar="MB")
-    parser.add_argument("--vm-cpus", type=int, default=VM_DEFAULTS.cpus, metavar="N")
-    parser.add_argument("--vm-keep", action="store_true")
-    parser.add_argument("--vm-cold-boot", action="store_false", dest="vm_restore",
-                        default=VM_DEFAULTS.restore,
-                        help=COLD_BOOT_HELP)
+    add_vm_options(parser.add_argument)
 
 
 def _campaign_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -145,8 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _vm_config(args: argparse.Namespace) -> VMConfig:
-    return VMConfig(memory_mb=args.vm_memory, cpus=args.vm_cpus, accel=args.accel,
-                    keep=args.vm_keep, restore=args.vm_restore)
+    return vm_config(lambda dest: getattr(args, dest))
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -203,8 +193,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
     from harness.campaign.registry import campaign
     from harness.campaign.runner import Settings, run_campaign
-    shared = {"kernel", "accel", "vm_memory", "vm_cpus", "vm_keep", "vm_restore", "seed",
-              "minutes", "out", "found", "campaign", "command", "verbose"}
+    shared = VM_DESTS | {"seed", "minutes", "out", "found", "campaign", "command", "verbose"}
     own = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in shared})
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     settings = Settings(kernel=args.kernel, vm=_vm_config(args), seed=seed,

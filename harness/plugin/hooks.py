@@ -30,7 +30,8 @@ from harness.plugin.state import (
     pool_key,
     worker_id,
 )
-from harness.vm.machine import ACCELS, COLD_BOOT_HELP, VM, VM_DEFAULTS, VMState
+from harness.vm.machine import VM, VMState
+from harness.vm.options import add_vm_options
 from harness.vm.splats import splats_seen
 
 VM_FIXTURES = {"vm", "guest"}
@@ -38,23 +39,7 @@ VM_FIXTURES = {"vm", "guest"}
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("erofs-harness", "EROFS page cache sharing harness")
-    group.addoption("--kernel", default=env_default("HARNESS_KERNEL", None),
-                    help="kernel spec: debian:<prefix>, path:<vmlinuz>[,modules=<dir>] "
-                         "(default: the pinned default kernel)")
-    group.addoption("--accel", default=VM_DEFAULTS.accel, choices=ACCELS,
-                    help="accelerator: auto (KVM when a probe shows it works), kvm, tcg")
-    group.addoption("--vm-memory", type=int, default=VM_DEFAULTS.memory_mb, metavar="MB",
-                    help=f"guest memory in MiB (default {VM_DEFAULTS.memory_mb})")
-    group.addoption("--vm-cpus", type=int, default=VM_DEFAULTS.cpus, metavar="N",
-                    help=f"guest CPUs (default {VM_DEFAULTS.cpus})")
-    group.addoption("--vm-keep", action="store_true", default=False,
-                    help="keep each VM's work directory (disks, sockets) after it stops")
-    group.addoption("--vm-cold-boot", action="store_false", dest="vm_restore",
-                    default=VM_DEFAULTS.restore,
-                    help=COLD_BOOT_HELP)
-    group.addoption("--vm-boot-timeout", type=float, default=VM_DEFAULTS.boot_timeout,
-                    metavar="S", help=f"seconds a boot may take before it fails (default "
-                                      f"{VM_DEFAULTS.boot_timeout:.0f})")
+    add_vm_options(group.addoption, kernel=env_default("HARNESS_KERNEL", None))
     group.addoption("--ignore-known-bugs", action="store_true", default=False,
                     help="report tests marked known_bug as plain failures (repro uses it: "
                          "there the bug is the point)")
@@ -69,10 +54,10 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     options = Options.from_config(config)
-    if options.memory_mb < 256:
-        raise pytest.UsageError(f"--vm-memory={options.memory_mb}: at least 256 MiB")
-    if options.cpus < 1:
-        raise pytest.UsageError(f"--vm-cpus={options.cpus}: at least 1")
+    if options.vm.memory_mb < 256:
+        raise pytest.UsageError(f"--vm-memory={options.vm.memory_mb}: at least 256 MiB")
+    if options.vm.cpus < 1:
+        raise pytest.UsageError(f"--vm-cpus={options.vm.cpus}: at least 1")
     config.stash[options_key] = options
     config.stash[pool_key] = VMPool(options, f"vm-{worker_id(config)}")
     if not config.pluginmanager.has_plugin(SuiteReporter.NAME):
@@ -81,8 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     opts = config.stash[options_key]
-    return (f"erofs-harness: kernel={opts.kernel or 'default (pinned)'} accel={opts.accel} "
-            f"vm={opts.memory_mb}MiB/{opts.cpus}cpu artifacts={opts.artifacts}")
+    return (f"erofs-harness: kernel={opts.kernel or 'default (pinned)'} accel={opts.vm.accel} "
+            f"vm={opts.vm.memory_mb}MiB/{opts.vm.cpus}cpu artifacts={opts.artifacts}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -93,7 +93,7 @@ class SuiteReporter:
                     "kernel_patches": list(kernel.series) if kernel else [],
                     "guest_image": _guest_image_key(pool) if kernel else "?",
                     "accel": max(set(self.accels), key=self.accels.count) if self.accels
-                    else options.accel,
+                    else options.vm.accel,
                     "mkfs": _mkfs_version()}
         for case in self.results:
             case.timing = self.timings.get(case.nodeid, {})

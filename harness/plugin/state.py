@@ -18,6 +18,7 @@ from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
 from harness.pipeline import kernel_for, vm_for
 from harness.vm.machine import VM, VMConfig, VMState
+from harness.vm.options import vm_config
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class Options:
     kernel: str | None
-    accel: str
-    memory_mb: int
-    cpus: int
-    keep: bool
-    restore: bool
+    vm: VMConfig  # from the VM options (harness/vm/options.py)
     artifacts: Path
-    boot_timeout: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
-        return cls(kernel=config.getoption("kernel"), accel=config.getoption("accel"),
-                   memory_mb=config.getoption("vm_memory"), cpus=config.getoption("vm_cpus"),
-                   keep=config.getoption("vm_keep"), restore=config.getoption("vm_restore"),
-                   artifacts=Path(config.getoption("artifacts")).resolve(),
-                   boot_timeout=config.getoption("vm_boot_timeout"))
+        return cls(kernel=config.getoption("kernel"), vm=vm_config(config.getoption),
+                   artifacts=Path(config.getoption("artifacts")).resolve())
 
 
 def worker_id(config: pytest.Config) -> str:
@@ -116,11 +109,8 @@ class VMPool:
 
     def _boot(self) -> VM:
         self.boots += 1
-        config = VMConfig(memory_mb=self.options.memory_mb, cpus=self.options.cpus,
-                          accel=self.options.accel, keep=self.options.keep,
-                          restore=self.options.restore,
-                          boot_timeout=self.options.boot_timeout)
-        vm = vm_for(self.kernel, config, image=self.image, artifacts=self.options.artifacts / "vms",
+        vm = vm_for(self.kernel, self.options.vm, image=self.image,
+                    artifacts=self.options.artifacts / "vms",
                     name=f"{self.name}-boot{self.boots}", announce=False, waits=self.waits)
         vm.start()
         return vm

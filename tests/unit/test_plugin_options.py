@@ -115,3 +115,20 @@ def test_known_bug_without_signature_is_a_usage_error(pytester: pytest.Pytester)
     result = pytester.runpytest()
     result.stderr.fnmatch_lines(["*@known_bug needs a signature*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_the_command_line_and_pytest_take_the_same_vm_options(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    """One table (harness/vm/options.py) feeds both: every VM option, with the tree: form in
+    the --kernel help, on both sides."""
+    from harness.cli.main import build_parser
+    from harness.vm.options import VM_OPTIONS
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["layouts", "--help"])
+    cli = capsys.readouterr().out
+    result = pytester.runpytest("--help")
+    for flag, _ in VM_OPTIONS:
+        assert flag in cli, f"python -m harness layouts lacks {flag}"
+        result.stdout.fnmatch_lines([f"*{flag}*"])
+    assert "tree:" in cli
+    result.stdout.fnmatch_lines(["*tree:*"])
