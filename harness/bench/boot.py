@@ -25,7 +25,7 @@ from harness.core.paths import CATALOG
 from harness.guestimage.build import READY_MARKER, GuestImage, build_guest_image
 from harness.guestimage.cpio import CpioWriter
 from harness.kernel.kernel import Kernel
-from harness.pipeline import kernel_for, open_guest, prepare, vm_for
+from harness.pipeline import kernel_for, open_guest, vm_for
 from harness.vm import snapshot
 from harness.vm.accel import choose_accel
 from harness.vm.machine import VMConfig, boot_append
@@ -231,13 +231,12 @@ def run_sharing_bench(spec: str | None, vm_config: VMConfig,
     catalog = load_catalog(CATALOG)
     a, b = build_image(catalog.image("sizes"), tools), build_image(catalog.image("renamed"),
                                                                    tools)
-    prepared = prepare(spec)
     rows = []
-    with open_guest(prepared, vm_config, name="bench-share") as session:
+    with open_guest(spec, vm_config, name="bench-share") as session:
         # Asked of the booted kernel: a kernel given without its config has it read back.
-        if not prepared.kernel.features["page_cache_share"]:
-            raise HarnessError(f"kernel {prepared.kernel.release} has no page cache sharing "
-                               f"to measure")
+        kernel = session.vm.kernel
+        if not kernel.features["page_cache_share"]:
+            raise HarnessError(f"kernel {kernel.release} has no page cache sharing to measure")
         probe = session.probe
         for n in counts:
             result = {}

@@ -178,7 +178,7 @@ def run_campaign(campaign: Campaign, settings: Settings, *,
     kernel = prepared.kernel
     run = CampaignRun(campaign.name, settings, kernel, prepared=prepared,
                       open_guest=open_guest_)
-    head = {"campaign": campaign.name, "kernel": kernel.spec, "release": kernel.release,
+    head = {"campaign": campaign.name, "kernel": str(kernel.spec), "release": kernel.release,
             "seed": settings.seed, "minutes": settings.minutes}
     reason = campaign.unmet(kernel)
     if reason is not None:
@@ -190,6 +190,7 @@ def run_campaign(campaign: Campaign, settings: Settings, *,
                 f"({kernel.release})")
         with open_guest_(prepared, settings.vm, name=campaign.name,
                          artifacts=settings.out) as session, run.guests:
+            run.kernel = session.vm.kernel  # with the config a booted kernel gave back
             outcome = campaign.run(run, session)
         if run.new_guests:
             outcome.results.setdefault("new_guests", run.new_guests)

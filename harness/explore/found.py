@@ -21,7 +21,7 @@ import yaml
 
 from harness.core.paths import PROJECT
 from harness.explore.driver import Step
-from harness.kernel.spec import TreeSpec, parse_kernel_spec
+from harness.kernel.spec import KernelSpec, TreeSpec
 
 FOUND = PROJECT / "reports" / "found"
 MUTATION_FOUND = PROJECT / "reports" / "mutations" / "explore"
@@ -51,13 +51,13 @@ def found_reports() -> list[Path]:
     return sorted(path for directory in FOUND_DIRS for path in directory.glob("explore-*.yaml"))
 
 
-def write_found(kernel: str, seed: int, failure: str, steps: list[Step],
+def write_found(spec: KernelSpec, seed: int, failure: str, steps: list[Step],
                 directory: Path | None = None, *, after_steps: int | None = None,
                 after_seconds: float | None = None, generated: int | None = None) -> Path:
     """Write the report for this shrunk sequence (reports/found/<id>.yaml, or
     reports/mutations/explore/ for a patched tree); its path. ``after_*``: how long the
     exploration ran before it diverged."""
-    spec = parse_kernel_spec(kernel)
+    kernel = str(spec)
     # A tree built with patches: what diverged is the deliberate break.
     broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
     if directory is None:

@@ -38,6 +38,7 @@ from harness.guest.mounts import Mounter
 from harness.guest.session import GuestSession
 from harness.hostile.trial import Trial, damaged_copy, run_trial
 from harness.kernel.kernel import Kernel
+from harness.kernel.spec import KernelSpec
 from harness.vm.machine import VM, VMState
 from harness.vm.splats import splats_seen
 
@@ -74,7 +75,8 @@ def found_id(kernel: str, image: str, damage: Damage, source: str, sharing: bool
     return f"fuzz-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def write_found(kernel: str, outcome: FuzzOutcome, directory: Path = FOUND) -> Path:
+def write_found(spec: KernelSpec, outcome: FuzzOutcome, directory: Path = FOUND) -> Path:
+    kernel = str(spec)
     assert outcome.damage is not None and outcome.found is not None
     ident = found_id(kernel, outcome.image, outcome.damage, outcome.source, outcome.sharing)
     report = {

@@ -159,7 +159,7 @@ def fetch_debian(spec: DebianSpec, apt_root: Path | None = None) -> Kernel:
         entry = cache.get_or_build("kernels", key,
                                    lambda out: _build_debian_entry(apt, pkg, names, out))
     meta = cache.read_meta(entry)
-    return Kernel(spec=str(spec), release=str(meta["release"]), vmlinuz=entry / "vmlinuz",
+    return Kernel(spec=spec, release=str(meta["release"]), vmlinuz=entry / "vmlinuz",
                   modules_dir=entry / "modules",
                   config=parse_config((entry / "config").read_text()),
                   origin=f"Debian {pkg.name} {pkg.version} from {pkg.suite}", key=key)

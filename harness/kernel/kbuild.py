@@ -376,7 +376,7 @@ def _describe(request: TreeSpec, source: Path, prepared: PatchedTree, build: Pat
     frags = [f.name for f in fragments_for(request)]
     parts.append("kconfigs " + "+".join(frags))
     modules = entry / "modules"
-    return Kernel(spec=str(request), release=release, vmlinuz=entry / image.name,
+    return Kernel(spec=request, release=release, vmlinuz=entry / image.name,
                   modules_dir=modules if modules.is_dir() else None,
                   config=parse_config((entry / "config").read_text()),
                   origin=", ".join(parts), key=key,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import SpecError
+from harness.kernel.spec import KernelSpec
 
 # What the suite needs from a kernel, by the config options that provide it.
 FEATURES: dict[str, tuple[str, ...]] = {
@@ -34,7 +35,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
 class Kernel:
     """A kernel ready to boot, with what we know about it."""
 
-    spec: str
+    spec: KernelSpec  # what was asked for, as parsed once
     release: str
     vmlinuz: Path  # what QEMU's -kernel boots: a bzImage, or a vmlinux with a PVH entry
     modules_dir: Path | None  # the lib/modules/<release> directory, if it has modules

@@ -45,5 +45,5 @@ def locate_path_kernel(spec: PathSpec) -> Kernel:
     stat = vmlinuz.stat()
     key = cache.content_key(["path-kernel", str(vmlinuz), str(stat.st_size),
                              str(stat.st_mtime_ns), str(modules or "")])
-    return Kernel(spec=str(spec), release=release, vmlinuz=vmlinuz, modules_dir=modules,
+    return Kernel(spec=spec, release=release, vmlinuz=vmlinuz, modules_dir=modules,
                   config=_find_config(vmlinuz, modules, release), origin=str(vmlinuz), key=key)

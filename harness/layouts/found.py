@@ -25,7 +25,7 @@ import yaml
 from harness.campaign.runner import FOUND
 from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
-from harness.kernel.spec import TreeSpec, parse_kernel_spec
+from harness.kernel.spec import KernelSpec, TreeSpec
 from harness.layouts.build import image_uuid
 from harness.layouts.check import Example
 from harness.layouts.mkfs import Layout
@@ -104,11 +104,11 @@ def found_reports() -> list[Path]:
     return sorted(path for directory in FOUND_DIRS for path in directory.glob("layout-*.yaml"))
 
 
-def write_found(kernel: str, seed: int, example: Example, failure: str, directory: Path,
+def write_found(spec: KernelSpec, seed: int, example: Example, failure: str, directory: Path,
                 *, examples: int, seconds: float, shrunk: bool) -> Path:
     """Write the report (into ``directory``; what a tree built with patches gave is the
     deliberate break's, in reports/mutations/layouts/, replayed as the explorer's are)."""
-    spec = parse_kernel_spec(kernel)
+    kernel = str(spec)
     broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
     if broken is not None and directory.resolve() == FOUND.resolve():
         directory = MUTATION_FOUND

@@ -120,7 +120,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             continue
         callspec = getattr(item, "callspec", None)
         if bug.applies(kernel.release, kernel.series, callspec.id if callspec else "",
-                       kernel.spec, kernel.has):
+                       str(kernel.spec), kernel.has):
             item.stash[known_bug_key] = (*item.stash.get(known_bug_key, ()),
                                          (bug, kernel.release))
             # A known bug may crash the guest: keep the coverage counters gathered so far.

@@ -113,6 +113,7 @@ class VMPool:
                     artifacts=self.options.artifacts / "vms",
                     name=f"{self.name}-boot{self.boots}", announce=False, waits=self.waits)
         vm.start()
+        self._kernel = vm.kernel  # with the config a booted kernel gave back, if it had none
         return vm
 
     def guest_session(self) -> GuestSession:

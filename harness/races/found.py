@@ -22,7 +22,7 @@ import yaml
 from harness.campaign.runner import FOUND
 from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
-from harness.kernel.spec import TreeSpec, parse_kernel_spec
+from harness.kernel.spec import KernelSpec, TreeSpec
 from harness.races.ops import LAYOUTS, OPS, TARGETS, WIDENERS, Cell, Pair
 
 REPLAY_TEST = "testcases/test_races.py::test_found_race_replays"
@@ -72,9 +72,9 @@ def found_reports() -> list[Path]:
     return sorted(path for directory in FOUND_DIRS for path in directory.glob("race-*.yaml"))
 
 
-def write_found(kernel: str, seed: int, cell: Cell, failure: str, directory: Path, *,
+def write_found(spec: KernelSpec, seed: int, cell: Cell, failure: str, directory: Path, *,
                 cells_run: int, seconds: float, raw: dict[str, Any]) -> Path:
-    spec = parse_kernel_spec(kernel)
+    kernel = str(spec)
     broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
     if broken is not None and directory.resolve() == FOUND.resolve():
         directory = MUTATION_FOUND

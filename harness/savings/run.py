@@ -146,7 +146,7 @@ def run_savings(kernel_spec: str | None, out: Path, *, only: list[str] | None = 
               file=sys.stderr, flush=True)
         prepared.append((spec, old, new, disk, same))
     kernel = kernel_for(kernel_spec)
-    results: dict[str, Any] = {"kernel": kernel.spec, "release": kernel.release,
+    results: dict[str, Any] = {"kernel": str(kernel.spec), "release": kernel.release,
                                "mkfs": erofs_tools.describe(),
                                "composefs": cfs_tools.version, "containers": list(counts),
                                "configs": list(configs), "pairs": {}}

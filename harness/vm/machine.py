@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -300,7 +300,9 @@ class VM:
             self._read_back_config()
 
     def _read_back_config(self) -> None:
-        """A kernel given without its .config: take it from /proc/config.gz if it has one."""
+        """A kernel given without its .config: take it from /proc/config.gz if it has one.
+        ``self.kernel`` becomes the kernel with that config (the Kernel the VM was given is
+        not changed: whoever wants the config read back asks the VM)."""
         assert self.ssh is not None
         try:
             result = self.ssh.run("zcat /proc/config.gz 2>/dev/null || "
@@ -310,7 +312,7 @@ class VM:
             log.warning("%s: could not read the kernel config back: %s", self.name, exc)
             return
         if result.ok:
-            self.kernel.config.update(parse_config(result.stdout))
+            self.kernel = replace(self.kernel, config=parse_config(result.stdout))
         else:
             log.warning("%s: kernel %s came without a config and has no /proc/config.gz; "
                         "feature checks will treat every option as unset", self.name,

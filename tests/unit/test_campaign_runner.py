@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from harness.campaign.runner import (
 )
 from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
+from harness.kernel.spec import parse_kernel_spec
 from harness.vm.machine import VMConfig
 
 
@@ -50,13 +52,14 @@ class Fake(Campaign):
 
 
 def _go(campaign: Campaign, tmp_path: Path, log: list[str]) -> int:
-    kernel = Kernel(spec="debian:7.3", release="7.3.4", vmlinuz=Path("/k"), modules_dir=None)
+    kernel = Kernel(spec=parse_kernel_spec("debian:7.3"),
+                    release="7.3.4", vmlinuz=Path("/k"), modules_dir=None)
 
     @contextmanager
     def fake_guest(prepared: Any, config: VMConfig, **kwargs: Any) -> Iterator[Any]:
         log.append("booted")
         try:
-            yield object()
+            yield SimpleNamespace(vm=SimpleNamespace(kernel=kernel))
         finally:
             log.append("stopped")
 
@@ -98,6 +101,7 @@ class _Stoppable:
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
         self.vm = self
+        self.kernel = None  # the booted kernel as the VM knows it (the runner takes it)
 
     def stop(self) -> None:
         self.log.append(f"stop {self.name}")
@@ -122,7 +126,8 @@ def test_new_guests_stop_the_old_one_first_stop_at_the_cap_and_all_end_with_the_
         tmp_path: Path) -> None:
     from harness.campaign.runner import MAX_NEW_GUESTS
     log: list[str] = []
-    kernel = Kernel(spec="debian:7.3", release="7.3.4", vmlinuz=Path("/k"), modules_dir=None)
+    kernel = Kernel(spec=parse_kernel_spec("debian:7.3"),
+                    release="7.3.4", vmlinuz=Path("/k"), modules_dir=None)
 
     @contextmanager
     def guest(prepared: Any, config: VMConfig, *, name: str, **kwargs: Any) -> Iterator[Any]:

@@ -39,7 +39,7 @@ def test_only_the_files_of_fs_erofs_get_counters(tmp_path: Path) -> None:
 
 
 def test_a_kernel_built_without_coverage_is_named_in_the_error(tmp_path: Path) -> None:
-    kernel = Kernel(spec="tree:", release="7.3.4", vmlinuz=tmp_path / "bzImage",
+    kernel = Kernel(spec=parse_kernel_spec("tree:"), release="7.3.4", vmlinuz=tmp_path / "bzImage",
                     modules_dir=None)
     with pytest.raises(HarnessError, match=r"tree: \(7.3.4\) was not built for coverage"):
         notes_of(kernel)
@@ -70,7 +70,7 @@ class _FakeVM:
 
     def __init__(self, config: dict[str, str], stdout: str, status: int = 0) -> None:
         from harness.vm.machine import VMState
-        self.kernel = Kernel(spec="tree:,coverage", release="7.3.4",
+        self.kernel = Kernel(spec=parse_kernel_spec("tree:,coverage"), release="7.3.4",
                              vmlinuz=Path("/nonexistent"), modules_dir=None, config=config)
         self.state = VMState.RUNNING
         self.name = "gw0-boot1"

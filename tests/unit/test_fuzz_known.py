@@ -8,6 +8,7 @@ from pathlib import Path
 from harness.campaign.found import known_finds, which_known
 from harness.campaign.runner import FOUND
 from harness.kernel.kernel import Kernel
+from harness.kernel.spec import parse_kernel_spec
 
 PCLUSTER = ("healthy mount after the damaged one was read: data/plain (read(2)) gave "
             "75b01bf0e249, not 9ba0bbac2b3c; the damaged twin served read: Operation not "
@@ -15,7 +16,8 @@ PCLUSTER = ("healthy mount after the damaged one was read: data/plain (read(2)) 
 
 
 def kernel(release: str, series: tuple[str, ...] = ()) -> Kernel:
-    return Kernel(spec="debian:x", release=release, vmlinuz=Path("/k"), modules_dir=None,
+    return Kernel(spec=parse_kernel_spec("debian:7.3"),
+                  release=release, vmlinuz=Path("/k"), modules_dir=None,
                   series=series)
 
 

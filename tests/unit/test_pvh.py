@@ -19,6 +19,7 @@ from harness.kernel.pvh import (
     has_pvh_entry,
     pvh_image,
 )
+from harness.kernel.spec import parse_kernel_spec
 
 
 def elf_with_notes(notes: list[tuple[bytes, int, bytes]]) -> bytes:
@@ -96,11 +97,12 @@ def test_a_kernel_boots_unpacked_only_when_it_has_the_entry(
     with_entry.write_bytes(bzimage(appended(lzma.compress(PVH_ELF), len(PVH_ELF))))
     plain = elf_with_notes([(b"Xen", 6, b"linux")])
     without.write_bytes(bzimage(appended(lzma.compress(plain), len(plain))))
-    kernel = Kernel(spec="path:a", release="1", vmlinuz=with_entry, modules_dir=None,
+    kernel = Kernel(spec=parse_kernel_spec("path:a"),
+                    release="1", vmlinuz=with_entry, modules_dir=None,
                     origin="mine")
     booted = booted_through_pvh(kernel)
     assert booted.bzimage == with_entry and booted.vmlinuz == pvh_image(with_entry)
     assert booted.vmlinuz.read_bytes() == PVH_ELF and "PVH" in booted.origin
     assert booted_through_pvh(booted) == booted  # already unpacked: left alone
-    other = Kernel(spec="path:b", release="1", vmlinuz=without, modules_dir=None)
+    other = Kernel(spec=parse_kernel_spec("path:b"), release="1", vmlinuz=without, modules_dir=None)
     assert booted_through_pvh(other) == other  # no entry point: the bzImage boots

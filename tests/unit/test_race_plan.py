@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 
 from harness.core.errors import HarnessError, SpecError
+from harness.kernel.spec import parse_kernel_spec
 from harness.races import found
 from harness.races.ops import (
     OPS,
@@ -112,7 +113,8 @@ def test_targets_give_the_mounts_they_name() -> None:
 def test_a_finding_round_trips_through_its_report(tmp_path: Path) -> None:
     cell = _cell("twins", "lz4", ("block", "file"), True)
     failure = "read+umount@twins: side b (umount): error: umount: EIO"
-    path = found.write_found("debian:7.3", 5, cell, failure, tmp_path, cells_run=3,
+    path = found.write_found(parse_kernel_spec("debian:7.3"),
+                             5, cell, failure, tmp_path, cells_run=3,
                              seconds=90.0, raw={"overlaps": 12, "a_iterations": 4,
                                                 "b_iterations": 40})
     assert path.name.startswith("race-") and path.parent == tmp_path
