@@ -8,14 +8,52 @@ A find's report (``reports/found/<campaign>-<id>.yaml``) may carry ``known_bug:`
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from harness.campaign.runner import FOUND
 from harness.kernel.kernel import Kernel
 from harness.kernel.knownbugs import known_bug_applies
+from harness.kernel.spec import KernelSpec, TreeSpec
+
+
+def deliberate_break(spec: KernelSpec) -> TreeSpec | None:
+    """The tree spec when ``spec`` is a tree built with patches (``tree:,patches=``): what a
+    campaign finds there is the patches' deliberate break, not a bug of the kernel."""
+    return spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
+
+
+def found_report(spec: KernelSpec, title: str, reported: str, replay: str, timeout: int,
+                 directory: Path) -> dict[str, Any]:
+    """The head of every campaign's finding report: what found it, on which kernel, the
+    pytest replay that ``make repro`` runs, and the verdict it expects. On a tree with
+    patches the report names the base tree and the patches (relative to ``directory``,
+    where it is written): the base must not reproduce it, the patched tree must."""
+    report: dict[str, Any] = {
+        "title": title, "reported": reported, "kernel": str(spec),
+        "reproducer": {"test": [replay], "timeout": timeout},
+        "bug": {"test_fails": True},
+        "expect_verdicts": {"base": "reproduced"},
+    }
+    broken = deliberate_break(spec)
+    if broken is not None and broken.patches is not None:
+        report.update(kernel=str(replace(broken, patches=None, upto=None)),
+                      patches=os.path.relpath(broken.patches.resolve(), directory.resolve()),
+                      expect_verdicts={"base": "not reproduced", "patched": "reproduced"})
+    return report
+
+
+def save_found(directory: Path, ident: str, header: str, report: dict[str, Any]) -> Path:
+    """Write ``report`` as ``<directory>/<ident>.yaml`` under the comment ``header``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{ident}.yaml"
+    path.write_text(header + yaml.safe_dump(report, sort_keys=False, width=100))
+    return path
 
 
 def known_finds(kernel: Kernel, prefix: str, directory: Path = FOUND

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from harness.campaign.found import deliberate_break, found_report, save_found
+from harness.campaign.runner import FOUND
 from harness.core.paths import PROJECT
 from harness.explore.driver import Step
-from harness.kernel.spec import KernelSpec, TreeSpec
+from harness.kernel.spec import KernelSpec
 
-FOUND = PROJECT / "reports" / "found"
 MUTATION_FOUND = PROJECT / "reports" / "mutations" / "explore"
 FOUND_DIRS = (FOUND, MUTATION_FOUND)
 REPLAY_TEST = "testcases/test_explore.py::test_found_sequence_replays"
@@ -58,25 +57,14 @@ def write_found(spec: KernelSpec, seed: int, failure: str, steps: list[Step],
     reports/mutations/explore/ for a patched tree); its path. ``after_*``: how long the
     exploration ran before it diverged."""
     kernel = str(spec)
-    # A tree built with patches: what diverged is the deliberate break.
-    broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
     if directory is None:
-        directory = MUTATION_FOUND if broken else FOUND
+        # A tree built with patches: what diverged is the deliberate break.
+        directory = MUTATION_FOUND if deliberate_break(spec) else FOUND
     ident = found_id(kernel, steps)
-    directory.mkdir(parents=True, exist_ok=True)
     first = failure.splitlines()[0] if failure else "divergence"
-    report: dict[str, object] = {
-        "title": f"explorer: {first[:150]}",
-        "reported": f"make explore KERNEL={kernel} SEED={seed} (shrunk to {len(steps)} steps)",
-        "kernel": kernel,
-        "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 600},
-        "bug": {"test_fails": True},
-        "expect_verdicts": {"base": "reproduced"},
-    }
-    if broken is not None and broken.patches is not None:
-        report["kernel"] = str(replace(broken, patches=None, upto=None))
-        report["patches"] = os.path.relpath(broken.patches.resolve(), directory.resolve())
-        report["expect_verdicts"] = {"base": "not reproduced", "patched": "reproduced"}
+    report = found_report(spec, f"explorer: {first[:150]}",
+                          f"make explore KERNEL={kernel} SEED={seed} (shrunk to {len(steps)} "
+                          f"steps)", f"{REPLAY_TEST}[{ident}]", 600, directory)
     found: dict[str, object] = {"seed": seed, "failure": failure}
     if generated:
         # The pool had generated images: the replay draws and builds them again.
@@ -86,8 +74,7 @@ def write_found(spec: KernelSpec, seed: int, failure: str, steps: list[Step],
     if after_seconds is not None:
         found["after_seconds"] = round(after_seconds, 1)
     report["explore"] = {**found, "steps": steps}
-    path = directory / f"{ident}.yaml"
-    header = ("# Found by the stateful explorer; the steps below are the shortest sequence it\n"
-              "# shrank the divergence to. `make repro REPORT=<this file>` replays them.\n")
-    path.write_text(header + yaml.safe_dump(report, sort_keys=False, width=100))
-    return path
+    return save_found(directory, ident,
+                      "# Found by the stateful explorer; the steps below are the shortest "
+                      "sequence it\n# shrank the divergence to. `make repro REPORT=<this "
+                      "file>` replays them.\n", report)

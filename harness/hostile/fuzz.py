@@ -22,9 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from harness.campaign.found import known_finds, which_known
+from harness.campaign.found import found_report, known_finds, save_found, which_known
 from harness.campaign.runner import FOUND, Campaign, CampaignRun, Outcome, Verdict
 from harness.core.errors import HarnessError, ToolMissing
 from harness.core.names import SOURCES
@@ -79,24 +77,17 @@ def write_found(spec: KernelSpec, outcome: FuzzOutcome, directory: Path = FOUND)
     kernel = str(spec)
     assert outcome.damage is not None and outcome.found is not None
     ident = found_id(kernel, outcome.image, outcome.damage, outcome.source, outcome.sharing)
-    report = {
-        "title": f"fuzz: {outcome.found.splitlines()[0][:150]}",
-        "reported": f"make fuzz KERNEL={kernel} SEED={outcome.seed} "
-                    f"(trial {outcome.trials})",
-        "kernel": kernel,
-        "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 600},
-        "bug": {"test_fails": True},
-        "expect_verdicts": {"base": "reproduced"},
-        "damage": {"image": outcome.image, "source": outcome.source,
-                   "sharing": outcome.sharing, **outcome.damage.as_dict(),
-                   "failure": outcome.found},
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{ident}.yaml"
-    path.write_text("# Found by `make fuzz`: the damage below, applied to the catalog's image,\n"
-                    "# mounted beside the healthy one. `make repro REPORT=<this file>` "
-                    "replays it.\n" + yaml.safe_dump(report, sort_keys=False, width=100))
-    return path
+    report = found_report(spec, f"fuzz: {outcome.found.splitlines()[0][:150]}",
+                          f"make fuzz KERNEL={kernel} SEED={outcome.seed} "
+                          f"(trial {outcome.trials})", f"{REPLAY_TEST}[{ident}]", 600,
+                          directory)
+    report["damage"] = {"image": outcome.image, "source": outcome.source,
+                        "sharing": outcome.sharing, **outcome.damage.as_dict(),
+                        "failure": outcome.found}
+    return save_found(directory, ident,
+                      "# Found by `make fuzz`: the damage below, applied to the catalog's "
+                      "image,\n# mounted beside the healthy one. `make repro REPORT=<this "
+                      "file>` replays it.\n", report)
 
 
 def _splats(vm: VM, probe_log: str, console_from: int) -> str:

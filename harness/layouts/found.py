@@ -14,18 +14,17 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.campaign.found import deliberate_break, found_report, save_found
 from harness.campaign.runner import FOUND
 from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
-from harness.kernel.spec import KernelSpec, TreeSpec
+from harness.kernel.spec import KernelSpec
 from harness.layouts.build import image_uuid
 from harness.layouts.check import Example
 from harness.layouts.mkfs import Layout
@@ -109,35 +108,24 @@ def write_found(spec: KernelSpec, seed: int, example: Example, failure: str, dir
     """Write the report (into ``directory``; what a tree built with patches gave is the
     deliberate break's, in reports/mutations/layouts/, replayed as the explorer's are)."""
     kernel = str(spec)
-    broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
-    if broken is not None and directory.resolve() == FOUND.resolve():
+    if deliberate_break(spec) is not None and directory.resolve() == FOUND.resolve():
         directory = MUTATION_FOUND
     ident = found_id(kernel, example, failure)
-    report = {
-        "title": f"layouts: {failure.splitlines()[0][:150]}",
-        "reported": f"make layouts KERNEL={kernel} SEED={seed} (after {examples} examples, "
-                    f"{seconds / 60:.1f} min{', shrunk' if shrunk else ', not shrunk'})",
-        "kernel": kernel,
-        "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 900},
-        "bug": {"test_fails": True},
-        "expect_verdicts": {"base": "reproduced"},
-        "layout": {**example_dict(example), "failure": failure},
-        **({"kernel": str(replace(broken, patches=None, upto=None)),
-            "patches": os.path.relpath(broken.patches.resolve(), directory.resolve()),
-            "expect_verdicts": {"base": "not reproduced", "patched": "reproduced"}}
-           if broken is not None and broken.patches is not None else {}),
-        "rebuild": {"a": _rebuild("a", example.tree_a, example.layout_a,
-                                  _tar_b64(example.tree_a)),
-                    "b": _rebuild("b", example.tree_b, example.layout_b,
-                                  _tar_b64(example.tree_b))},
-    }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{ident}.yaml"
-    path.write_text("# Found by `make layouts`: two images of a generated tree, mounted on "
-                    "every source,\n# plain and sharing. `make repro REPORT=<this file>` "
-                    "replays it; rebuild: has\n# the shell commands that make the images "
-                    "without the harness.\n"
-                    + yaml.safe_dump(report, sort_keys=False, width=100))
+    report = found_report(spec, f"layouts: {failure.splitlines()[0][:150]}",
+                          f"make layouts KERNEL={kernel} SEED={seed} (after {examples} "
+                          f"examples, {seconds / 60:.1f} min"
+                          f"{', shrunk' if shrunk else ', not shrunk'})",
+                          f"{REPLAY_TEST}[{ident}]", 900, directory)
+    report["layout"] = {**example_dict(example), "failure": failure}
+    report["rebuild"] = {"a": _rebuild("a", example.tree_a, example.layout_a,
+                                       _tar_b64(example.tree_a)),
+                         "b": _rebuild("b", example.tree_b, example.layout_b,
+                                       _tar_b64(example.tree_b))}
+    path = save_found(directory, ident,
+                      "# Found by `make layouts`: two images of a generated tree, mounted on "
+                      "every source,\n# plain and sharing. `make repro REPORT=<this file>` "
+                      "replays it; rebuild: has\n# the shell commands that make the images "
+                      "without the harness.\n", report)
     return path
 
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.campaign.found import deliberate_break, found_report, save_found
 from harness.campaign.runner import FOUND
 from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
-from harness.kernel.spec import KernelSpec, TreeSpec
+from harness.kernel.spec import KernelSpec
 from harness.races.ops import LAYOUTS, OPS, TARGETS, WIDENERS, Cell, Pair
 
 REPLAY_TEST = "testcases/test_races.py::test_found_race_replays"
@@ -75,8 +74,7 @@ def found_reports() -> list[Path]:
 def write_found(spec: KernelSpec, seed: int, cell: Cell, failure: str, directory: Path, *,
                 cells_run: int, seconds: float, raw: dict[str, Any]) -> Path:
     kernel = str(spec)
-    broken = spec if isinstance(spec, TreeSpec) and spec.patches is not None else None
-    if broken is not None and directory.resolve() == FOUND.resolve():
+    if deliberate_break(spec) is not None and directory.resolve() == FOUND.resolve():
         directory = MUTATION_FOUND
     ident = found_id(kernel, cell, failure)
     took = {"iterations": [raw.get("a_iterations"), raw.get("b_iterations")],
@@ -84,27 +82,16 @@ def write_found(spec: KernelSpec, seed: int, cell: Cell, failure: str, directory
             "minutes": round(seconds / 60, 2)}
     lines = failure.splitlines()
     headline = (lines[1] if len(lines) > 1 else failure)[:140]
-    report: dict[str, Any] = {
-        "title": f"races: {cell.id}: {headline}",
-        "reported": f"make races KERNEL={kernel} SEED={seed} PAIRS={cell.pair.name} "
-                    f"(cell {cells_run}, {seconds / 60:.1f} min into the run)",
-        "kernel": kernel,
-        "reproducer": {"test": [f"{REPLAY_TEST}[{ident}]"], "timeout": 900},
-        "bug": {"test_fails": True},
-        "expect_verdicts": {"base": "reproduced"},
-        "race": {**cell_dict(cell), "took": took, "failure": failure},
-    }
-    if broken is not None and broken.patches is not None:
-        report.update(kernel=str(replace(broken, patches=None, upto=None)),
-                      patches=os.path.relpath(broken.patches.resolve(), directory.resolve()),
-                      expect_verdicts={"base": "not reproduced", "patched": "reproduced"})
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{ident}.yaml"
-    path.write_text("# Found by `make races`: two operations side by side on mounts of one "
-                    "domain, the windows\n# held open. `make repro REPORT=<this file>` runs "
-                    "the cell again until the failure\n# shows or the attempts run out.\n"
-                    + yaml.safe_dump(report, sort_keys=False, width=100))
-    return path
+    report = found_report(spec, f"races: {cell.id}: {headline}",
+                          f"make races KERNEL={kernel} SEED={seed} PAIRS={cell.pair.name} "
+                          f"(cell {cells_run}, {seconds / 60:.1f} min into the run)",
+                          f"{REPLAY_TEST}[{ident}]", 900, directory)
+    report["race"] = {**cell_dict(cell), "took": took, "failure": failure}
+    return save_found(directory, ident,
+                      "# Found by `make races`: two operations side by side on mounts of one "
+                      "domain, the windows\n# held open. `make repro REPORT=<this file>` "
+                      "runs the cell again until the failure\n# shows or the attempts run "
+                      "out.\n", report)
 
 
 def load_found(path: Path) -> tuple[Cell, str]:
