@@ -23,6 +23,7 @@ def run_layouts_bench(spec: str | None, config: VMConfig) -> None:
           flush=True)
     with open_guest(kernel, config, name="bench-layouts") as session:
         vm = session.vm
+        kernel = vm.kernel  # with the config a booted kernel gave back, if it had none
         # The known bugs count, as in make layouts: else the first one stops the clock.
         known = known_finds(kernel, "layout")
         search = Search(session, tools, sharing=bool(kernel.features.get("page_cache_share")),

@@ -31,7 +31,11 @@ def helpers_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for source in sorted(HELPERS_DIR.rglob("*.py")):
-            archive.write(source, source.relative_to(HELPERS_DIR).as_posix())
+            # A fixed date: zip cannot store one before 1980, which a checkout may have.
+            entry = zipfile.ZipInfo(source.relative_to(HELPERS_DIR).as_posix(),
+                                    (1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, source.read_bytes())
     return buffer.getvalue()
 
 

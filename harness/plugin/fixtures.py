@@ -44,9 +44,10 @@ def _check_images_unchanged(pool: VMPool) -> None:
         raise HarnessError(f"images changed in the guest during the session: {changed}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kernel(vm_pool: VMPool) -> Kernel:
-    """The kernel under test (--kernel), fetched or located once per session."""
+    """The kernel under test (--kernel), fetched or located once per session by the pool;
+    after a boot, with the config the booted kernel gave back if it came without one."""
     return vm_pool.kernel
 
 
