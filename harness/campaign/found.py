@@ -75,12 +75,23 @@ def known_finds(kernel: Kernel, prefix: str, directory: Path = FOUND
 def other_known_finds(kernel: Kernel, report: Path) -> dict[str, re.Pattern[str]]:
     """What a replay of ``report`` may meet beside its own bug: the known bugs of the other
     finds of its campaign, less those that are its own bug again (another layout, say, to
-    the same bug), which its own mark judges."""
+    the same bug: the same signature, or the same fix named by ``unless_patched``), which
+    its own mark judges. Were they left in, a replay whose every line is its own bug would
+    pass as if the bug were gone."""
     prefix = report.stem.split("-", 1)[0]
-    own = ((yaml.safe_load(report.read_text()) or {}).get("known_bug") or {}).get("signature")
+    own = _known_bug(report)
+    same = {path.stem for path in FOUND.glob(f"{prefix}-*.yaml")
+            if own.get("unless_patched") and
+            _known_bug(path).get("unless_patched") == own["unless_patched"]}
     return {name: signature
             for name, signature in known_finds(kernel, prefix).items()
-            if name != report.stem and signature.pattern != own}
+            if name != report.stem and signature.pattern != own.get("signature")
+            and name not in same}
+
+
+def _known_bug(report: Path) -> dict[str, Any]:
+    bug = (yaml.safe_load(report.read_text()) or {}).get("known_bug") or {}
+    return dict(bug)
 
 
 def which_known(problem: str, known: dict[str, re.Pattern[str]]) -> str | None:

@@ -209,7 +209,10 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         notes = [PARTIAL_PAGE] if name in partial and (
             io_error or wrong_bytes or SHORT_SYMPTOM.search(text)) else []
         facts = built.files.get(rel) if built is not None and rel else None
-        if facts is not None and built is not None and wrong_bytes and \
+        # A twin read in sub-page blocks made the shared inode: what it reads into the
+        # shared cache is wrong, or (chunks, a borrowed real inode) the read fails.
+        if facts is not None and built is not None and \
+                (wrong_bytes or EIO_SYMPTOM.search(text)) and \
                 not facts.compressed and built.block_size == PAGE and rel and \
                 content_digest(built, rel) in subpage:
             notes.append(SUBPAGE_TWIN)

@@ -317,3 +317,19 @@ def test_wrong_bytes_the_kernel_shares_with_erofs_utils_reader_are_mkfs_bugs(
     assert mkfs_wrote_it(f"plain: a-file: x: read: 5 bytes {wrong}, want 5 bytes {right}",
                          built) is None  # erofs-utils reads x right
     assert mkfs_wrote_it("plain: a-file: y: mode 0o600, want 0o644", built) is None
+
+
+def test_a_replay_is_judged_by_its_own_bug_not_by_another_report_of_the_same_fix() -> None:
+    """Reports of one bug through different layouts name the same fix: a replay must not
+    count another's general signature as 'another bug met on the way', or its every line
+    would be filtered out and the replay pass as if the bug were gone."""
+    from harness.campaign.found import other_known_finds
+    from harness.campaign.runner import FOUND
+    from harness.kernel.kernel import Kernel
+    from harness.kernel.spec import parse_kernel_spec
+    kernel = Kernel(spec=parse_kernel_spec("debian:7.3"), release="7.3.4+deb13-cloud-amd64",
+                    vmlinuz=Path("/k"), modules_dir=None)
+    others = other_known_finds(kernel, FOUND / "layout-f858ae6ff9.yaml")
+    assert "layout-9e2c4b86a2" not in others  # the sub-page bug's general signature
+    assert "layout-b80d23d0f9" not in others  # the sub-page bug through another layout
+    assert "layout-97ef893dbe" in others  # the partial-page bug: another bug
