@@ -35,7 +35,7 @@ FILE_KEYS = {"path", "size", "seed", "holes", "mode", "uid", "gid", "mtime", "xa
              "symlink", "hardlink"}
 IMAGE_KEYS = {"tree", "fingerprint", "own_fingerprints", "compressor", "block_size",
               "chunksize", "extended", "blobdev", "tar", "unfingerprinted", "forged",
-              "xattr_prefixes", "merged"}
+              "xattr_prefixes", "merged", "metabox"}
 
 
 def parse_size(value: Any, origin: str) -> int:
@@ -132,6 +132,9 @@ class ImageSpec:
     # Rebuilt (mkfs.erofs rebuild mode) from these images, which become its extra devices
     # in this order: a metadata-only image over several blobs.
     merged: tuple[ImageSpec, ...] = ()
+    # mkfs -m<size>: the inodes go into the metabox inode (metadata compression; with no
+    # algorithm named, stored as they are), read through its page cache.
+    metabox: int | None = None
 
     def fingerprinted(self, path: str) -> bool:
         return bool(self.fingerprint) and path not in self.unfingerprinted
@@ -154,6 +157,8 @@ class ImageSpec:
             args.append("-E" + ",".join(self.extended))
         if self.tar:
             args.append("--tar=f")
+        if self.metabox:
+            args.append(f"-m{self.metabox}")
         return args
 
 
@@ -223,7 +228,9 @@ def load_catalog(path: Path) -> Catalog:
             extended=tuple(raw.get("extended") or ()), blobdev=bool(raw.get("blobdev")),
             tar=bool(raw.get("tar")), unfingerprinted=_unfingerprinted(raw, catalog),
             forged=_forged(raw, catalog), own_fingerprints=_own(raw),
-            xattr_prefixes=tuple(str(p) for p in raw.get("xattr_prefixes") or ()))
+            xattr_prefixes=tuple(str(p) for p in raw.get("xattr_prefixes") or ()),
+            metabox=parse_size(raw["metabox"], where(raw, "metabox"))
+            if raw.get("metabox") else None)
     return catalog
 
 

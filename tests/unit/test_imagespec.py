@@ -18,6 +18,8 @@ def test_shipped_catalog_loads_with_every_compressor_family() -> None:
     assert catalog.image("sizes-nofp").mkfs_args() == []
     assert catalog.image("sizes-customfp").mkfs_args() == [
         "--xattr-inode-digest=trusted.harness.fp"]
+    assert catalog.image("shared-xattrs-metabox").mkfs_args() == [
+        "--xattr-inode-digest", "-m4096"]
 
 
 def test_same_seed_and_size_means_same_content_whatever_the_name() -> None:
