@@ -160,7 +160,7 @@ exec: deps venv
 	@$(PY) -m harness exec $(VM_OPTS) -- $(CMD_QUOTED)
 
 bench: deps venv
-	$(PY) -m harness bench $(VM_OPTS)
+	$(PY) -m harness bench $(VM_OPTS) --out=$(ARTIFACTS)/bench
 
 # make kernel [KERNEL_TREE=<dir>] [PATCHES=<mbox|dir|series>] [KCONFIG=f1,f2] [KCONFIG_DEBUG=1]
 # builds a tree (default: Debian's linux-source of the default kernel) with kconfigs/;

@@ -5,7 +5,7 @@ itself. :func:`prepare` does the host's part (the kernel and its guest image), s
 caller can look at the kernel before it boots anything; :func:`open_guest` boots a VM and
 gives its :class:`GuestSession`, and stops the VM when the block ends, however it ends.
 :func:`vm_for` is the bare VM, for callers that drive it without a session (``exec``,
-``shell``, the VM pool, which boots and replaces VMs itself).
+``shell``, the boot benchmark, which times the boots themselves).
 """
 
 from __future__ import annotations

@@ -21,11 +21,10 @@ from pathlib import Path
 from harness.core import cache, procs
 from harness.core.deadline import Deadline, poll
 from harness.core.errors import HarnessError
-from harness.core.paths import CATALOG
 from harness.guestimage.build import READY_MARKER, GuestImage, build_guest_image
 from harness.guestimage.cpio import CpioWriter
 from harness.kernel.kernel import Kernel
-from harness.pipeline import kernel_for, open_guest, vm_for
+from harness.pipeline import kernel_for, vm_for
 from harness.vm import snapshot
 from harness.vm.accel import choose_accel
 from harness.vm.machine import VMConfig, boot_append
@@ -217,55 +216,6 @@ def run_boot_bench(spec: str | None, vm_config: VMConfig, boots: int = 5,
           "bare with the payload: " + ", ".join(f"{t:.2f}" for t in heavy_times) + " s"
           + ("; bare bzImage: " + ", ".join(f"{t:.2f}" for t in packed_times) + " s"
              if packed_times else ""))
-
-
-def run_sharing_bench(spec: str | None, vm_config: VMConfig,
-                      counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> None:
-    """Memory for N mounts of images with the same content, each file read through every
-    mount: Cached growth with and without inode_share, against the ideal of one copy (what
-    one mount alone costs, measured as N = 1)."""
-
-    from harness.erofs.images import build_image, load_catalog
-    from harness.erofs.tools import provide
-    from harness.guest.handle import Guest
-    from harness.guest.mounts import Mounter
-
-    tools = provide()
-    catalog = load_catalog(CATALOG)
-    a, b = build_image(catalog.image("sizes"), tools), build_image(catalog.image("renamed"),
-                                                                   tools)
-    rows = []
-    with open_guest(spec, vm_config, name="bench-share") as session:
-        # Asked of the booted kernel: a kernel given without its config has it read back.
-        kernel = session.vm.kernel
-        if not kernel.features["page_cache_share"]:
-            raise HarnessError(f"kernel {kernel.release} has no page cache sharing to measure")
-        probe = session.probe
-        for n in counts:
-            result = {}
-            for label, options in (("plain", ""), ("shared", "inode_share,domain_id=bench")):
-                print(f"bench: {n} mounts, {label}", file=sys.stderr, flush=True)
-                guest = Guest(session, f"bench-{n}-{label}")
-                mounter = Mounter(guest)
-                mounts = [mounter(a if i % 2 == 0 else b, options, "loop") for i in range(n)]
-                paths = [m.path("four-mib" if m.image is a else "h") for m in mounts]
-                probe.drop_caches()
-                with probe.batch() as batch:
-                    before = batch.meminfo()
-                    for path in paths:
-                        batch.read(path)
-                    after = batch.meminfo()
-                result[label] = after.value["Cached"] - before.value["Cached"]
-                guest.cleanup()
-            rows.append((n, result["plain"], result["shared"]))
-    ideal = rows[0][1]  # one mount alone: one copy
-    print(f"| {'N mounts':>8} | {'no sharing KiB':>14} | {'sharing KiB':>11} | "
-          f"{'ideal KiB':>9} | {'saving':>6} | {'ideal saving':>12} |")
-    for n, plain, shared in rows:
-        print(f"| {n:>8} | {plain:>14} | {shared:>11} | {ideal:>9} | "
-              f"{1 - shared / plain:>6.0%} | {1 - ideal / plain:>12.0%} |")
-    print("(4 MiB file read through every loop mount; Cached growth includes the loop "
-          "devices' backing-file pages on the guest's ext4)")
 
 
 def run_suite_throughput(spec: str | None, vm_config: VMConfig,

@@ -14,6 +14,7 @@ CAMPAIGNS: dict[str, str] = {
     "stress": "harness.hostile.stress:StressCampaign",
     "layouts": "harness.layouts.run:LayoutsCampaign",
     "races": "harness.races.run:RacesCampaign",
+    "savings": "harness.savings.run:SavingsCampaign",
 }
 
 

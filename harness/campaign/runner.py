@@ -140,6 +140,7 @@ class Campaign(ABC):
     name: ClassVar[str]
     help: ClassVar[str]
     minutes: ClassVar[float] = 10.0  # the default time budget
+    timed: ClassVar[bool] = True  # False: it does its whole work once, and ignores the budget
     memory_mb: ClassVar[int | None] = None  # a guest memory other than the VM default
     finds: ClassVar[bool] = True  # writes its findings as reports (takes --found)
 

@@ -35,7 +35,8 @@ def _campaign_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         parser.add_argument("--seed", type=int, default=None,
                             help="random seed (default: from the clock, printed)")
         parser.add_argument("--minutes", type=float, default=made.minutes,
-                            help=f"time budget (default {made.minutes:g})")
+                            help=f"time budget (default {made.minutes:g})" if made.timed else
+                            "not read: this campaign does its whole work once")
         parser.add_argument("--out", type=Path, default=Path("artifacts") / name,
                             help=f"results directory ({name}.json goes there)")
         if made.finds:
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which benchmarks: boot,sharing,suite,kbuild,explore,layouts "
                               "(default all), and kbuild-debug: the kernel build figures "
                               "with the debug fragment (a clean KASAN build takes long)")
+    p_bench.add_argument("--out", type=Path, default=Path("artifacts") / "bench",
+                         help="results directory (bench-<name>.json of each guest bench)")
     _campaign_parsers(sub)
     p_kernel = sub.add_parser("kernel", help="fetch, locate or build a kernel and describe it")
     p_kernel.add_argument("--kernel", default=None)
@@ -102,18 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_cov.add_argument("--out", type=Path, default=Path("artifacts") / "coverage")
     p_cov.add_argument("pytest_args", nargs=argparse.REMAINDER,
                        help="after --: pytest arguments (a selection: -k, -m, files)")
-    p_sav = sub.add_parser("savings", help="memory saved on real container-image pairs: "
-                                           "no sharing, inode_share, composefs, overlayfs")
-    _vm_options(p_sav)
-    p_sav.add_argument("--pairs", default="", help="comma-separated pair names of "
-                                                   "savings/pairs.yaml (default: all)")
-    p_sav.add_argument("--containers", default="1,2,4,8,16",
-                       help="container counts to measure at (comma-separated)")
-    # Sixteen containers without sharing hold sixteen copies: more than the suite's guest.
-    p_sav.set_defaults(vm_memory=4096)
-    p_sav.add_argument("--configs", default="", help="comma-separated configurations "
-                                                     "(default: all)")
-    p_sav.add_argument("--out", type=Path, default=Path("artifacts") / "savings")
     p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
     p_matrix.add_argument("matrix", type=Path)
     p_matrix.add_argument("--jobs", type=int, default=1, help="cells at a time")
@@ -165,12 +156,22 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench.boot import run_boot_bench, run_sharing_bench, run_suite_throughput
+    """The benches asked for, in order; the worst exit status of those that are campaigns
+    (a bench that measured something wrong, or could not measure, says so)."""
+    from harness.bench.boot import run_boot_bench, run_suite_throughput
+    from harness.bench.campaign import BenchCampaign, run_bench
     kernel, config = args.kernel, _vm_config(args)
+    status = 0
+
+    def bench(made: BenchCampaign) -> None:
+        nonlocal status
+        status = max(status, run_bench(made, kernel, config, args.out))
+
     if "boot" in args.parts:
         run_boot_bench(kernel, config, boots=args.boots, round_trips=args.round_trips)
     if "sharing" in args.parts:
-        run_sharing_bench(kernel, config)
+        from harness.bench.sharing import SharingBench
+        bench(SharingBench())
     if "kbuild" in args.parts:
         from harness.bench.kbuild import run_kbuild_bench
         run_kbuild_bench(config)
@@ -180,12 +181,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "suite" in args.parts:
         run_suite_throughput(kernel, config)
     if "explore" in args.parts:
-        from harness.bench.explore import run_explore_bench
-        run_explore_bench(kernel, config)
+        from harness.bench.explore import ExploreBench
+        bench(ExploreBench())
     if "layouts" in args.parts:
-        from harness.bench.layouts import run_layouts_bench
-        run_layouts_bench(kernel, config)
-    return 0
+        from harness.bench.layouts import LayoutsBench
+        bench(LayoutsBench())
+    return status
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -207,26 +208,6 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     return run_coverage(args.kernel, args.accel, jobs=args.jobs, out=args.out.resolve(),
                         pytest_args=extra)
-
-
-def cmd_savings(args: argparse.Namespace) -> int:
-    from harness.savings.run import CONFIGS, run_savings
-    try:
-        counts = tuple(sorted({int(c) for c in args.containers.split(",") if c.strip()}))
-    except ValueError:
-        raise HarnessError(f"--containers={args.containers!r}: give counts like 1,2,4,8,16") \
-            from None
-    if not counts or counts[0] < 1:
-        raise HarnessError(f"--containers={args.containers!r}: counts must be 1 or more")
-    only = [p.strip() for p in args.pairs.split(",") if p.strip()] or None
-    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) or CONFIGS
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown:
-        raise HarnessError(f"--configs: no configuration {', '.join(unknown)} (known: "
-                           f"{', '.join(CONFIGS)})")
-    return run_savings(args.kernel, args.out.resolve(), only=only, counts=counts,
-                       configs=configs,
-                       memory_mb=args.vm_memory, accel=args.accel)
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
@@ -314,8 +295,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
-            "repro": cmd_repro, "bisect": cmd_bisect, "coverage": cmd_coverage,
-            "savings": cmd_savings}
+            "repro": cmd_repro, "bisect": cmd_bisect, "coverage": cmd_coverage}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from harness.guest.coverage import COUNTERS_DIR, save_counters
 from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
-from harness.pipeline import kernel_for, vm_for
+from harness.pipeline import Prepared, kernel_for, open_guest
 from harness.vm.machine import VM, VMConfig, VMState
 from harness.vm.options import vm_config
 
@@ -50,6 +50,9 @@ class VMPool:
     _image: GuestImage | None = None
     current: VM | None = None
     session: GuestSession | None = None  # the state kept about the current VM's guest
+    # The open_guest block of the current VM, held open across tests: closing it stops the
+    # VM (the pipeline's one way to a guest, as for every other caller).
+    _guest: contextlib.ExitStack | None = None
     boots: int = 0
     kernel_error: HarnessError | None = None
     boot_error: HarnessError | None = None
@@ -83,8 +86,7 @@ class VMPool:
     def get(self) -> VM:
         if self.current is not None and self.current.state != VMState.RUNNING:
             log.info("replacing %s: it is %s", self.current.name, self.current.state.value)
-            self.current.stop()
-            self.current = self.session = None
+            self._stop()
         if self.boot_error is not None:
             # After a boot failed twice, every later test fails at once with the first cause
             # instead of timing out one by one.
@@ -94,8 +96,8 @@ class VMPool:
             first: HarnessError | None = None
             for _ in range(2):  # one retry: a boot can die of a host hiccup, twice is real
                 try:
-                    self.current = self._boot()
-                    self.session = GuestSession(self.current)
+                    self.session = self._boot()
+                    self.current = self.session.vm
                     break
                 except HarnessError as exc:
                     log.warning("boot failed: %s", str(exc).splitlines()[0])
@@ -107,14 +109,23 @@ class VMPool:
         assert self.current is not None
         return self.current
 
-    def _boot(self) -> VM:
+    def _boot(self) -> GuestSession:
         self.boots += 1
-        vm = vm_for(self.kernel, self.options.vm, image=self.image,
-                    artifacts=self.options.artifacts / "vms",
-                    name=f"{self.name}-boot{self.boots}", announce=False, waits=self.waits)
-        vm.start()
-        self._kernel = vm.kernel  # with the config a booted kernel gave back, if it had none
-        return vm
+        guest = contextlib.ExitStack()
+        session = guest.enter_context(open_guest(
+            Prepared(self.kernel, self.image), self.options.vm,
+            artifacts=self.options.artifacts / "vms", name=f"{self.name}-boot{self.boots}",
+            announce=False, waits=self.waits))
+        self._guest = guest
+        # With the config a booted kernel gave back, if it had none.
+        self._kernel = session.vm.kernel
+        return session
+
+    def _stop(self) -> None:
+        guest, self._guest = self._guest, None
+        self.current = self.session = None
+        if guest is not None:
+            guest.close()
 
     def guest_session(self) -> GuestSession:
         """The session of the running VM (booting one if needed)."""
@@ -135,8 +146,7 @@ class VMPool:
             # A coverage kernel's counters live in the guest: save them before it goes.
             self.save_coverage()
             with contextlib.suppress(Exception):
-                self.current.stop()
-            self.current = self.session = None
+                self._stop()
 
 
 def env_default(name: str, fallback: str | None) -> str | None:

@@ -168,7 +168,8 @@ def plot(name: str, pair: dict[str, Any], configs: list[str], counts: list[int],
     plt.close(figure)
 
 
-def write_report(results: dict[str, Any], out: Path) -> None:
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """savings.md (the table, also printed), a plot per pair and savings.html: its path."""
     table = markdown(results)
     (out / "savings.md").write_text(table + "\n")
     plots = {}
@@ -187,4 +188,4 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                 for name, pair in results["pairs"].items()})
     (out / "savings.html").write_text(html)
     print(table)
-    print(f"savings: report in {out / 'savings.html'}, figures in {out / 'savings.json'}")
+    return out / "savings.html"

@@ -7,24 +7,29 @@ and store disk. Guest: for each pair and configuration, the helper
 containers, reporting memory at each count. The ideal is computed here: for reading every
 file, the pages of the distinct file contents of both trees; for containers, the pages the
 no-sharing containers touched, each distinct content counted once.
+
+A campaign (harness/campaign/runner.py), one without a time budget. Exit status: 0 when
+every byte-identical file was shared with inode_share and nothing was without it, 1 when
+the kernel shared otherwise or a configuration failed, 2 no verdict.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.campaign.runner import Campaign, CampaignRun, Outcome, Verdict
 from harness.core.errors import HarnessError
 from harness.erofs.tools import provide as provide_erofs
 from harness.guest.probe import PROBE_SOURCE
 from harness.guest.session import GuestSession
-from harness.pipeline import kernel_for, open_guest
 from harness.savings import composefs, pairs, store
 from harness.savings.report import write_report
-from harness.vm.machine import VMConfig
 
 CONFIGS = ("erofs", "inode_share", "inode_share_buffered", "composefs", "overlay")
 CONTAINERS = (1, 2, 4, 8, 16)
@@ -90,7 +95,7 @@ def census_problems(pair: str, read_all: dict[str, Any]) -> list[str]:
 
 
 def _measure_pair(session: GuestSession, pair: pairs.PairSpec, disk: str, counts: tuple[int, ...],
-                  configs: tuple[str, ...]) -> dict[str, Any]:
+                  configs: tuple[str, ...], say: Callable[[str], None]) -> dict[str, Any]:
     cfg = {"pair": pair.name, "store": disk, "configs": list(configs),
            "containers": list(counts), "run": list(pair.run), "probe": PROBE_FILE}
     out: dict[str, Any] = {"read_all": {}, "containers": {}, "errors": {}}
@@ -104,84 +109,131 @@ def _measure_pair(session: GuestSession, pair: pairs.PairSpec, disk: str, counts
             break
         config = line.pop("config")
         if kind == "progress":
-            print(f"savings: {pair.name}: {config}: {line['containers']} containers "
-                  f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
+            say(f"{pair.name}: {config}: {line['containers']} containers ({elapsed:.0f} s)")
         elif kind == "read_all":
             out["read_all"][config] = line
-            print(f"savings: {pair.name}: {config}: read every file of both images: "
-                  f"{line['memcg_bytes'] / 2**20:.1f} MiB charged ({elapsed:.0f} s)",
-                  file=sys.stderr, flush=True)
+            say(f"{pair.name}: {config}: read every file of both images: "
+                f"{line['memcg_bytes'] / 2**20:.1f} MiB charged ({elapsed:.0f} s)")
         elif kind == "containers":
             out["containers"][config] = line
         elif kind == "error":
             out["errors"][config] = line["error"]
-            print(f"savings: {pair.name}: {config}: FAILED: {line['error']}",
-                  file=sys.stderr, flush=True)
+            say(f"{pair.name}: {config}: FAILED: {line['error']}")
     if not done:
         raise HarnessError(f"the savings helper for pair {pair.name} ended before it was done")
     return out
 
 
-def run_savings(kernel_spec: str | None, out: Path, *, only: list[str] | None = None,
-                counts: tuple[int, ...] = CONTAINERS, configs: tuple[str, ...] = CONFIGS,
-                memory_mb: int = 4096, accel: str = "auto") -> int:
-    started = time.monotonic()
-    spec_file = pairs.load_pairs()
-    chosen = only or list(spec_file.pairs)
-    unknown = [name for name in chosen if name not in spec_file.pairs]
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(sorted({int(c) for c in text.split(",") if c.strip()}))
+    except ValueError:
+        raise HarnessError(f"--containers={text!r}: give counts like 1,2,4,8,16") from None
+    if not counts or counts[0] < 1:
+        raise HarnessError(f"--containers={text!r}: counts must be 1 or more")
+    return counts
+
+
+def _configs(text: str) -> tuple[str, ...]:
+    configs = tuple(c.strip() for c in text.split(",") if c.strip()) or CONFIGS
+    unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
-        raise HarnessError(f"no pair {', '.join(unknown)} in {pairs.PAIRS_FILE} (known: "
-                           f"{', '.join(spec_file.pairs)})")
-    pairs.environment_ok()
-    erofs_tools, cfs_tools = provide_erofs(), composefs.provide()
-    apt, index = pairs.open_index()
-    prepared = []
-    for name in chosen:
-        spec = spec_file.pairs[name]
-        old, new = pairs.build_pair(spec, spec_file, index, apt)
-        disk = store.build_store((old, new), erofs_tools, cfs_tools)
-        same = pairs.identity(old, new)
-        print(f"savings: {name}: {same.files_new} files, {same.bytes_new / 2**20:.0f} MiB; "
-              f"identical: {same.files_pct:.1f}% of files, {same.bytes_pct:.1f}% of bytes",
-              file=sys.stderr, flush=True)
-        prepared.append((spec, old, new, disk, same))
-    kernel = kernel_for(kernel_spec)
-    results: dict[str, Any] = {"kernel": str(kernel.spec), "release": kernel.release,
-                               "mkfs": erofs_tools.describe(),
-                               "composefs": cfs_tools.version, "containers": list(counts),
-                               "configs": list(configs), "pairs": {}}
-    config = VMConfig(memory_mb=memory_mb, accel=accel, command_timeout=3600)
-    with open_guest(kernel, config, name="savings", artifacts=out) as session:
+        raise HarnessError(f"--configs: no configuration {', '.join(unknown)} (known: "
+                           f"{', '.join(CONFIGS)})")
+    return configs
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One pair as the host prepared it: its two trees, the store disk and their identity."""
+    spec: pairs.PairSpec
+    old: pairs.Tree
+    new: pairs.Tree
+    disk: store.Store
+    same: pairs.Identity
+
+
+class SavingsCampaign(Campaign):
+    """A campaign without a clock: it measures every chosen pair once, however long that
+    takes (--minutes is not read). Its finding is a kernel that shares what it must not, or
+    fails to share what it must (census_problems), or a configuration that failed."""
+    name = "savings"
+    help = ("memory saved on real container-image pairs: no sharing, inode_share, composefs, "
+            "overlayfs")
+    finds = False
+    timed = False
+    # Sixteen containers without sharing hold sixteen copies: more than the suite's guest.
+    memory_mb = 4096
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--pairs", default="", help="comma-separated pair names of "
+                                                        "savings/pairs.yaml (default: all)")
+        parser.add_argument("--containers", default=",".join(map(str, CONTAINERS)),
+                            help="container counts to measure at (comma-separated)")
+        parser.add_argument("--configs", default="", help="comma-separated configurations "
+                                                          f"of {', '.join(CONFIGS)} (default: all)")
+
+    def prepare(self, run: CampaignRun) -> None:
+        """Check the options, then build (or take from the cache) each pair's trees, images
+        and store disk, before anything boots."""
+        self.counts = _counts(run.options.containers)
+        self.configs = _configs(run.options.configs)
+        spec_file = pairs.load_pairs()
+        chosen = [p.strip() for p in run.options.pairs.split(",") if p.strip()] \
+            or list(spec_file.pairs)
+        unknown = [name for name in chosen if name not in spec_file.pairs]
+        if unknown:
+            raise HarnessError(f"--pairs: no pair {', '.join(unknown)} in {pairs.PAIRS_FILE} "
+                               f"(known: {', '.join(spec_file.pairs)})")
+        pairs.environment_ok()
+        erofs_tools, cfs_tools = provide_erofs(), composefs.provide()
+        self.tools = {"mkfs": erofs_tools.describe(), "composefs": cfs_tools.version}
+        apt, index = pairs.open_index()
+        self.pairs: list[_Pair] = []
+        for name in chosen:
+            spec = spec_file.pairs[name]
+            old, new = pairs.build_pair(spec, spec_file, index, apt)
+            disk = store.build_store((old, new), erofs_tools, cfs_tools)
+            same = pairs.identity(old, new)
+            run.say(f"{name}: {same.files_new} files, {same.bytes_new / 2**20:.0f} MiB; "
+                    f"identical: {same.files_pct:.1f}% of files, {same.bytes_pct:.1f}% of "
+                    "bytes")
+            self.pairs.append(_Pair(spec, old, new, disk, same))
+
+    def run(self, run: CampaignRun, session: GuestSession) -> Outcome:
         vm = session.vm
+        results: dict[str, Any] = {**self.tools, "containers": list(self.counts),
+                                   "configs": list(self.configs), "pairs": {}}
         # composefs and plain overlayfs need overlayfs (a tree kernel may lack it).
-        overlay = ("overlay",) if {"composefs", "overlay"} & set(configs) else ()
+        overlay = ("overlay",) if {"composefs", "overlay"} & set(self.configs) else ()
         session.need_modules("erofs", "loop", *overlay)
-        for spec, old, new, disk, same in prepared:
-            attached = vm.attach_disk(disk.path, read_only=True)
+        for pair in self.pairs:
+            attached = vm.attach_disk(pair.disk.path, read_only=True)
             try:
-                measured = _measure_pair(session, spec, attached.device, counts, configs)
+                measured = _measure_pair(session, pair.spec, attached.device, self.counts,
+                                         self.configs, run.say)
             finally:
                 vm.detach_disk(attached)
             ideal_containers = _ideal_containers(
                 measured["containers"].get("erofs", {}).get("touched", {}),
-                {"old": old, "new": new}, counts)
+                {"old": pair.old, "new": pair.new}, self.counts)
             for entry in measured["read_all"].values():
-                entry["census"] = sharing_census(entry.pop("preshared", {}), old, new)
-            results["pairs"][spec.name] = {
-                "packages": {"old": old.packages, "new": new.packages},
-                "identity": same.as_dict(),
-                "ideal": {"read_all": same.unique_pages * pairs.PAGE,
+                entry["census"] = sharing_census(entry.pop("preshared", {}), pair.old,
+                                                 pair.new)
+            results["pairs"][pair.spec.name] = {
+                "packages": {"old": pair.old.packages, "new": pair.new.packages},
+                "identity": pair.same.as_dict(),
+                "ideal": {"read_all": pair.same.unique_pages * pairs.PAGE,
                           "containers": ideal_containers},
                 **measured}
-    results["seconds"] = round(time.monotonic() - started, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "savings.json").write_text(json.dumps(results, indent=1) + "\n")
-    write_report(results, out)
-    failed = [f"{pair}/{config}: {error}" for pair, r in results["pairs"].items()
-              for config, error in r["errors"].items()]
-    failed += [problem for pair, r in results["pairs"].items()
-               for problem in census_problems(pair, r["read_all"])]
-    if failed:
-        print("savings: FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+        failed = [f"{name}/{config}: {error}" for name, r in results["pairs"].items()
+                  for config, error in r["errors"].items()]
+        failed += [problem for name, r in results["pairs"].items()
+                   for problem in census_problems(name, r["read_all"])]
+        if failed:
+            return Outcome(Verdict.FOUND, results, ["FAILED:\n  " + "\n  ".join(failed)])
+        return Outcome(Verdict.CLEAN, results, [
+            f"{len(self.pairs)} pairs measured; every byte-identical file shared, no other"])
+
+    def write_report(self, results: dict[str, Any], out: Path) -> Path | None:
+        return write_report(results, out)

@@ -3,6 +3,7 @@ ideal figures, the sharing census and the report, on small made-up trees."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,14 @@ import pytest
 from harness.core.errors import HarnessError, SpecError
 from harness.savings import pairs
 from harness.savings.report import markdown, write_report
-from harness.savings.run import _ideal_containers, census_problems, sharing_census
+from harness.savings.run import (
+    CONFIGS,
+    _configs,
+    _counts,
+    _ideal_containers,
+    census_problems,
+    sharing_census,
+)
 
 
 def _tree(side: str, files: dict[str, tuple[int, str]]) -> pairs.Tree:
@@ -148,3 +156,13 @@ def test_the_census_fails_the_run_where_the_kernel_breaks_a_claim() -> None:
     private = {"erofs": {"census": sharing_census({"usr/lib/libx.so": 2}, OLD, NEW)}}
     assert census_problems("p", private) == [
         "p/erofs: 1 files resident before they were read, without inode_share"]
+
+
+def test_savings_options_name_the_culprit() -> None:
+    assert _counts("4,1,2,2") == (1, 2, 4)
+    assert _configs("") == CONFIGS and _configs("erofs, overlay") == ("erofs", "overlay")
+    for bad, culprit in (("1,x", "--containers='1,x'"), ("0,2", "1 or more"), ("", "1 or more")):
+        with pytest.raises(HarnessError, match=re.escape(culprit)):
+            _counts(bad)
+    with pytest.raises(HarnessError, match="no configuration nfs"):
+        _configs("erofs,nfs")

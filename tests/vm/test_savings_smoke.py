@@ -2,16 +2,21 @@
 updates), two containers, three configurations: the guest helper, the composefs tools,
 the store disk and the report all work, and the kernel shares what it must."""
 
+import argparse
 import json
 from pathlib import Path
 
-from harness.savings.run import run_savings
+from harness.campaign.runner import Settings, run_campaign
+from harness.savings.run import SavingsCampaign
+from harness.vm.machine import VMConfig
 
 
 def test_savings_on_the_small_pair_shares_every_identical_file(tmp_path: Path) -> None:
-    status = run_savings(None, tmp_path, only=["small"], counts=(1, 2),
-                         configs=("erofs", "inode_share", "composefs"), memory_mb=2048,
-                         accel="auto")
+    options = argparse.Namespace(pairs="small", containers="1,2",
+                                 configs="erofs,inode_share,composefs")
+    settings = Settings(kernel=None, vm=VMConfig(memory_mb=2048), seed=0, minutes=0,
+                        out=tmp_path, options=options)
+    status = run_campaign(SavingsCampaign(), settings)
     results = json.loads((tmp_path / "savings.json").read_text())
     pair = results["pairs"]["small"]
     assert status == 0 and not pair["errors"], pair["errors"]
@@ -28,3 +33,4 @@ def test_savings_on_the_small_pair_shares_every_identical_file(tmp_path: Path) -
         assert counts == [1, 2], (config, counts)
     assert (tmp_path / "savings-small.png").stat().st_size > 0
     assert "small" in (tmp_path / "savings.md").read_text()
+    assert (tmp_path / "savings.html").stat().st_size > 0
