@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 import paramiko
 
@@ -72,6 +72,27 @@ class Residency:
 
     def __str__(self) -> str:
         return f"{self.resident}/{self.pages} pages resident"
+
+
+@dataclass(frozen=True)
+class Extent:
+    """One FIEMAP extent: ``length`` bytes of the file from ``logical`` lie at byte
+    ``physical`` of the device (its flags say when that address means no bytes as such)."""
+    logical: int
+    physical: int
+    length: int
+    flags: int
+
+    LAST: ClassVar[int] = 0x1
+    UNKNOWN: ClassVar[int] = 0x2  # the data has no address (yet, or at all)
+    ENCODED: ClassVar[int] = 0x8  # stored transformed: the bytes at the address differ
+    NOT_ALIGNED: ClassVar[int] = 0x100
+    DATA_INLINE: ClassVar[int] = 0x200  # inside metadata (tail packing)
+    MERGED: ClassVar[int] = 0x1000
+
+    @property
+    def end(self) -> int:
+        return self.logical + self.length
 
 
 @dataclass(frozen=True)
@@ -385,6 +406,12 @@ class Batch:
         """mincore of each file without faulting pages in, or the error text."""
         return self._add("residencies", lambda a: {
             str(k): (Residency(int(v[1]), int(v[0])) if isinstance(v, list) else str(v))
+            for k, v in a.items()}, paths=paths)
+
+    def fiemap(self, paths: list[str]) -> Pending[dict[str, list[Extent] | str]]:
+        """FS_IOC_FIEMAP of each whole file: its extents in order, or the error text."""
+        return self._add("fiemap", lambda a: {
+            str(k): ([Extent(*map(int, e)) for e in v] if isinstance(v, list) else str(v))
             for k, v in a.items()}, paths=paths)
 
     def pfns(self, *paths: str) -> Pending[dict[str, Frames]]:
@@ -746,6 +773,7 @@ class Probe:
     parallel_read = one(Batch.parallel_read)
     residency = one(Batch.residency)
     residencies = one(Batch.residencies)
+    fiemap = one(Batch.fiemap)
     pfns = one(Batch.pfns)
     smaps = one(Batch.smaps)
     collapse_huge = one(Batch.collapse_huge)

@@ -11,8 +11,9 @@ A phase, in few round trips:
    ranges, and at once ask mincore for every file of every other mount: resident exactly
    when the model says it reads from a cache the reader filled, else not at all;
 4. check every other mount against its tree (through the first of the read methods: the
-   reader, drawn per example, goes through all of them), and the mount table's ``inode_share``
-   against what is in effect; unmount.
+   reader, drawn per example, goes through all of them), every file's FIEMAP on every mount
+   against the image's bytes (extents.py), and the mount table's ``inode_share`` against
+   what is in effect; unmount.
 Between examples each phase has a domain of its own, so nothing carries over.
 """
 
@@ -32,6 +33,7 @@ from harness.guest.handle import Guest
 from harness.guest.mounts import Mount, Mounter
 from harness.guest.probe import Residency
 from harness.layouts.build import Built, FileFacts, fingerprint_of
+from harness.layouts.extents import device_bytes, extent_problems
 from harness.layouts.model import FileSide, MountSide, caches, resident_after_reading
 from harness.layouts.trees import Tree, expectations
 
@@ -310,6 +312,13 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         checks = {name: batch.tree_check(m.target, _entries(b, cuts[b.name]),
                                          list(example.methods[:1])) for name, m, b in others}
         table = batch.erofs_mounts(guest.workdir)
+        maps = batch.fiemap([m.path(rel) for name, m, _, _ in mounted for rel in files_of[name]])
+    devices = {b.name: device_bytes(b) for b in images if b.image is not None}
+    for name, m, b, _ in mounted:
+        for rel in files_of[name]:
+            for line in extent_problems(b, rel, maps.value[m.path(rel)], devices[b.name]):
+                problem(name, line, b, rel)
+        result.add({"fiemap": len(files_of[name])})
     for name, pending in checks.items():
         for line in pending.value.differences:
             problem(name, line, built_of[name], line.split(": ", 1)[0])

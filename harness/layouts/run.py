@@ -43,6 +43,7 @@ def _results(tally: Tally, seconds: float) -> dict[str, Any]:
         "options_drawn": dict(tally.options_drawn),
         "options_never_checked": [name for name in every if not tally.options.get(name)],
         "read_methods": dict(tally.reads),
+        "files_mapped_with_fiemap": tally.files_mapped,
         "mkfs_refused": dict(tally.mkfs_refused.most_common()),
         "erofs_utils_bugs": tally.utils_bugs,
         # mkfs.erofs --tar=i --xattr-inode-digest: the feature without a digest (build.py).

@@ -173,6 +173,7 @@ class Tally:
     options: Counter[str] = field(default_factory=Counter)  # per image checked
     options_drawn: Counter[str] = field(default_factory=Counter)  # per image drawn
     reads: Counter[str] = field(default_factory=Counter)
+    files_mapped: int = 0  # files whose FIEMAP extents were judged, one per mount
     known: Counter[str] = field(default_factory=Counter)
     digestless: int = 0  # images with the ishare_xattrs feature and no digest (--tar=i)
     misread: int = 0  # images with files fsck.erofs --extract reads other than the tree
@@ -326,6 +327,7 @@ class Search:
         for image in built:
             self.tally.options.update(image.layout.exercised())
         self.tally.reads.update(example.methods)
+        self.tally.files_mapped += result.counts.get("fiemap", 0)
         for line in result.skipped:
             self.tally.skipped[re.sub(r"\d+", "N", line.split(": ", 1)[-1])[:200]] += 1
         if vm.state is not VMState.RUNNING or not vm.responsive():

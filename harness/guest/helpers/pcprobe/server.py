@@ -11,7 +11,7 @@ from pcprobe.cgroups import cgroup_read
 from pcprobe.cores import mapping_names
 from pcprobe.devices import cleanup, loop_attach
 from pcprobe.fanotify import fanotify_watch
-from pcprobe.filecalls import file_calls
+from pcprobe.filecalls import fiemap, file_calls
 from pcprobe.holders import end_holders, hold, release
 from pcprobe.kernlog import kernel_log
 from pcprobe.memory import drop_caches, meminfo, slab_objects, statvfs_free
@@ -85,6 +85,7 @@ OPS = {
     "tree_check": lambda op: _helper("treecheck").tree_check(
         op["root"], op["entries"], op.get("methods", ["read"])),
     "residencies": lambda op: _helper("treecheck").residency(op["paths"]),
+    "fiemap": lambda op: fiemap(op["paths"]),
     "lookup": lambda op: _helper("treecheck").lookup(op["paths"]),
     "dm_create": lambda op: {"device": _helper("dmtarget").create(
         _helper("dmtarget").PREFIX + op["name"], op["device"])},
