@@ -1,8 +1,11 @@
 """gcov counters out of a coverage kernel's guest (``tree:,coverage``): the ``.gcda`` files
-of fs/erofs, read from debugfs before the VM stops. Each VM of a run saves its own set
-(``<dir>/<vm name>-<n>.tar.gz``): when it stops, and before each test marked as a known
-kernel bug, which may crash it. ``make coverage`` merges them (harness/results/coverage.py).
-A VM that dies otherwise takes the counters since its last save with it.
+of fs/erofs, read from debugfs before the VM stops. Each VM of a run saves its own sets
+(``<dir>/<test file>@<vm name>-<n>.tar.gz``): when it goes on to another test file, when it
+stops, and before each test marked as a known kernel bug, which may crash it; each set is
+what the tests of the file it names executed since the save before (``boot``: before any
+test), which is how ``make review`` knows which test files run which lines. ``make
+coverage`` merges them (harness/results/coverage.py). A VM that dies otherwise takes the
+counters since its last save with it.
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ def has_counters(vm: VM) -> bool:
     return vm.kernel.option("GCOV_KERNEL") == "y"
 
 
-def save_counters(vm: VM, into: Path, *, reset: bool = False) -> int:
-    """Write the guest's fs/erofs counters to ``<into>/<vm name>-<n>.tar.gz``; the number of
-    counter files (0 on a kernel without gcov, or a guest that no longer answers).
+def save_counters(vm: VM, into: Path, *, reset: bool = False, label: str = "boot") -> int:
+    """Write the guest's fs/erofs counters to ``<into>/<label>@<vm name>-<n>.tar.gz``; the
+    number of counter files (0 on a kernel without gcov, or a guest that no longer answers).
     ``reset``: zero the guest's counters once read, so that a later save of the same guest
     (before a test that may crash it, and at its end) counts nothing twice."""
     if not has_counters(vm) or vm.state is not VMState.RUNNING:
@@ -70,6 +73,12 @@ def save_counters(vm: VM, into: Path, *, reset: bool = False) -> int:
         log.warning("%s: unreadable coverage counters: %s", vm.name, exc)
         return 0
     into.mkdir(parents=True, exist_ok=True)
-    taken = len(list(into.glob(f"{vm.name}-*.tar.gz")))
-    (into / f"{vm.name}-{taken}.tar.gz").write_bytes(blob)
+    taken = len(list(into.glob(f"*@{vm.name}-*.tar.gz")))
+    (into / f"{label}@{vm.name}-{taken}.tar.gz").write_bytes(blob)
     return count
+
+
+def label_of(counters: Path) -> str:
+    """The test file a set of counters was saved for (``boot``: before any test)."""
+    name = counters.name.removesuffix(".tar.gz")
+    return name.split("@", 1)[0] if "@" in name else "boot"

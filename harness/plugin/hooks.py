@@ -96,6 +96,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         item.user_properties.append(("harness_worker", worker_id(item.config)))
         item.stash[_timing_key] = (time.monotonic(),
                                    item.config.stash[pool_key].waits.snapshot())
+        # A coverage kernel's counters are kept per test file (make review selects by them).
+        item.config.stash[pool_key].cover(item.path.name)
     marks = list(item.iter_markers("requires_kernel"))
     regressions = list(item.iter_markers("regression"))
     bugs = list(item.iter_markers("known_bug"))

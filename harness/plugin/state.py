@@ -12,7 +12,7 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.core.waits import WaitLedger
-from harness.guest.coverage import COUNTERS_DIR, save_counters
+from harness.guest.coverage import COUNTERS_DIR, has_counters, save_counters
 from harness.guest.session import GuestSession
 from harness.guestimage.build import GuestImage, build_guest_image
 from harness.kernel.kernel import Kernel
@@ -53,6 +53,7 @@ class VMPool:
     # The open_guest block of the current VM, held open across tests: closing it stops the
     # VM (the pipeline's one way to a guest, as for every other caller).
     _guest: contextlib.ExitStack | None = None
+    covering: str = "boot"  # the test file whose coverage counters the guest holds now
     boots: int = 0
     kernel_error: HarnessError | None = None
     boot_error: HarnessError | None = None
@@ -134,12 +135,22 @@ class VMPool:
         return self.session
 
     def save_coverage(self) -> None:
-        """Save (and zero) a coverage kernel's counters of the running guest, if any."""
+        """Save (and zero) a coverage kernel's counters of the running guest, if any, as
+        the counters of the test file that ran since the last save."""
         if self.current is not None:
             try:
-                save_counters(self.current, self.options.artifacts / COUNTERS_DIR, reset=True)
+                save_counters(self.current, self.options.artifacts / COUNTERS_DIR, reset=True,
+                              label=self.covering)
             except HarnessError as exc:
                 log.warning("coverage counters of %s lost: %s", self.current.name, exc)
+
+    def cover(self, test_file: str) -> None:
+        """The tests of ``test_file`` run next: what the guest counted so far was another
+        file's, and is saved as that file's."""
+        if test_file != self.covering:
+            if self.current is not None and has_counters(self.current):
+                self.save_coverage()
+            self.covering = test_file
 
     def close(self) -> None:
         if self.current is not None:

@@ -13,15 +13,18 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.core.errors import HarnessError
+from harness.guest.coverage import label_of
 from harness.kernel.kbuild import COVERAGE_DIR as PART
 from harness.kernel.kbuild import GCOV_NOTES
 from harness.kernel.kernel import Kernel
 
+BY_TEST_FILE = "by_test_file.json"  # the lines each test file executed (make review)
 # The files of the page cache sharing feature: their uncovered lines are listed.
 FOCUS = ("ishare.c", "xattr.c", "super.c")
 GCOVR = [sys.executable, "-m", "gcovr"]
@@ -143,4 +146,24 @@ def write_coverage_report(kernel: Kernel, counters_dir: Path, out: Path) -> list
     files = summarize(json.loads((out / "summary.json").read_text()),
                       json.loads((out / "coverage.json").read_text()))
     (out / "table.txt").write_text(table(files) + "\n")
+    by_file = lines_by_test_file({label_of(s): json.loads(t.read_text())
+                                  for s, t in zip(sets, traces, strict=True)}.items())
+    (out / BY_TEST_FILE).write_text(json.dumps(by_file, indent=1, sort_keys=True) + "\n")
     return files
+
+
+def lines_by_test_file(traces: Iterable[tuple[str, dict[str, Any]]]
+                       ) -> dict[str, dict[str, list[int]]]:
+    """Which lines of which source file the tests of each test file executed: {test file:
+    {source path under the tree: [line, ...]}}, from the per-set gcovr tracefiles (one set
+    per test file and VM, harness/guest/coverage.py), sets of one test file merged."""
+    out: dict[str, dict[str, set[int]]] = {}
+    for label, trace in traces:
+        executed = out.setdefault(label, {})
+        for entry in trace.get("files", []):
+            lines = {ln["line_number"] for ln in entry.get("lines", [])
+                     if ln.get("count", 0) > 0}
+            if lines:
+                executed.setdefault(entry["file"], set()).update(lines)
+    return {label: {path: sorted(lines) for path, lines in files.items()}
+            for label, files in out.items()}

@@ -96,16 +96,32 @@ def _counters_blob(names: list[str]) -> str:
 
 
 def test_a_coverage_guest_saves_its_counters_and_others_save_nothing(tmp_path: Path) -> None:
-    from harness.guest.coverage import save_counters
+    from harness.guest.coverage import label_of, save_counters
     vm = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, _counters_blob(["ishare.gcda", "super.gcda"]))
     assert save_counters(vm, tmp_path) == 2  # type: ignore[arg-type]
-    assert (tmp_path / "gw0-boot1-0.tar.gz").is_file()
+    assert (tmp_path / "boot@gw0-boot1-0.tar.gz").is_file()
     assert "/sys/kernel/debug/gcov" in vm.commands[0] and not vm.commands[0].endswith("reset")
     # Before a test that may crash the guest: saved beside the first, and zeroed after.
-    assert save_counters(vm, tmp_path, reset=True) == 2  # type: ignore[arg-type]
-    assert (tmp_path / "gw0-boot1-1.tar.gz").is_file() and vm.commands[1].endswith(" reset")
+    # Each set is named for the test file whose tests it counted.
+    assert save_counters(vm, tmp_path, reset=True,  # type: ignore[arg-type]
+                         label="test_lifecycle.py") == 2
+    saved = tmp_path / "test_lifecycle.py@gw0-boot1-1.tar.gz"
+    assert saved.is_file() and vm.commands[1].endswith(" reset")
+    assert label_of(saved) == "test_lifecycle.py" and label_of(Path("gw0-3.tar.gz")) == "boot"
     plain = _FakeVM({}, "")
     assert save_counters(plain, tmp_path / "plain") == 0  # type: ignore[arg-type]
     assert plain.commands == [] and not (tmp_path / "plain").exists()
     broken = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, "not base64 at all!")
     assert save_counters(broken, tmp_path / "broken") == 0  # type: ignore[arg-type]
+
+
+def test_the_lines_of_each_test_file_merge_its_sets_and_skip_what_ran_nothing() -> None:
+    from harness.results.coverage import lines_by_test_file
+    trace = {"files": [{"file": "fs/erofs/ishare.c", "lines": [
+        {"line_number": 10, "count": 2}, {"line_number": 11, "count": 0}]},
+        {"file": "fs/erofs/zmap.c", "lines": [{"line_number": 5, "count": 0}]}]}
+    other = {"files": [{"file": "fs/erofs/ishare.c", "lines": [
+        {"line_number": 12, "count": 1}, {"line_number": 10, "count": 1}]}]}
+    got = lines_by_test_file([("test_a.py", trace), ("test_a.py", other), ("boot", other)])
+    assert got == {"test_a.py": {"fs/erofs/ishare.c": [10, 12]},
+                   "boot": {"fs/erofs/ishare.c": [10, 12]}}
