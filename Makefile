@@ -30,7 +30,7 @@ VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 
-.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check layouts races
+.PHONY: all deps venv test unit vmtest lint run shell exec bench kernel repro mutations bisect matrix ci-config compare clean help explore fuzz stress coverage savings check layouts races review
 
 all: help
 
@@ -52,6 +52,7 @@ help:
 	@echo "make mutations  deliberate breaks of fs/erofs (reports/mutations/) must turn tests red"
 	@echo "make bisect KERNEL_TREE=<git dir> GOOD=<rev> BAD=<rev> REPORT=<file>"
 	@echo "make coverage [KERNEL=tree:...] [PYTEST_ARGS=...]  fs/erofs line and branch coverage (gcov)"
+	@echo "make review MBOX=series.mbox [KERNEL_TREE=] [BASE=]  a patch series tested: the reply to send"
 	@echo "make savings [PAIRS=..] [CONTAINERS=..]  memory saved on real image pairs, beside composefs"
 	@echo "make check [KERNEL_TREE=<dir>] [PATCHES=..] [PYTEST_ARGS=..]  rebuild, boot, sharing tests: edit to verdict"
 	@echo "make matrix [MATRIX=matrix/nightly.yaml] [JOBS=N]  run the nightly matrix locally"
@@ -184,6 +185,15 @@ check: deps venv
 coverage: deps venv
 	$(PY) -m harness coverage $(VM_OPTS) --jobs=$(RUN_JOBS) --out=$(ARTIFACTS)/coverage \
 		-- $(PYTEST_ARGS)
+
+# make review MBOX=series.mbox | MSGID=<message-id> [KERNEL_TREE=] [BASE=] [PYTEST_ARGS=]:
+# a patch series from the list judged for page cache sharing (harness/review/run.py); the
+# reply, JSON, HTML and KCIDB JSON in $(ARTIFACTS)/review/. Exit 0 no regressions, 1
+# regressions, 2 no verdict.
+review: deps venv
+	$(PY) -m harness review $(if $(MBOX),--mbox=$(MBOX)) $(if $(MSGID),--msgid=$(MSGID)) \
+		$(if $(KERNEL_TREE),--tree=$(KERNEL_TREE)) $(if $(BASE),--base=$(BASE)) \
+		--accel=$(ACCEL) --jobs=$(RUN_JOBS) --out=$(ARTIFACTS)/review -- $(PYTEST_ARGS)
 
 # make savings [KERNEL=] [PAIRS=small,medium] [CONTAINERS=1,2,4,8,16]: memory saved on
 # real container-image pairs (savings/pairs.yaml); table, plots and HTML in

@@ -105,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_cov.add_argument("--out", type=Path, default=Path("artifacts") / "coverage")
     p_cov.add_argument("pytest_args", nargs=argparse.REMAINDER,
                        help="after --: pytest arguments (a selection: -k, -m, files)")
+    p_review = sub.add_parser("review", help="a patch series judged for page cache sharing: "
+                                             "per patch apply, checkpatch and build; the "
+                                             "tests that execute its lines on base and "
+                                             "patched kernels; a reply, JSON, HTML, KCIDB")
+    source = p_review.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mbox", type=Path, help="the series as b4 am writes it")
+    source.add_argument("--msgid", help="a message-id: b4 am fetches the series (online)")
+    p_review.add_argument("--tree", type=Path, default=None,
+                          help="the kernel tree (default: Debian's linux-source)")
+    p_review.add_argument("--base", default=None,
+                          help="the base commit (default: the series' base-commit)")
+    p_review.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p_review.add_argument("--jobs", type=int, default=2, help="pytest-xdist workers")
+    p_review.add_argument("--out", type=Path, default=Path("artifacts") / "review")
+    p_review.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                          help="after --: pytest arguments that narrow the suite")
     p_matrix = sub.add_parser("matrix", help="run the cells of a matrix file")
     p_matrix.add_argument("matrix", type=Path)
     p_matrix.add_argument("--jobs", type=int, default=1, help="cells at a time")
@@ -210,6 +226,16 @@ def cmd_coverage(args: argparse.Namespace) -> int:
                         pytest_args=extra)
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from harness.review.fetch import fetch_series
+    from harness.review.run import run_review
+    out = args.out.resolve()
+    mbox = args.mbox if args.mbox is not None else fetch_series(args.msgid, out / "series")
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    return run_review(mbox, tree=args.tree, base_commit=args.base, accel=args.accel,
+                      jobs=args.jobs, pytest_args=extra, out=out)
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     from harness.kernel.resolve import resolve_kernel
     kernel = resolve_kernel(args.kernel)
@@ -295,7 +321,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 COMMANDS = {"matrix": cmd_matrix, "matrix-report": cmd_matrix_report,
             "ci-config": cmd_ci_config, "compare": cmd_compare, "exec": cmd_exec,
             "shell": cmd_shell, "bench": cmd_bench, "kernel": cmd_kernel,
-            "repro": cmd_repro, "bisect": cmd_bisect, "coverage": cmd_coverage}
+            "repro": cmd_repro, "bisect": cmd_bisect, "coverage": cmd_coverage,
+            "review": cmd_review}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,9 @@ def coverage_spec(text: str | None) -> TreeSpec:
 
 
 def run_coverage(kernel_text: str | None, accel: str, *, jobs: int, out: Path,
-                 pytest_args: list[str]) -> int:
+                 pytest_args: list[str], paths: tuple[str, ...] = ("testcases",)) -> int:
+    """The suite (``paths``, narrowed by ``pytest_args``) on the coverage build of a tree,
+    then the report of what it executed; pytest's exit status."""
     spec = coverage_spec(kernel_text)
     print(f"coverage: kernel {spec}; pytest {' '.join(pytest_args) or '(the whole suite)'}",
           file=sys.stderr, flush=True)
@@ -45,7 +47,7 @@ def run_coverage(kernel_text: str | None, accel: str, *, jobs: int, out: Path,
     artifacts = out / "artifacts"
     shutil.rmtree(artifacts / COUNTERS_DIR, ignore_errors=True)
     argv = [str(PROJECT / "scripts" / "pytest-nonempty"), sys.executable, "-m", "pytest",
-            "testcases", f"--kernel={spec}", f"--accel={accel}", f"--artifacts={artifacts}",
+            *paths, f"--kernel={spec}", f"--accel={accel}", f"--artifacts={artifacts}",
             "-p", "no:cacheprovider", *(["-n", str(jobs)] if jobs > 1 else []), *pytest_args]
     status = subprocess.run(argv, cwd=PROJECT, check=False,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode

@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"pipeline", "results", "campaign"},
     {"plugin", "repro", "matrix", "bench", "explore", "hostile",
      "coverage", "savings", "layouts", "races"},
+    {"review"},  # the coverage run and the results of the layer below
     {"cli", "__main__"},
 ]
 
