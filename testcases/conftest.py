@@ -195,13 +195,25 @@ def forged_renamed(erofs_image: Callable[[str], BuiltImage],
 
 
 @pytest.fixture(scope="session")
-def offset_sizes(erofs_image: Callable[[str], BuiltImage],
-                 tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+def offset_image(erofs_image: Callable[[str], BuiltImage],
+                 tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], BuiltImage]:
+    """A catalog image stored FSOFFSET bytes into its file, for the fsoffset= mount option."""
+    made: dict[str, BuiltImage] = {}
+
+    def make(name: str) -> BuiltImage:
+        if name not in made:
+            plain = erofs_image(name)
+            path = tmp_path_factory.mktemp("offset") / f"{name}-at-64k.erofs"
+            path.write_bytes(bytes(FSOFFSET) + plain.path.read_bytes())
+            made[name] = dataclasses.replace(plain, path=path, key=f"{plain.key}-at-64k")
+        return made[name]
+    return make
+
+
+@pytest.fixture(scope="session")
+def offset_sizes(offset_image: Callable[[str], BuiltImage]) -> BuiltImage:
     """`sizes` stored 64 KiB into its file, for the fsoffset= mount option."""
-    plain = erofs_image("sizes")
-    path = tmp_path_factory.mktemp("offset") / "sizes-at-64k.erofs"
-    path.write_bytes(bytes(FSOFFSET) + plain.path.read_bytes())
-    return dataclasses.replace(plain, path=path, key=f"{plain.key}-at-64k")
+    return offset_image("sizes")
 
 
 FSOFFSET = 64 << 10
