@@ -96,6 +96,17 @@ class Extent:
 
 
 @dataclass(frozen=True)
+class PassthroughUnmount:
+    """An EROFS file served by a FUSE passthrough daemon, mapped, every file closed, then its
+    EROFS mount unmounted (harness/guest/helpers/fusepass.py)."""
+    umount: str  # "ok", the errno name, or how the unmounting child died
+    still_mounted: bool
+    before: str  # sha256 of the first page through the mapping, before the umount
+    after: str  # and after it
+    daemon: list[str]  # what the daemon reported ("released" once it let the file go)
+
+
+@dataclass(frozen=True)
 class PagedOutRead:
     """A holder's mapping reclaimed with MADV_PAGEOUT (what stayed resident), then every
     page touched again (what the faults read)."""
@@ -407,6 +418,14 @@ class Batch:
         return self._add("residencies", lambda a: {
             str(k): (Residency(int(v[1]), int(v[0])) if isinstance(v, list) else str(v))
             for k, v in a.items()}, paths=paths)
+
+    def fuse_passthrough_unmount(self, source: str, target: str, workdir: str
+                                 ) -> Pending[PassthroughUnmount]:
+        """``source`` (a file of the EROFS mount at ``target``) served through FUSE
+        passthrough, mapped privately, closed everywhere; then ``target`` unmounted."""
+        return self._add("fuse_passthrough_unmount", lambda a: PassthroughUnmount(
+            str(a["umount"]), bool(a["still_mounted"]), str(a["before"]), str(a["after"]),
+            [str(x) for x in a["daemon"]]), source=source, target=target, workdir=workdir)
 
     def fiemap(self, paths: list[str]) -> Pending[dict[str, list[Extent] | str]]:
         """FS_IOC_FIEMAP of each whole file: its extents in order, or the error text."""
@@ -774,6 +793,7 @@ class Probe:
     residency = one(Batch.residency)
     residencies = one(Batch.residencies)
     fiemap = one(Batch.fiemap)
+    fuse_passthrough_unmount = one(Batch.fuse_passthrough_unmount)
     pfns = one(Batch.pfns)
     smaps = one(Batch.smaps)
     collapse_huge = one(Batch.collapse_huge)

@@ -33,7 +33,8 @@ from pcprobe.watchers import watchers
 def _helper(name):
     """A helper module beside this package (dmtarget: device mapper targets; failnth:
     failing allocations one at a time; treecheck: the generated-layout checks; kmemleak:
-    leaks on demand), imported on first use: most guests never need most of them."""
+    leaks on demand; fusepass: a FUSE passthrough daemon), imported on first use: most
+    guests never need most of them."""
     return importlib.import_module(name)
 
 
@@ -85,6 +86,8 @@ OPS = {
     "tree_check": lambda op: _helper("treecheck").tree_check(
         op["root"], op["entries"], op.get("methods", ["read"])),
     "residencies": lambda op: _helper("treecheck").residency(op["paths"]),
+    "fuse_passthrough_unmount": lambda op: _helper("fusepass").passthrough_unmount(
+        op["source"], op["target"], op["workdir"]),
     "fiemap": lambda op: fiemap(op["paths"]),
     "lookup": lambda op: _helper("treecheck").lookup(op["paths"]),
     "dm_create": lambda op: {"device": _helper("dmtarget").create(
