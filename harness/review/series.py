@@ -34,6 +34,8 @@ class Series:
 
 def read_mbox(path: Path) -> Series:
     """The series in ``path`` (an mbox, a patch, a folder of them or a series file)."""
+    if not path.exists():
+        raise SpecError(f"MBOX={path}: no such file or directory")
     patches = tuple(read_series(path))
     text = path.read_text(errors="replace") if path.is_file() else ""
     cover = COVER_SUBJECT.search(text)
