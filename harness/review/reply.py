@@ -52,6 +52,10 @@ def _ranges(lines: list[int]) -> str:
     return ", ".join(spans)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _harness_version() -> str:
     proc = subprocess.run(["git", "-C", str(PROJECT), "describe", "--always", "--dirty"],
                           capture_output=True, text=True, check=False)
@@ -75,8 +79,9 @@ def reply_text(r: Review) -> str:
         state = ("does not apply" if not c.applies else "applies, " + (
             "builds" if c.builds else "does NOT build" if c.builds is False else "not built"))
         totals = ("checkpatch --strict: " + (
-            f"{c.checkpatch_totals[0]} errors, {c.checkpatch_totals[1]} warnings, "
-            f"{c.checkpatch_totals[2]} checks" if not c.checkpatch_ran else
+            ", ".join(_count(n, word) for n, word in zip(
+                c.checkpatch_totals, ("error", "warning", "check"), strict=True))
+            if not c.checkpatch_ran else
             f"not run ({c.checkpatch_ran})"))
         lines.append(f"  [{c.index}/{len(r.series.patches)}] {c.subject}")
         lines.append(f"      {state}; {totals}")

@@ -20,6 +20,7 @@ Exit status: 0 no regressions, 1 regressions, 2 no verdict.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -169,5 +170,5 @@ def _command(mbox: Path, tree: Path | None, base_commit: str | None,
     if base_commit:
         parts.append(f"BASE={base_commit}")
     if pytest_args:
-        parts.append(f"PYTEST_ARGS='{' '.join(pytest_args)}'")
+        parts.append(f'PYTEST_ARGS="{shlex.join(pytest_args)}"')
     return " ".join(parts)

@@ -144,7 +144,7 @@ def test_the_reply_and_a_valid_kcidb_json(tmp_path: Path) -> None:
     review = Review(series, base, checks, "make review MBOX=series.mbox")
     text = reply_text(review)
     assert "[1/2] [PATCH 3/2] erofs: change line 3" in text
-    assert "applies, builds; checkpatch --strict: 0 errors, 1 warnings" in text
+    assert "applies, builds; checkpatch --strict: 0 errors, 1 warning, 0 checks" in text
     assert "does NOT build" in text and "No verdict" in text
     assert "Not honoured: base-commit 0123456789ab" in text
     data = kcidb(review)
