@@ -230,7 +230,9 @@ def _apply_git(work: Path, origin: Path, base: str, series: list[Patch]) -> None
               file=sys.stderr, flush=True)
 
 
-def _patch(work: Path, text: str, reverse: bool = False) -> subprocess.CompletedProcess[str]:
+def apply_patch(work: Path, text: str, reverse: bool = False
+                ) -> subprocess.CompletedProcess[str]:
+    """patch -p1 of ``text`` in ``work``, applying all of it or nothing (rejects discarded)."""
     return subprocess.run(["patch", "-p1", "--forward", "--batch", "--no-backup-if-mismatch",
                            "-r", "-", "-d", str(work), *(["-R"] if reverse else [])],
                           input=text, capture_output=True, text=True, check=False)
@@ -239,17 +241,17 @@ def _patch(work: Path, text: str, reverse: bool = False) -> subprocess.Completed
 def _apply_copy(work: Path, origin: Path, applied: list[str], series: list[Patch]) -> None:
     """Revert what the copy carries (patch -R, newest first), then patch -p1 the series."""
     for text in reversed(applied):
-        proc = _patch(work, text, reverse=True)
+        proc = apply_patch(work, text, reverse=True)
         if proc.returncode != 0:
             raise HarnessError(f"cannot revert a patch in {work} to reuse it "
                                f"({proc.stdout.strip()[-300:]}); delete {work.parent}")
     for done, patch in enumerate(series):
-        proc = _patch(work, patch.text)
+        proc = apply_patch(work, patch.text)
         if proc.returncode != 0:
             # The failed patch applied nothing (--forward, rejects discarded to '-'); put
             # the copy back to the pristine tree before reporting.
             for earlier in reversed(series[:done]):
-                _patch(work, earlier.text, reverse=True)
+                apply_patch(work, earlier.text, reverse=True)
             raise _fail(patch, len(series), str(origin), proc.stdout + proc.stderr)
         print(f"harness: applied {patch.index}/{len(series)} {patch.subject}",
               file=sys.stderr, flush=True)

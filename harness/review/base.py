@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError, SpecError
 from harness.kernel.ksource import debian_source_tree
-from harness.kernel.patches import Patch, first_rejected_hunk, is_git_tree
+from harness.kernel.patches import Patch, apply_patch, first_rejected_hunk, is_git_tree
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,7 @@ def patched_texts(texts: dict[str, str | None], patches: list[Patch]) -> dict[st
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
                 (root / path).write_text(text)
         for patch in patches:
-            proc = subprocess.run(["patch", "-p1", "--forward", "--batch",
-                                   "--no-backup-if-mismatch", "-r", "-", "-d", str(root)],
-                                  input=patch.text, capture_output=True, text=True,
-                                  check=False)
+            proc = apply_patch(root, patch.text)
             if proc.returncode != 0:
                 raise HarnessError(f"patch {patch.index} \"{patch.subject}\" does not apply "
                                    f"to the base; first rejected hunk in "
