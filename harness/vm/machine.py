@@ -11,7 +11,6 @@ import contextlib
 import enum
 import logging
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from harness.core.errors import (
     ToolMissing,
     VMError,
 )
+from harness.core.tempdirs import remove_tree
 from harness.core.waits import WaitLedger
 from harness.guestimage.build import READY_MARKER, SCRATCH_SERIAL, GuestImage
 from harness.guestimage.sshkeys import GuestKeys, guest_keys
@@ -209,7 +209,7 @@ class VM:
         self.accel = choose_accel(self.config.accel, self.kernel.vmlinuz)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"harness-{self.name}."))
         if not self.config.keep:
-            self._stack.callback(shutil.rmtree, self.workdir, True)
+            self._stack.callback(remove_tree, self.workdir)
         if self.artifacts:
             self.artifacts.mkdir(parents=True, exist_ok=True)
         scratch = self.workdir / "scratch.ext4" if self.config.scratch_mb else None
@@ -217,7 +217,7 @@ class VM:
         if len(str(qmp_path)) > 100:
             # AF_UNIX paths end at 108 bytes; a deep TMPDIR gets a short socket dir of its own.
             short = Path(tempfile.mkdtemp(prefix="hq.", dir="/tmp"))
-            self._stack.callback(shutil.rmtree, short, True)
+            self._stack.callback(remove_tree, short)
             qmp_path = short / "qmp.sock"
         self.qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
         append = " ".join(filter(None, [boot_append(self.kernel), self.config.append]))

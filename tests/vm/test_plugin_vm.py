@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from vmhelpers import qemu_processes
+from vmhelpers import harness_leftovers, qemu_processes
 
 ACCEL = "--accel=tcg"
 
@@ -176,7 +176,7 @@ def test_ctrl_c_during_a_test_leaves_no_qemu(pytester: pytest.Pytester,
     out, _ = proc.communicate(timeout=60)
     assert b"KeyboardInterrupt" in out
     assert qemu_processes(str(isolated_tmp)) == []
-    assert [p for p in isolated_tmp.iterdir() if p.name.startswith("harness-")] == []
+    assert harness_leftovers(isolated_tmp) == {}
 
 
 def test_ctrl_c_during_boot_leaves_no_qemu(isolated_tmp: Path) -> None:
@@ -186,7 +186,7 @@ def test_ctrl_c_during_boot_leaves_no_qemu(isolated_tmp: Path) -> None:
     assert proc.returncode == 130, out
     assert b"interrupted" in out
     assert qemu_processes(str(isolated_tmp)) == []
-    assert [p for p in isolated_tmp.iterdir() if p.name.startswith("harness-")] == []
+    assert harness_leftovers(isolated_tmp) == {}
 
 
 def test_sigterm_cleans_up_when_started_with_sigint_ignored(isolated_tmp: Path) -> None:
@@ -201,7 +201,7 @@ def test_sigterm_cleans_up_when_started_with_sigint_ignored(isolated_tmp: Path) 
     assert proc.returncode == 143, out
     assert b"terminated" in out
     assert qemu_processes(str(isolated_tmp)) == []
-    assert [p for p in isolated_tmp.iterdir() if p.name.startswith("harness-")] == []
+    assert harness_leftovers(isolated_tmp) == {}
 
 
 def _exec_booting(tmp: Path, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from vmhelpers import hotplug_round_trip, qemu_processes
+from vmhelpers import harness_leftovers, hotplug_round_trip, qemu_processes
 
 from harness.core.errors import GuestDied, HarnessError, VMError
 from harness.guestimage.build import GuestImage
@@ -25,7 +25,7 @@ TCG = VMConfig(accel="tcg", scratch_mb=0, boot_timeout=60)
 
 def _no_leftovers(tmp: Path) -> None:
     assert qemu_processes(str(tmp)) == [], "a QEMU process outlived its VM"
-    assert [p.name for p in tmp.iterdir() if p.name.startswith("harness-")] == []
+    assert harness_leftovers(tmp) == {}
 
 
 @pytest.fixture

@@ -60,3 +60,10 @@ def inner_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["TMPDIR"] = str(tmp)
     return env
+
+
+def harness_leftovers(tmp: Path) -> dict[str, list[str]]:
+    """The VM work folders (``harness-*``) left in ``tmp``, each with what it still holds:
+    the contents say which part of the VM's clean-up missed it."""
+    return {p.name: sorted(str(q.relative_to(p)) for q in p.rglob("*"))
+            for p in tmp.iterdir() if p.name.startswith("harness-")}
