@@ -389,24 +389,42 @@ class VM:
         """Quit QEMU (QMP quit, then kill) and remove everything the VM made. Idempotent."""
         if self.state == VMState.STOPPED:
             return
+        # A Ctrl-C that landed while qemu.qmp ran its reader or writer task is stored in
+        # that task, and surfaces again from the next QMP call here (quit, close): it must
+        # not cut the clean-up short. It is raised once QEMU and the work folder are gone.
+        interrupt: BaseException | None = None
         try:
             if self.ssh:
                 self.ssh.close()
+            quit_sent = False
             if self.qmp and self.console and not self.console.ended:
-                with contextlib.suppress(Exception):
+                try:
                     self.qmp.settimeout(timeout)
                     self.qmp.cmd("quit")
+                    quit_sent = True
+                except Exception:  # a QMP that cannot quit QEMU: it is killed below
+                    pass
+                except BaseException as exc:
+                    interrupt = exc
             if self.console:
-                deadline = Deadline(timeout)
-                poll(lambda: True if not self.console or not self.console.alive() else None,
-                     deadline)
+                if quit_sent:  # else nothing would end QEMU: waiting for it is waste
+                    poll(lambda: True if not self.console or not self.console.alive()
+                         else None, Deadline(timeout))
                 self.console.kill()
         finally:
-            if self.qmp:
-                with contextlib.suppress(Exception):
-                    self.qmp.close()
-            self._stack.close()
-            self.state = VMState.STOPPED
+            try:
+                if self.qmp:
+                    try:
+                        self.qmp.close()
+                    except Exception:  # closing what is gone already
+                        pass
+                    except BaseException as exc:
+                        interrupt = interrupt or exc
+            finally:
+                self._stack.close()
+                self.state = VMState.STOPPED
+        if interrupt is not None:
+            raise interrupt
 
     @property
     def pid(self) -> int | None:

@@ -17,6 +17,7 @@ in it; a restored guest starts sshd where the saved one would have.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shlex
@@ -111,10 +112,15 @@ def save(key: str, qmp: QEMUMonitorProtocol, scratch: Path | None) -> Path | Non
             _migrate(qmp, out / MEMORY)
             if scratch is not None:
                 copy_sparse(scratch, out / SCRATCH)
-        finally:
-            # After a completed migration QEMU leaves the source paused ("postmigrate");
-            # cont takes its disks back and runs it on.
-            qmp.cmd("cont")
+        except BaseException:
+            # The failure (a Ctrl-C above all) goes on up: a "cont" that fails too, as it
+            # does once qemu.qmp holds that Ctrl-C in its reader, must not replace it.
+            with contextlib.suppress(Exception):
+                qmp.cmd("cont")
+            raise
+        # After a completed migration QEMU leaves the source paused ("postmigrate");
+        # cont takes its disks back and runs it on.
+        qmp.cmd("cont")
         return {"saved_in_seconds": round(time.monotonic() - started, 2)}
     try:
         entry = cache.get_or_build(KIND, key, build, verify_files=False)

@@ -190,3 +190,34 @@ def test_cold_boot_neither_restores_nor_saves(fake_qemu: Path, no_ssh: None) -> 
         pass
     with _vm(fake_qemu, restore=False) as vm:
         assert not vm.restored and "-incoming" not in vm.argv
+
+
+def test_ctrl_c_held_in_qemu_qmp_tasks_still_stops_qemu_and_removes_the_folder(
+        fake_qemu: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that lands while qemu.qmp runs its reader task is stored in that task and
+    raised again by every QMP call after it: quit and close in stop() must not cut the
+    clean-up short (it left a VM's work folder behind once in CI), nor wait for a QEMU
+    that was never told to quit."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+    monkeypatch.setenv("FAKE_QEMU_MODE", "silent")
+    vm = _vm(fake_qemu, boot_timeout=30.0, restore=False)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VM, "_wait_ready", interrupted)
+    real_close = QEMUMonitorProtocol.close
+
+    def close_raising_the_stored_interrupt(self: QEMUMonitorProtocol) -> None:
+        real_close(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(QEMUMonitorProtocol, "cmd", interrupted)
+    monkeypatch.setattr(QEMUMonitorProtocol, "close", close_raising_the_stored_interrupt)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        vm.start()
+    assert time.monotonic() - started < 5, "stop() waited for a QEMU never told to quit"
+    assert vm.state == VMState.STOPPED
+    assert vm.console is not None and _gone(vm.console.pid)
+    assert _leftovers(fake_qemu) == [] and not procs.owned()
