@@ -4,6 +4,7 @@ hold the same content in the `sizes` and `renamed` images."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,12 @@ from harness.guest.mounts import Mount, Mounter
 from harness.guest.probe import Probe, ReadResult, Residency
 
 SHARE = "inode_share,domain_id=d1"
+
+
+def errno_name(number: int) -> str:
+    """What a test says of a call's errno: its name, or success for 0."""
+    return "success" if number == 0 else errno.errorcode.get(number, str(number))
+
 # One kernel bug, met by tests in two files: file-backed mounts of 7.3 read metadata in the
 # last, partial page of an image as EIO (reports/fileio-partial-meta-page.yaml). Each test
 # adds the parametrizations (params=) where the bug shows.

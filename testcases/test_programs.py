@@ -15,6 +15,7 @@ hold it under other names.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from harness.erofs.tools import ErofsUtils
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
 from harness.repro.cprog import compile_static
-from testcases.conftest import SHARE
+from testcases.conftest import SHARE, errno_name
 
 PROGRAM = Path(__file__).parent / "programs" / "whoami.c"
 HERE, THERE = "bin/whoami", "usr/local/bin/who-else"  # its paths in the two images
@@ -76,3 +77,30 @@ def test_the_pages_a_program_ran_from_are_its_twins_exactly_when_they_share(
         assert twin.resident == 0, f"a private twin shows {twin} of a run it never made"
     again = pagecache.execute(mb.path(THERE))
     assert again.status == STATUS and again.said("exe") == mb.path(THERE), again
+
+
+@pytest.mark.known_bug(
+    "replace_mm_exe_file() refuses a new executable while a VMA maps the old one by "
+    "comparing vma->vm_file->f_path with the exe file's; a sharing mount's VMAs hold the "
+    "shared inode's backing file, whose f_path is internal, so the check never matches "
+    "and a running program's /proc/<pid>/exe can be replaced while its code is mapped "
+    "(reports/ishare-exe-file-replaced-while-mapped.yaml; found by reading fs/erofs "
+    "beside kernel/fork.c, 7.2.13 and 7.3.4)",
+    signature=r"PR_SET_MM_EXE_FILE answered success, not EBUSY",
+    releases=">=7.2", params=["*-sharing"],
+    unless_patched="compare the user path of mappings in replace_mm_exe_file")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["private", "sharing"])
+def test_a_running_programs_executable_cannot_be_replaced_while_it_is_mapped(
+        program_twins: tuple[BuiltImage, BuiltImage], source: str, options: str,
+        mount: Mounter, pagecache: Probe) -> None:
+    """prctl(PR_SET_MM_EXE_FILE) (what CRIU restores /proc/<pid>/exe with) must refuse a
+    program that still maps its executable, EBUSY, so /proc/<pid>/exe cannot be made to
+    hide the code that runs: through a sharing mount as through a plain one."""
+    path = mount(program_twins[0], options, source).path(HERE)
+    ran = pagecache.execute(path)
+    assert ran.status == STATUS, f"{path} exited {ran.status}: {ran.stderr}"
+    answered = ran.said("exe_file_change")
+    assert answered is not None, f"{path} did not say what prctl answered: {ran.stdout!r}"
+    assert int(answered) == errno.EBUSY, (
+        f"PR_SET_MM_EXE_FILE answered {errno_name(int(answered))}, not EBUSY, while {path} "
+        f"is still mapped")

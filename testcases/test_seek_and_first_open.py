@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import BIG, SHARE, twin_of
+from conftest import BIG, SHARE, errno_name, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe, ReadResult
@@ -149,10 +149,6 @@ def test_statx_reports_direct_io_exactly_where_o_direct_opens(
     assert (calls.dio_offset_align > 0) == (calls.odirect_errno == 0), (
         f"statx reports a direct I/O offset alignment of {calls.dio_offset_align}, and "
         f"open(O_DIRECT) gave {errno_name(calls.odirect_errno)}")
-
-
-def errno_name(number: int) -> str:
-    return "success" if number == 0 else errno.errorcode.get(number, str(number))
 
 
 @pytest.mark.requires_kernel("erofs", "core_dumps")
