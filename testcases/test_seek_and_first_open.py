@@ -241,3 +241,37 @@ def test_a_uprobe_on_a_file_reaches_its_executable_mappings(
     seen = pagecache.watchers(path)
     assert seen.uprobe == "installed", (
         f"a uprobe on {path}, enabled, then an executable mapping of it: {seen.uprobe}")
+
+
+OWNED, OWNER = "owned", 1000  # in `sizes`: 40 KiB, uid 1000, mode 0600
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.known_bug(
+    "mincore(2) shows a mapping's pages to the file's owner and to users who may write it, "
+    "and says every page is resident to others (can_do_mincore: file_owner_or_capable("
+    "vma->vm_file)); a sharing mount's VMA holds the shared inode's backing file, owned by "
+    "root with mode 0444, so the file's own owner is told every page is resident (and, "
+    "by the same rule in can_do_file_pageout, read not measured, MADV_PAGEOUT skips them) "
+    "(reports/ishare-mincore-owner-sees-all-resident.yaml; found by reading mm/ beside "
+    "fs/erofs, 7.2.13 and 7.3.4)",
+    signature=r"its owner \(uid 1000\) is shown [1-9]\d*/\d+ pages resident",
+    releases=">=7.2", params=["*-sharing"],
+    unless_patched="check the owner of the user's file in mincore")
+@pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
+def test_mincore_shows_a_files_owner_the_pages_that_are_resident(
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
+    """The owner of a file sees its residency through mincore(2) as root does (the kernel
+    hides it only from users who neither own nor may write the file), before a read and
+    after it: through a sharing mount as through a plain one."""
+    path = mount(pair[0], options, source).path(OWNED)
+    pagecache.drop_caches()
+    for when in ("before a read", "after the owner read it"):
+        root, owner = pagecache.residency(path), pagecache.residency_as(path, OWNER)
+        assert owner.resident == root.resident, (
+            f"{when}, root sees {root} of {path}, its owner (uid {OWNER}) is shown {owner}")
+        if when == "before a read":
+            assert root.resident == 0, f"{path} is cold after drop_caches, yet {root}"
+            read = pagecache.read_as(path, OWNER)
+            assert not read.failed, f"its owner could not read {path}: {read.error}"

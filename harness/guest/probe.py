@@ -413,6 +413,11 @@ class Batch:
         """mincore() over a mapping of the file: its pages in the page cache it reads."""
         return self._add("residency", _residency, may_fail, path=path)
 
+    def residency_as(self, path: str, uid: int) -> Pending[Residency]:
+        """mincore() over a mapping of the file made by user ``uid``: the pages the kernel
+        lets that user see (its own files' and those it may write; of others it says all)."""
+        return self._add("residency_as", _residency, path=path, uid=uid)
+
     def residencies(self, paths: list[str]) -> Pending[dict[str, Residency | str]]:
         """mincore of each file without faulting pages in, or the error text."""
         return self._add("residencies", lambda a: {
@@ -828,6 +833,7 @@ class Probe:
     file_calls = one(Batch.file_calls)
     watchers = one(Batch.watchers)
     mapping_names = one(Batch.mapping_names)
+    residency_as = one(Batch.residency_as)
     kernel_log_mark = one(Batch.kernel_log_mark)
     kernel_log_since = one(Batch.kernel_log_since)
 

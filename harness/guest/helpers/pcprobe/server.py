@@ -23,7 +23,15 @@ from pcprobe.mounts import (
     mount_unprivileged,
     patch_file,
 )
-from pcprobe.pages import collapse, fadvise_dontneed, hint, mincore, pfns, smaps
+from pcprobe.pages import (
+    collapse,
+    fadvise_dontneed,
+    hint,
+    mincore,
+    mincore_as,
+    pfns,
+    smaps,
+)
 from pcprobe.programs import execute
 from pcprobe.reads import parallel_read, read_as, read_file, seek_map, sha256_of
 from pcprobe.walk import WALK_READ_CAP, walk
@@ -43,6 +51,7 @@ def _helper(name):
 OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "residency": lambda op: mincore(op["path"]),
+    "residency_as": lambda op: mincore_as(op["path"], op["uid"]),
     "pfns": lambda op: pfns(op["paths"]),
     "smaps": lambda op: smaps(op["paths"]),
     "collapse_huge": lambda op: collapse(op["path"], op.get("touch", False), op.get("retries", 0)),
