@@ -418,6 +418,13 @@ class Batch:
         lets that user see (its own files' and those it may write; of others it says all)."""
         return self._add("residency_as", _residency, path=path, uid=uid)
 
+    def first_page_readahead(self, path: str, device: str, read_ahead_kb: int
+                             ) -> Pending[Residency]:
+        """The file's pages resident after one read of its first page from cold, opened
+        while block device ``device`` reads ahead ``read_ahead_kb`` KiB (restored after)."""
+        return self._add("first_page_readahead", _residency, path=path, device=device,
+                         read_ahead_kb=read_ahead_kb)
+
     def residencies(self, paths: list[str]) -> Pending[dict[str, Residency | str]]:
         """mincore of each file without faulting pages in, or the error text."""
         return self._add("residencies", lambda a: {
@@ -834,6 +841,7 @@ class Probe:
     watchers = one(Batch.watchers)
     mapping_names = one(Batch.mapping_names)
     residency_as = one(Batch.residency_as)
+    first_page_readahead = one(Batch.first_page_readahead)
     kernel_log_mark = one(Batch.kernel_log_mark)
     kernel_log_since = one(Batch.kernel_log_since)
 

@@ -236,6 +236,31 @@ def fadvise_dontneed(path):
     return {}
 
 
+def first_page_readahead(path, device, read_ahead_kb):
+    """The pages of ``path`` resident after one read(2) of its first page from a cold cache,
+    with the readahead of block device ``device`` set to ``read_ahead_kb`` KiB meanwhile
+    (restored after). The file is opened after the setting: a file takes its readahead
+    size from its backing device when it is opened."""
+    name = os.path.basename(os.path.realpath(device))
+    knob = f"/sys/block/{name}/queue/read_ahead_kb"
+    with open(knob) as fh:
+        old = fh.read().strip()
+    try:
+        with open(knob, "w") as fh:
+            fh.write(str(read_ahead_kb))
+        fadvise_dontneed(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if len(os.read(fd, PAGE)) != PAGE:
+                raise OSError(errno.EIO, f"{path}: a short read of its first page")
+        finally:
+            os.close(fd)
+        return mincore(path)
+    finally:
+        with open(knob, "w") as fh:
+            fh.write(old)
+
+
 def hint(path, advice, settle=5.0):
     """Give the kernel a read hint (no read): POSIX_FADV_WILLNEED or readahead(2). Both
     start I/O and may return before it ends, so wait until the file's residency through

@@ -26,6 +26,7 @@ from pcprobe.mounts import (
 from pcprobe.pages import (
     collapse,
     fadvise_dontneed,
+    first_page_readahead,
     hint,
     mincore,
     mincore_as,
@@ -52,6 +53,8 @@ OPS = {
     "read": lambda op: read_file(op["path"], op.get("method", "read")),
     "residency": lambda op: mincore(op["path"]),
     "residency_as": lambda op: mincore_as(op["path"], op["uid"]),
+    "first_page_readahead": lambda op: first_page_readahead(op["path"], op["device"],
+                                                            op["read_ahead_kb"]),
     "pfns": lambda op: pfns(op["paths"]),
     "smaps": lambda op: smaps(op["paths"]),
     "collapse_huge": lambda op: collapse(op["path"], op.get("touch", False), op.get("retries", 0)),
