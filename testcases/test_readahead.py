@@ -25,7 +25,7 @@ from harness.guest.probe import Probe
     "sharing mount): erofs_ishare_file_open() opens the shared inode's file, whose f_ra "
     "is set from inode_to_bdi() of the shared inode, so the read_ahead_kb of the device "
     "the image is on is ignored (reports/ishare-readahead-ignores-device.yaml; found by "
-    "reading fs/erofs beside mm/readahead.c, 7.3.4)",
+    "reading fs/erofs beside mm/readahead.c, 7.2.13 and 7.3.4)",
     signature=r"with read_ahead_kb 0 on \S+, one read of the first page of \S+ left "
               r"[2-9]\d*/\d+ pages resident",
     releases=">=7.2", params=["*-sharing"],
