@@ -23,23 +23,30 @@ from harness.guest.probe import Probe
     "a sharing mount reads ahead as far as the ishare pseudo filesystem's backing device "
     "says (its own read_ahead_kb under /sys/class/bdi, 128 KiB, one setting for every "
     "sharing mount): erofs_ishare_file_open() opens the shared inode's file, whose f_ra "
-    "is set from inode_to_bdi() of the shared inode, so the read_ahead_kb of the device "
-    "the image is on is ignored (reports/ishare-readahead-ignores-device.yaml; found by "
-    "reading fs/erofs beside mm/readahead.c, 7.2.13 and 7.3.4)",
-    signature=r"with read_ahead_kb 0 on \S+, one read of the first page of \S+ left "
-              r"[2-9]\d*/\d+ pages resident",
-    releases=">=7.2", params=["*-sharing"],
+    "is set from inode_to_bdi() of the shared inode, and fadvise NORMAL or SEQUENTIAL on "
+    "it sizes it from there again, so the read_ahead_kb of the device the image is on is "
+    "ignored (reports/ishare-readahead-ignores-device.yaml; found by reading fs/erofs "
+    "beside mm/readahead.c, 7.2.13 and 7.3.4)",
+    signature=r"with read_ahead_kb 0 on \S+(?: and fadvise \w+)?, one read of the first "
+              r"page of \S+ left (?:[2-9]\d*|1\d+)/\d+ pages resident",
+    releases=">=7.2", params=["*-sharing-*"],
     unless_patched="read ahead as the real inode's device says")
+@pytest.mark.parametrize("advice", [None, "normal", "sequential"],
+                         ids=["opened", "fadvise-normal", "fadvise-sequential"])
 @pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
 @pytest.mark.parametrize("source", ["loop", "block"])
 def test_a_read_reads_ahead_as_far_as_the_devices_read_ahead_kb(
-        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, mount: Mounter,
-        pagecache: Probe) -> None:
+        pair: tuple[BuiltImage, BuiltImage], source: str, options: str, advice: str | None,
+        mount: Mounter, pagecache: Probe) -> None:
     """With the device's readahead off (read_ahead_kb 0) a read of one page from cold
-    brings in that page alone, through a sharing mount as through a plain one."""
+    brings in that page alone, through a sharing mount as through a plain one: as the file
+    was opened, and after fadvise NORMAL or SEQUENTIAL (which size the readahead anew from
+    the file's backing device)."""
     mounted = mount(pair[0], options, source)
     path = mounted.path(BIG)
-    after = pagecache.first_page_readahead(path, mounted.device, 0)
-    assert after.resident == 1, (
-        f"with read_ahead_kb 0 on {mounted.device}, one read of the first page of {path} "
-        f"left {after}")
+    got = pagecache.first_page_readahead(path, mounted.device, 0, advice)
+    assert got.before.resident == 0, f"{path} is not cold after fadvise DONTNEED: {got.before}"
+    advised = f" and fadvise {advice}" if advice else ""
+    assert got.after.resident == 1, (
+        f"with read_ahead_kb 0 on {mounted.device}{advised}, one read of the first page of "
+        f"{path} left {got.after}")

@@ -75,6 +75,13 @@ class Residency:
 
 
 @dataclass(frozen=True)
+class FirstPageRead:
+    """A file's residency before one read of its first page (cold: nothing) and after."""
+    before: Residency
+    after: Residency
+
+
+@dataclass(frozen=True)
 class Extent:
     """One FIEMAP extent: ``length`` bytes of the file from ``logical`` lie at byte
     ``physical`` of the device (its flags say when that address means no bytes as such)."""
@@ -418,12 +425,14 @@ class Batch:
         lets that user see (its own files' and those it may write; of others it says all)."""
         return self._add("residency_as", _residency, path=path, uid=uid)
 
-    def first_page_readahead(self, path: str, device: str, read_ahead_kb: int
-                             ) -> Pending[Residency]:
-        """The file's pages resident after one read of its first page from cold, opened
-        while block device ``device`` reads ahead ``read_ahead_kb`` KiB (restored after)."""
-        return self._add("first_page_readahead", _residency, path=path, device=device,
-                         read_ahead_kb=read_ahead_kb)
+    def first_page_readahead(self, path: str, device: str, read_ahead_kb: int,
+                             advice: str | None = None) -> Pending[FirstPageRead]:
+        """One read of the file's first page from cold, the file opened while block device
+        ``device`` reads ahead ``read_ahead_kb`` KiB (restored after) and then advised
+        ``advice`` (normal, sequential) if given: its residency before and after."""
+        return self._add("first_page_readahead", lambda a: FirstPageRead(
+            _residency(a["before"]), _residency(a["after"])), path=path, device=device,
+            read_ahead_kb=read_ahead_kb, advice=advice)
 
     def residencies(self, paths: list[str]) -> Pending[dict[str, Residency | str]]:
         """mincore of each file without faulting pages in, or the error text."""

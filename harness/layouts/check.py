@@ -183,6 +183,29 @@ def read_in_subpage_extents(built: Built, facts: FileFacts) -> bool:
     return facts.layout == FLAT_PLAIN and end % PAGE != 0
 
 
+def subpage_readers(images: list[Built]) -> dict[bytes, set[tuple[str, str]]]:
+    """For each content, the (image, path)s of fingerprinted files that the sub-page bug
+    reads wrong into a shared cache (read_in_subpage_extents)."""
+    readers: dict[bytes, set[tuple[str, str]]] = {}
+    for b in images:
+        if b.fingerprinted:
+            for path, f in b.files.items():
+                if read_in_subpage_extents(b, f):
+                    readers.setdefault(content_digest(b, path), set()).add((b.name, path))
+    return readers
+
+
+def has_subpage_twin(readers: dict[bytes, set[tuple[str, str]]], built: Built, rel: str,
+                     other_domain: bool) -> bool:
+    """Whether another file that can share ``rel``'s cache (fingerprinted, same content,
+    same domain: with ``other_domain`` the two images are in two) is one the sub-page bug
+    reads wrong. The file itself does not count: its own reads have tags of their own."""
+    if not built.fingerprinted:
+        return False
+    return any((image, path) != (built.name, rel) and not (other_domain and image != built.name)
+               for image, path in readers.get(content_digest(built, rel), ()))
+
+
 def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool,
               domain: str, result: ExampleResult) -> None:
     probe = guest.session.probe
@@ -193,9 +216,7 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
     partial: set[str] = set()  # file-backed mounts of an image that ends inside a page
     # The contents of files that the sub-page bug reads wrong into a shared cache: a twin
     # of one, in an image of any block size, reads the wrong bytes through that cache.
-    subpage = {content_digest(b, path)
-               for b in images if sharing and b.fingerprinted
-               for path, f in b.files.items() if read_in_subpage_extents(b, f)}
+    subpage = subpage_readers(images) if sharing else {}
 
     def problem(name: str, text: str, built: Built | None = None, rel: str = "") -> None:
         """A problem line: phase, mount, what; with the facts known bugs turn on, so that
@@ -218,7 +239,7 @@ def run_phase(guest: Guest, images: list[Built], example: Example, sharing: bool
         if facts is not None and built is not None and \
                 (wrong_bytes or EIO_SYMPTOM.search(text)) and \
                 not facts.compressed and rel and \
-                content_digest(built, rel) in subpage:
+                has_subpage_twin(subpage, built, rel, example.other_domain):
             notes.append(SUBPAGE_TWIN)
         if facts is not None and built is not None and built.block_size < PAGE:
             if facts.layout == FLAT_INLINE and wrong_bytes:

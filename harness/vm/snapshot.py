@@ -17,7 +17,6 @@ in it; a restored guest starts sshd where the saved one would have.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import shlex
@@ -115,8 +114,10 @@ def save(key: str, qmp: QEMUMonitorProtocol, scratch: Path | None) -> Path | Non
         except BaseException:
             # The failure (a Ctrl-C above all) goes on up: a "cont" that fails too, as it
             # does once qemu.qmp holds that Ctrl-C in its reader, must not replace it.
-            with contextlib.suppress(Exception):
+            try:
                 qmp.cmd("cont")
+            except Exception as exc:  # noted: a guest left paused shows later as a hang
+                log.warning("the guest could not be resumed after a failed save: %s", exc)
             raise
         # After a completed migration QEMU leaves the source paused ("postmigrate");
         # cont takes its disks back and runs it on.

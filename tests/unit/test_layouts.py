@@ -333,3 +333,23 @@ def test_a_replay_is_judged_by_its_own_bug_not_by_another_report_of_the_same_fix
     assert "layout-9e2c4b86a2" not in others  # the sub-page bug's general signature
     assert "layout-b80d23d0f9" not in others  # the sub-page bug through another layout
     assert "layout-97ef893dbe" in others  # the partial-page bug: another bug
+
+
+def test_a_twin_the_sub_page_bug_reads_wrong_tags_only_files_that_can_share_with_it() -> None:
+    """Seed 1215 on 7.2: a 1 KiB-block file ending on a page boundary (not itself read in
+    sub-page extents) read EIO through sharing because its twin sits in 2 KiB chunks. The
+    tag goes to such a file in an image of any block size, and to no file that cannot
+    share with the twin: itself, an unfingerprinted one, one in the other domain."""
+    from harness.layouts.build import Built, FileFacts
+    from harness.layouts.check import has_subpage_twin, subpage_readers
+    data = (Segment("random", 8192, 7),)
+    a = Built("a", Layout(block_size=1024), Tree((Node("f", "file", data),)),
+              features=["ishare_xattrs"], files={"f": FileFacts(1, 0, 8192)}, block_size=1024)
+    b = Built("b", Layout(block_size=2048, chunksize=2048), Tree((Node("g", "file", data),)),
+              features=["ishare_xattrs"], files={"g": FileFacts(1, 4, 8192)}, block_size=2048)
+    readers = subpage_readers([a, b])
+    assert has_subpage_twin(readers, a, "f", other_domain=False)
+    assert not has_subpage_twin(readers, b, "g", other_domain=False)  # itself only
+    assert not has_subpage_twin(readers, a, "f", other_domain=True)   # b in another domain
+    plain = Built("a", Layout(block_size=1024), a.tree, files=a.files, block_size=1024)
+    assert not has_subpage_twin(readers, plain, "f", other_domain=False)  # no fingerprint

@@ -236,11 +236,16 @@ def fadvise_dontneed(path):
     return {}
 
 
-def first_page_readahead(path, device, read_ahead_kb):
-    """The pages of ``path`` resident after one read(2) of its first page from a cold cache,
-    with the readahead of block device ``device`` set to ``read_ahead_kb`` KiB meanwhile
-    (restored after). The file is opened after the setting: a file takes its readahead
-    size from its backing device when it is opened."""
+ADVICE = {"normal": os.POSIX_FADV_NORMAL, "sequential": os.POSIX_FADV_SEQUENTIAL}
+
+
+def first_page_readahead(path, device, read_ahead_kb, advice=None):
+    """One read(2) of the first page of ``path`` from a cold cache, with the readahead of
+    block device ``device`` set to ``read_ahead_kb`` KiB meanwhile (restored after): the
+    residency before the read (0 if the cache was cold) and after it. The file is opened
+    after the setting (a file takes its readahead size from its backing device when it is
+    opened), then given ``advice`` (normal, sequential: fadvise sizes the readahead anew)
+    if any."""
     name = os.path.basename(os.path.realpath(device))
     knob = f"/sys/block/{name}/queue/read_ahead_kb"
     with open(knob) as fh:
@@ -249,13 +254,16 @@ def first_page_readahead(path, device, read_ahead_kb):
         with open(knob, "w") as fh:
             fh.write(str(read_ahead_kb))
         fadvise_dontneed(path)
+        before = mincore(path)
         fd = os.open(path, os.O_RDONLY)
         try:
+            if advice:
+                os.posix_fadvise(fd, 0, 0, ADVICE[advice])
             if len(os.read(fd, PAGE)) != PAGE:
                 raise OSError(errno.EIO, f"{path}: a short read of its first page")
         finally:
             os.close(fd)
-        return mincore(path)
+        return {"before": before, "after": mincore(path)}
     finally:
         with open(knob, "w") as fh:
             fh.write(old)
