@@ -82,6 +82,17 @@ def in_child(work):
     return pid, read_r
 
 
+def as_user(uid, work):
+    """``work`` in a child running as ``uid`` (and its own gid, no groups): its answer, or
+    its OSError (child_result)."""
+    def dropped():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        return work()
+    return child_result(dropped)
+
+
 def child_result(work):
     """``work`` in a child (other credentials, namespaces): its answer, or its OSError."""
     pid, pipe = in_child(work)

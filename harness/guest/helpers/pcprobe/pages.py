@@ -9,7 +9,7 @@ import os
 import struct
 import time
 
-from pcprobe.base import MAP_FAILED, PAGE, child_result, libc, oserror
+from pcprobe.base import MAP_FAILED, PAGE, as_user, libc, oserror
 
 MADV_PAGEOUT = 21
 
@@ -70,12 +70,7 @@ def mincore_as(path, uid):
     """mincore() of ``path`` from a child running as ``uid`` (its own gid, no groups): what
     the kernel shows that user. It shows the pages of a file the user owns or may write;
     of any other file it says every page is resident (mm/mincore.c, can_do_mincore)."""
-    def work():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        return mincore(path)
-    return child_result(work)
+    return as_user(uid, lambda: mincore(path))
 
 
 def _frames(pagemap, mapping):

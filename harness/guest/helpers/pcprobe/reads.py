@@ -9,7 +9,7 @@ import mmap
 import os
 import time
 
-from pcprobe.base import PAGE, child_result, libc, oserror
+from pcprobe.base import PAGE, as_user, libc, oserror
 from pcprobe.iouring import io_uring_read
 
 
@@ -196,9 +196,4 @@ def sha256_of(path):
 
 def read_as(path, uid, method="read"):
     """read_file from a child running as ``uid`` (and its own gid, no groups)."""
-    def work():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        return read_file(path, method)
-    return child_result(work)
+    return as_user(uid, lambda: read_file(path, method))
