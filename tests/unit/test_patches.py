@@ -127,3 +127,48 @@ def test_an_immutable_tree_is_built_in_the_work_tree_even_without_patches(
         assert "two" in (again.path / "fs" / "a.c").read_text()  # the patch was taken back
     with prepared_tree(tree) as mutable:
         assert mutable.path == tree  # a tree the user edits is built where it is
+
+
+def _commit(tree: Path, message: str) -> str:
+    subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@localhost",
+                    "commit", "-qam", message], check=True)
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_ref_builds_the_tree_at_that_commit_and_leaves_the_users_checkout_alone(
+        tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "linux", True)
+    base = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    (tree / "fs" / "a.c").write_text((tree / "fs" / "a.c").read_text().replace("two", "TWO"))
+    later = _commit(tree, "later")
+    (tmp_path / "good.mbox").write_text(GOOD)
+    with prepared_tree(tree, ref=base) as at_base:
+        assert at_base.base == base and at_base.series == ()
+        assert (at_base.path / "fs" / "a.c").read_text().splitlines()[1] == "two"
+    # The patch applies onto the older commit it was written for, not onto the checkout.
+    with prepared_tree(tree, tmp_path / "good.mbox", ref=base[:12]) as patched:
+        assert patched.base == base
+        assert (patched.path / "fs" / "a.c").read_text().splitlines()[1] == "hello"
+    with prepared_tree(tree, ref="HEAD") as at_head:
+        assert at_head.base == later
+        assert (at_head.path / "fs" / "a.c").read_text().splitlines()[1] == "TWO"
+    assert (tree / "fs" / "a.c").read_text().splitlines()[1] == "TWO"
+    assert subprocess.run(["git", "-C", str(tree), "status", "--porcelain"], check=True,
+                          capture_output=True, text=True).stdout == ""
+
+
+def test_a_ref_the_tree_lacks_or_a_tree_without_git_is_named_in_the_error(
+        tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "linux", True)
+    with pytest.raises(SpecError, match=r"ref 'v9\.9' is not a commit in .*linux"):
+        prepare_ref(tree, "v9.9")
+    plain = _tree(tmp_path / "plain", False)
+    with pytest.raises(SpecError, match=r"ref=HEAD: .*plain is not a git checkout"):
+        prepare_ref(plain, "HEAD")
+
+
+def prepare_ref(tree: Path, ref: str) -> PatchedTree:
+    with prepared_tree(tree, ref=ref) as at_ref:
+        return at_ref

@@ -268,3 +268,26 @@ def test_an_exit_code_is_a_status_or_nonzero(tmp_path: Path, value: str) -> None
                                      f"['true']}}\nbug: {{exit_code: {value}}}\n")
     with pytest.raises(SpecError, match=r"r\.yaml:4: .*an exit status \(0-255\) or nonzero"):
         load_report(tmp_path / "r.yaml", set())
+
+
+def test_a_syzbot_report_is_built_at_its_head_commit_when_the_tree_has_it(
+        tmp_path: Path) -> None:
+    """The git tree has the report's commit: the derived kernel is that tree at it."""
+    import shutil
+    import subprocess
+
+    from harness.repro.syzbot import derive_syzbot
+    folder = tmp_path / "syz"
+    shutil.copytree(PROJECT / "reports" / "syzbot" / "remount-inode-share", folder)
+    (folder / ".config").write_text("CONFIG_EROFS_FS=y\n")
+    tree = tmp_path / "linux"
+    (tree / "fs").mkdir(parents=True)
+    (tree / "fs" / "a.c").write_text("a\n")
+    git = ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v7.3.4"], ["tag", "v7.3.4"]):
+        subprocess.run([*git, *args], check=True)
+    text = derive_syzbot(folder, tmp_path / "out", tree).read_text()
+    assert "not honoured: commit" not in text
+    report = load_report(tmp_path / "out" / "syz.yaml", set())
+    assert str(report.kernel) == (f"tree:{tree},ref=v7.3.4,"
+                                  f"config={(tmp_path / 'out' / 'kernel.config').resolve()}")
