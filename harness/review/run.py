@@ -26,10 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.core import cache
 from harness.core.errors import HarnessError
-from harness.core.paths import PROJECT
-from harness.coverage.run import run_coverage
+from harness.coverage.kept import is_kept, keep, kept_dir
+from harness.coverage.run import coverage_spec, run_coverage
 from harness.pipeline import kernel_for
 from harness.results.coverage import BY_TEST_FILE
 from harness.review.base import Base, base_text, choose_base, patched_texts
@@ -45,13 +44,6 @@ BUILD_OPTIONS = ",coverage,faults"  # both sides: gcov counters, and the fail-nt
 
 def say(text: str) -> None:
     print(f"review: {text}", file=sys.stderr, flush=True)
-
-
-def _suite_digest() -> str:
-    files = sorted((PROJECT / "testcases").rglob("*"))
-    return cache.content_key(["suite", *(f"{p.relative_to(PROJECT)}:{p.stat().st_size}:"
-                                         f"{p.stat().st_mtime_ns}" for p in files
-                                         if p.is_file() and "__pycache__" not in p.parts)])
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
@@ -76,29 +68,22 @@ def base_coverage(base: Base, accel: str, jobs: int, pytest_args: list[str],
                   out: Path) -> Path:
     """The base's run on the coverage build, from the cache when this base kernel and
     selection of the suite ran before: the directory with artifacts/ and report/."""
-    spec = base.spec + BUILD_OPTIONS
-    kernel = kernel_for(spec)  # builds it first, with progress
-    key = cache.content_key(["review-base", spec, str(kernel.vmlinuz),
-                             str(kernel.vmlinuz.stat().st_mtime_ns), *pytest_args,
-                             _suite_digest()])
-    kept = cache.cache_root() / "review" / key
-    if (kept / "report" / BY_TEST_FILE).is_file():
+    spec = coverage_spec(base.spec + BUILD_OPTIONS)
+    kernel = kernel_for(str(spec))  # builds it first, with progress
+    kept = kept_dir(spec, kernel.vmlinuz, pytest_args)
+    if is_kept(kept):
         say(f"the base's coverage per test file comes from the cache ({kept})")
         return kept
     say(f"the base's coverage per test file: {' '.join(pytest_args) or 'the whole suite'} "
         f"on {spec}")
     run_dir = out / "base"
-    status = run_coverage(spec, accel, jobs=jobs, out=run_dir, pytest_args=pytest_args)
+    status = run_coverage(str(spec), accel, jobs=jobs, out=run_dir, pytest_args=pytest_args)
     if not (run_dir / "report" / BY_TEST_FILE).is_file():
         raise HarnessError(f"the base's coverage run (pytest exit {status}) left no "
                            f"{BY_TEST_FILE}")
-    shutil.rmtree(kept, ignore_errors=True)
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(run_dir / "report", kept / "report")
-    for results in (run_dir / "artifacts").glob("report-*/results.json"):
-        (kept / "artifacts" / results.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(results, kept / "artifacts" / results.parent.name / "results.json")
-    return kept
+    # run_coverage keeps a whole-suite run itself (make coverage does the same); a selection
+    # is kept here.
+    return kept if is_kept(kept) else keep(run_dir, kept)
 
 
 def _changed(base: Base, series: Series) -> list[Changed]:

@@ -1,6 +1,7 @@
 """make coverage: the kernel spec it measures, the build switch, and the report's table,
 from gcovr's own JSON formats (no VM, no gcov here)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,30 @@ def test_the_lines_of_each_test_file_merge_its_sets_and_skip_what_ran_nothing() 
     got = lines_by_test_file([("test_a.py", trace), ("test_a.py", other), ("boot", other)])
     assert got == {"test_a.py": {"fs/erofs/ishare.c": [10, 12]},
                    "boot": {"fs/erofs/ishare.c": [10, 12]}}
+
+
+def test_a_review_base_run_is_kept_under_one_key_for_every_spelling_of_its_kernel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.core import cache
+    from harness.coverage.kept import is_kept, is_review_base, keep, kept_dir
+    monkeypatch.setattr(cache, "cache_root", lambda: tmp_path / "cache")
+    vmlinuz = tmp_path / "vmlinuz"
+    vmlinuz.write_bytes(b"k")
+    one, other = (coverage_spec(t) for t in ("tree:,faults", "tree:,coverage,faults"))
+    assert is_review_base(one) and kept_dir(one, vmlinuz, []) == kept_dir(other, vmlinuz, [])
+    assert kept_dir(one, vmlinuz, []) != kept_dir(one, vmlinuz, ["-k", "fiemap"])
+    for text in ("tree:,coverage", "tree:,coverage,faults,debug",
+                 "tree:,coverage,faults,patches=/p/fix.mbox"):
+        assert not is_review_base(coverage_spec(text)), text
+    run = tmp_path / "run"
+    (run / "report").mkdir(parents=True)
+    (run / "report" / "by_test_file.json").write_text("{}")
+    (run / "artifacts" / "report-k-tcg").mkdir(parents=True)
+    (run / "artifacts" / "report-k-tcg" / "results.json").write_text("{}")
+    (run / "artifacts" / "gcov").mkdir()
+    kept = keep(run, kept_dir(one, vmlinuz, []))
+    assert is_kept(kept) and (kept / "artifacts" / "report-k-tcg" / "results.json").is_file()
+    assert not (kept / "artifacts" / "gcov").exists()  # the counters stay behind
+    vmlinuz.write_bytes(b"rebuilt")  # another build of the kernel: another key
+    os.utime(vmlinuz, ns=(1, 1))
+    assert not is_kept(kept_dir(one, vmlinuz, []))
