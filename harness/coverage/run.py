@@ -22,7 +22,7 @@ from harness.coverage.kept import is_review_base, keep, kept_dir
 from harness.guest.coverage import COUNTERS_DIR
 from harness.kernel.spec import TreeSpec, parse_kernel_spec
 from harness.pipeline import kernel_for
-from harness.results.coverage import table, write_coverage_report
+from harness.results.coverage import write_coverage_report
 
 DEFAULT = "tree:,coverage"
 
@@ -52,8 +52,8 @@ def run_coverage(kernel_text: str | None, accel: str, *, jobs: int, out: Path,
             "-p", "no:cacheprovider", *(["-n", str(jobs)] if jobs > 1 else []), *pytest_args]
     status = subprocess.run(argv, cwd=PROJECT, check=False,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
-    files = write_coverage_report(kernel, artifacts / COUNTERS_DIR, out / "report")
-    print(table(files))
+    write_coverage_report(kernel, artifacts / COUNTERS_DIR, out / "report")
+    print((out / "report" / "table.txt").read_text(), end="")
     if paths == ("testcases",) and not pytest_args and is_review_base(spec):
         # The whole suite on the build make review measures bases on: its map, kept.
         kept = keep(out, kept_dir(spec, kernel.vmlinuz, pytest_args))

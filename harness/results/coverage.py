@@ -145,10 +145,11 @@ def write_coverage_report(kernel: Kernel, counters_dir: Path, out: Path) -> list
                            f"{(proc.stderr or proc.stdout).strip()[-800:]}")
     files = summarize(json.loads((out / "summary.json").read_text()),
                       json.loads((out / "coverage.json").read_text()))
-    (out / "table.txt").write_text(table(files) + "\n")
     by_file = lines_by_test_file({label_of(s): json.loads(t.read_text())
                                   for s, t in zip(sets, traces, strict=True)}.items())
     (out / BY_TEST_FILE).write_text(json.dumps(by_file, indent=1, sort_keys=True) + "\n")
+    added = added_table(files, by_file)
+    (out / "table.txt").write_text(table(files) + "\n" + (added + "\n" if added else ""))
     return files
 
 
@@ -167,3 +168,52 @@ def lines_by_test_file(traces: Iterable[tuple[str, dict[str, Any]]]
                 executed.setdefault(entry["file"], set()).update(lines)
     return {label: {path: sorted(lines) for path, lines in files.items()}
             for label, files in out.items()}
+
+
+# The test files of failing devices, failing allocations and the module's life: the report
+# says what they add to the rest of the suite, since error paths are what they are for.
+FAULT_TESTS = ("test_failing_allocations.py", "test_failing_devices.py", "test_module_life.py")
+
+
+def only_by(by_test_file: dict[str, dict[str, list[int]]], group: Iterable[str]
+            ) -> dict[str, list[int]]:
+    """The lines, per source file, that the test files of ``group`` executed and no other
+    test file (nor the boot) did."""
+    group = set(group)
+    inside: dict[str, set[int]] = {}
+    outside: dict[str, set[int]] = {}
+    for label, files in by_test_file.items():
+        into = inside if label in group else outside
+        for path, lines in files.items():
+            into.setdefault(path, set()).update(lines)
+    return {path: sorted(lines - outside.get(path, set()))
+            for path, lines in sorted(inside.items()) if lines - outside.get(path, set())}
+
+
+def added_table(files: list[FileCoverage], by_test_file: dict[str, dict[str, list[int]]],
+                group: Iterable[str] = FAULT_TESTS, name: str = "the fault tests") -> str:
+    """Per source file, lines executed without ``group`` and with it; empty when the run had
+    none of the group's test files."""
+    group = tuple(group)
+    if not any(label in group for label in by_test_file):
+        return ""
+    added = {Path(path).name: lines for path, lines in only_by(by_test_file, group).items()}
+    rows = [f"what {name} ({', '.join(group)}) add, lines executed:",
+            f"{'file':<20} {'without':>15} {'with':>15}"]
+    total_without = total_with = total = 0
+    for f in files:
+        extra = len(added.get(f.name, ()))
+        without = f.lines_covered - extra
+        total_without, total_with, total = (total_without + without,
+                                            total_with + f.lines_covered, total + f.lines)
+        if extra:
+            rows.append(f"{f.name:<20} {without:>6} {_percent(without, f.lines):>7} "
+                        f"{f.lines_covered:>6} {_percent(f.lines_covered, f.lines):>7}  "
+                        f"+{extra}: {_ranges(tuple(added[f.name]))}")
+    rows.append(f"{'total':<20} {total_without:>6} {_percent(total_without, total):>7} "
+                f"{total_with:>6} {_percent(total_with, total):>7}")
+    return "\n".join(rows)
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"

@@ -153,3 +153,21 @@ def test_a_review_base_run_is_kept_under_one_key_for_every_spelling_of_its_kerne
     vmlinuz.write_bytes(b"rebuilt")  # another build of the kernel: another key
     os.utime(vmlinuz, ns=(1, 1))
     assert not is_kept(kept_dir(one, vmlinuz, []))
+
+
+def test_the_report_says_which_lines_only_the_fault_tests_executed() -> None:
+    from harness.results.coverage import FileCoverage, added_table, only_by
+    by_test_file = {"boot": {"fs/erofs/super.c": [1, 2]},
+                    "test_sharing_semantics.py": {"fs/erofs/ishare.c": [10, 11, 12]},
+                    "test_failing_allocations.py": {"fs/erofs/ishare.c": [11, 120, 121, 226],
+                                                    "fs/erofs/super.c": [2]},
+                    "test_module_life.py": {"fs/erofs/ishare.c": [236]}}
+    assert only_by(by_test_file, ["test_failing_allocations.py", "test_module_life.py"]) == {
+        "fs/erofs/ishare.c": [120, 121, 226, 236]}
+    files = [FileCoverage("ishare.c", 97, 10, 40, 30, ()),
+             FileCoverage("super.c", 50, 2, 10, 1, ())]
+    text = added_table(files, by_test_file)
+    assert "ishare.c                  6    6.2%     10   10.3%  +4: 120-121, 226, 236" in text
+    assert "super.c" not in text  # nothing only the fault tests ran
+    assert text.splitlines()[-1].split() == ["total", "8", "5.4%", "12", "8.2%"]
+    assert added_table(files, {"test_sharing_semantics.py": {}}) == ""
