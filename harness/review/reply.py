@@ -40,6 +40,7 @@ class Review:
     verdict: Verdict = field(default_factory=lambda: Verdict(Status.NO_VERDICT))
     results: dict[str, Any] = field(default_factory=dict)  # each side's run config
     patched_cases: list[dict[str, Any]] = field(default_factory=list)
+    base_run: str = ""  # where the base side's results came from, when not from this review
 
 
 def _ranges(lines: list[int]) -> str:
@@ -70,7 +71,8 @@ def reply_text(r: Review) -> str:
         "Hi,", "",
         f"erofs-harness tested \"{r.series.subject}\" ({len(r.series.patches)} patch"
         f"{'es' if len(r.series.patches) != 1 else ''}) for EROFS page cache sharing.", "",
-        f"Base: {r.base.described}.",
+        f"Base: {r.base.described}" + (f" (its results: {r.base_run})" if r.base_run
+                                         else "") + ".",
         *(f"Not honoured: {why}." for why in r.base.not_honoured),
         f"Kernels: tinyconfig with the harness's fragments (base, erofs) plus gcov for "
         f"fs/erofs and fault injection, booted under QEMU{f' ({kernel})' if kernel else ''}.",
@@ -192,7 +194,7 @@ def as_json(r: Review) -> dict[str, Any]:
             "changed": [asdict(c) for c in r.changed],
             "selection": asdict(r.selection),
             "verdict": {**asdict(v), "status": v.status.name.lower()},
-            "runs": r.results, "command": r.command}
+            "runs": r.results, "base_run": r.base_run, "command": r.command}
 
 
 def write_outputs(r: Review, out: Path) -> int:

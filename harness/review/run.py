@@ -65,15 +65,23 @@ def _code_lines(coverage_json: Path) -> dict[str, dict[int, int]]:
 
 
 def base_coverage(base: Base, accel: str, jobs: int, pytest_args: list[str],
-                  out: Path) -> Path:
+                  out: Path) -> tuple[Path, bool]:
     """The base's run on the coverage build, from the cache when this base kernel and
-    selection of the suite ran before: the directory with artifacts/ and report/."""
+    selection of the suite ran before, or when the whole suite did (a narrower PYTEST_ARGS
+    then selects from the whole suite's map, and its results are the base side): the
+    directory with artifacts/ and report/, and whether it is the whole suite's run standing
+    in for a narrower selection."""
     spec = coverage_spec(base.spec + BUILD_OPTIONS)
     kernel = kernel_for(str(spec))  # builds it first, with progress
     kept = kept_dir(spec, kernel.vmlinuz, pytest_args)
     if is_kept(kept):
         say(f"the base's coverage per test file comes from the cache ({kept})")
-        return kept
+        return kept, False
+    whole = kept_dir(spec, kernel.vmlinuz, [])
+    if pytest_args and is_kept(whole):
+        say(f"the base's coverage per test file and its results come from the whole suite's "
+            f"run in the cache ({whole}); PYTEST_ARGS narrows the patched run")
+        return whole, True
     say(f"the base's coverage per test file: {' '.join(pytest_args) or 'the whole suite'} "
         f"on {spec}")
     run_dir = out / "base"
@@ -83,7 +91,15 @@ def base_coverage(base: Base, accel: str, jobs: int, pytest_args: list[str],
                            f"{BY_TEST_FILE}")
     # run_coverage keeps a whole-suite run itself (make coverage does the same); a selection
     # is kept here.
-    return kept if is_kept(kept) else keep(run_dir, kept)
+    return (kept if is_kept(kept) else keep(run_dir, kept)), False
+
+
+def cases_run(base: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
+    """The base's results narrowed to the cases the patched run ran: the whole suite's run
+    stands in for the base side of a selection narrowed by PYTEST_ARGS, which only pytest
+    can evaluate."""
+    ran = {c["nodeid"] for c in patched.get("cases", [])}
+    return {**base, "cases": [c for c in base.get("cases", []) if c["nodeid"] in ran]}
 
 
 def _changed(base: Base, series: Series) -> list[Changed]:
@@ -124,7 +140,7 @@ def run_review(mbox: Path, *, tree: Path | None, base_commit: str | None, accel:
             else "a prefix of the series does not build"))
         return write_outputs(review, out)
     changed = _changed(base, series)
-    kept = base_coverage(base, accel, jobs, pytest_args, out)
+    kept, whole_suite = base_coverage(base, accel, jobs, pytest_args, out)
     by_test_file = json.loads((kept / "report" / BY_TEST_FILE).read_text())
     base_code = _code_lines(kept / "report" / "coverage.json")
     selection: Selection = select(changed, by_test_file,
@@ -137,6 +153,9 @@ def run_review(mbox: Path, *, tree: Path | None, base_commit: str | None, accel:
     run_coverage(patched_spec, accel, jobs=jobs, out=run_dir, pytest_args=pytest_args,
                  paths=tuple(f"testcases/{f}" for f in selection.files))
     base_results, patched_results = _results(kept), _results(run_dir)
+    if whole_suite:
+        base_results = cases_run(base_results, patched_results)
+        review.base_run = f"the whole suite's coverage run of this base, kept in {kept}"
     added = _added_coverage(changed, _code_lines(run_dir / "report" / "coverage.json"))
     review.verdict = judge(base_results, patched_results, selection.files, added)
     review.results = {"base": base_results.get("config", {}),

@@ -171,3 +171,18 @@ def test_checkpatch_totals_are_read_with_and_without_checks() -> None:
 def test_a_tree_that_is_not_a_kernel_is_named(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=f"KERNEL_TREE={tmp_path}: not a kernel source tree"):
         choose_base(tmp_path, None)
+
+
+def test_the_whole_suites_run_stands_in_for_the_base_of_a_narrower_selection() -> None:
+    from harness.review.run import cases_run
+    base = {"config": {"kernel": "k"}, "cases": [
+        {"nodeid": "testcases/test_fiemap.py::test_a[x]", "outcome": "xfailed"},
+        {"nodeid": "testcases/test_fiemap.py::test_b", "outcome": "passed"},
+        {"nodeid": "testcases/test_lifecycle.py::test_c", "outcome": "passed"}]}
+    patched = {"cases": [{"nodeid": "testcases/test_fiemap.py::test_a[x]", "outcome": "passed"}]}
+    narrowed = cases_run(base, patched)
+    assert narrowed["config"] == {"kernel": "k"}
+    assert [c["nodeid"] for c in narrowed["cases"]] == ["testcases/test_fiemap.py::test_a[x]"]
+    verdict = judge(narrowed, patched, ["test_fiemap.py"], {})
+    assert verdict.fixed == [("testcases/test_fiemap.py::test_a[x]", "xfailed")]
+    assert verdict.missing == []  # the cases -k left out are not "run on one side only"
