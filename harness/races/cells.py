@@ -45,7 +45,6 @@ TREES = {
 REFS = {"large": (400, 8 << 20), "medium": (401, 256 << 10)}
 DELAY_MS = 4  # each I/O of a block source held this long by dm-delay
 RECLAIM_BYTES = 2 << 20  # taken from the sides' cgroup every 50 ms while a cell runs
-TICK_US = 50  # the ticks widener's timer period on each vCPU
 CONFIG = "/run/races-config.json"  # the batch of cells the guest helper runs
 BATCH = 12  # cells per guest helper run (its config is a file; a lost guest loses one batch)
 HELPER_SLACK = 75.0  # seconds beyond a cell's own before a silent helper counts as lost
@@ -122,8 +121,7 @@ class CellRunner:
                    for name, image in self.images.items()}
         refs = {name: session.upload(path, path.name) for name, path in reference_files().items()}
         self._config = {"images": uploads, "refs": refs, "trees": TREES,
-                        "delay_ms": DELAY_MS, "reclaim_bytes": RECLAIM_BYTES,
-                        "tick_us": TICK_US}
+                        "delay_ms": DELAY_MS, "reclaim_bytes": RECLAIM_BYTES}
         return self._config
 
     def _cell(self, cell: Cell) -> dict[str, Any]:

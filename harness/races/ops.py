@@ -59,13 +59,7 @@ WIDENERS: dict[str, str] = {
     "large": "the data operations act on an 8 MiB file (else 256 KiB)",
     "cold": "the data file's cache emptied (DONTNEED) before each data operation",
     "pressure": "both sides in a cgroup that loses 2 MiB to memory.reclaim every 50 ms",
-    # Under single-threaded TCG the guest's vCPUs take turns on one host thread, and the
-    # turn passes when an interrupt is raised: a high-rate timer on each vCPU makes the
-    # turns short, so that a window of a few instructions is split now and then. It costs
-    # the sides CPU time, so it is asked for by name.
-    "ticks": "a SCHED_FIFO sleeper on each vCPU waking every 50 us (more vCPU switches)",
 }
-DEFAULT_WIDENERS = tuple(w for w in WIDENERS if w != "ticks")
 LAYOUTS = ("plain", "lz4")  # the image pair a cell uses: uncompressed, or lz4
 
 
@@ -88,7 +82,7 @@ class Cell:
     sources: tuple[str, str]  # of the target's mounts: "block" or "file"
     swapped: bool  # side a takes the second image (targets with two images)
     seconds: float
-    wideners: tuple[str, ...] = field(default=DEFAULT_WIDENERS)
+    wideners: tuple[str, ...] = field(default=tuple(WIDENERS))
 
     @property
     def id(self) -> str:
@@ -117,12 +111,10 @@ def parse_pairs(text: str | None) -> list[Pair]:
     return chosen
 
 
-def parse_choice(text: str | None, known: dict[str, str], what: str,
-                 default: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """Comma-separated names out of ``known`` (``default``, else all, when empty; "none" for
-    none)."""
+def parse_choice(text: str | None, known: dict[str, str], what: str) -> tuple[str, ...]:
+    """Comma-separated names out of ``known`` (all when empty; "none" for none)."""
     if not text:
-        return tuple(known) if default is None else default
+        return tuple(known)
     if text == "none":
         return ()
     names = tuple(filter(None, (w.strip() for w in text.split(","))))

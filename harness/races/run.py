@@ -22,15 +22,7 @@ from harness.guest.session import GuestSession
 from harness.kernel.kernel import Kernel
 from harness.races.cells import CellResult, CellRunner, build_images
 from harness.races.found import write_found
-from harness.races.ops import (
-    DEFAULT_WIDENERS,
-    OPS,
-    TARGETS,
-    WIDENERS,
-    parse_choice,
-    parse_pairs,
-    plan,
-)
+from harness.races.ops import OPS, TARGETS, WIDENERS, parse_choice, parse_pairs, plan
 
 TARGET_OVERLAPS = 100  # measured overlaps a pair should reach within its budget
 
@@ -86,9 +78,8 @@ class RacesCampaign(Campaign):
         parser.add_argument("--targets", default="",
                             help=f"comma-separated targets (default all: {', '.join(TARGETS)})")
         parser.add_argument("--wideners", default="",
-                            help=f"comma-separated window wideners, or none (default: "
-                                 f"{', '.join(DEFAULT_WIDENERS)}; also: "
-                                 f"{', '.join(w for w in WIDENERS if w not in DEFAULT_WIDENERS)})")
+                            help=f"comma-separated window wideners, or none (default all: "
+                                 f"{', '.join(WIDENERS)})")
 
     def unmet(self, kernel: Kernel) -> str | None:
         if not kernel.features.get("page_cache_share"):
@@ -102,7 +93,7 @@ class RacesCampaign(Campaign):
         pairs = parse_pairs(options.pairs)
         targets = parse_choice(options.targets, {k: v[0] for k, v in TARGETS.items()},
                                "TARGETS")
-        wideners = parse_choice(options.wideners, WIDENERS, "WIDENERS", DEFAULT_WIDENERS)
+        wideners = parse_choice(options.wideners, WIDENERS, "WIDENERS")
         if not pairs or not targets:
             raise HarnessError("PAIRS and TARGETS leave no cell to run")
         self.cells = plan(pairs, targets, options.seconds, run.seed, wideners)

@@ -63,11 +63,6 @@ def test_choices_default_to_all_and_name_the_unknown() -> None:
     assert parse_choice("none", WIDENERS, "WIDENERS") == ()
     with pytest.raises(HarnessError, match="WIDENERS: unknown slow"):
         parse_choice("cold,slow", WIDENERS, "WIDENERS")
-    # The ticks widener costs the sides CPU time: asked for by name, never by default.
-    from harness.races.ops import DEFAULT_WIDENERS
-    assert parse_choice("", WIDENERS, "WIDENERS", DEFAULT_WIDENERS) == DEFAULT_WIDENERS
-    assert "ticks" in WIDENERS and "ticks" not in DEFAULT_WIDENERS
-    assert parse_choice("ticks,cold", WIDENERS, "WIDENERS", DEFAULT_WIDENERS) == ("ticks", "cold")
 
 
 def test_two_lifecycle_operations_never_share_one_mount_and_two_global_ones_run_once() -> None:

@@ -442,30 +442,6 @@ def worker(cfg, cell, sides, index, out_path, start_at, stop_at, board):
     os.replace(out_path + ".tmp", out_path)
 
 
-def _ticker(cpu, period_s, stop_at):
-    """The ticks widener: wake every ``period_s`` on ``cpu`` until ``stop_at``. Each wake-up
-    is a timer interrupt, and under single-threaded TCG an interrupt ends the running vCPU's
-    turn, so the two sides' calls interleave at a finer grain."""
-    os.sched_setaffinity(0, {cpu})
-    libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, or the timer is batched
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except OSError:
-        pass
-    while time.monotonic() < stop_at:
-        time.sleep(period_s)
-
-
-def _timer_interrupts():
-    """Local timer interrupts on all CPUs so far (/proc/interrupts, LOC)."""
-    with open("/proc/interrupts") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields and fields[0] == "LOC:":
-                return sum(int(f) for f in fields[1:] if f.isdigit())
-    return 0
-
-
 def _reclaim(amount):
     """Take ``amount`` bytes from the sides' cgroup now (memory.reclaim); it may fall short
     (EAGAIN) when there is less to take."""
@@ -634,17 +610,6 @@ def run_cell(cfg, cell):
         start_at = time.monotonic() + 0.3
         stop_at = start_at + cell["seconds"]
         pids, outs, board, statuses = [], [], Board(), {}
-        tickers = []
-        if "ticks" in cell["wideners"]:
-            for cpu in sorted(os.sched_getaffinity(0))[:2]:
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        _ticker(cpu, cfg["tick_us"] / 1e6, stop_at)
-                    finally:
-                        os._exit(0)
-                tickers.append(pid)
-        ticks_before = _timer_interrupts()
         for index in range(2):
             out = f"{ROOT}-side{index}.json"
             try:
@@ -680,14 +645,6 @@ def run_cell(cfg, cell):
                     alive.discard(pid)
                     statuses[pid] = status
             time.sleep(0.05)
-        result["timer_irqs_per_s"] = round((_timer_interrupts() - ticks_before)
-                                           / max(time.monotonic() - start_at, 0.1))
-        for pid in tickers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
         if alive:
             result["stuck"] = [f"side {pids.index(pid)} ({cell['ab'[pids.index(pid)]]}) "
                                f"pid {pid}: {pcprobe.where_in_kernel(pid)}"
