@@ -58,10 +58,15 @@ def save_counters(vm: VM, into: Path, *, reset: bool = False, label: str = "boot
     number of counter files (0 on a kernel without gcov, or a guest that no longer answers).
     ``reset``: zero the guest's counters once read, so that a later save of the same guest
     (before a test that may crash it, and at its end) counts nothing twice."""
-    if not has_counters(vm) or vm.state is not VMState.RUNNING:
+    if not has_counters(vm) or vm.state not in (VMState.RUNNING, VMState.BROKEN):
+        return 0
+    # A guest a test broke (a splat: the reader killed, the kernel going on) still holds
+    # everything counted since the last save; it is read before the guest is replaced.
+    broken = vm.state is VMState.BROKEN
+    if broken and not vm.responsive():
         return 0
     command = f"python3 -c {shlex.quote(_DUMP)} {GCOV_ROOT} {PART}" + (" reset" if reset else "")
-    result = vm.run(command, timeout=120)
+    result = vm.run(command, timeout=120, forensic=broken)
     if not result.ok:
         log.warning("%s: no coverage counters: %s", vm.name, result.stderr.strip()[-300:])
         return 0

@@ -87,6 +87,7 @@ class VMPool:
     def get(self) -> VM:
         if self.current is not None and self.current.state != VMState.RUNNING:
             log.info("replacing %s: it is %s", self.current.name, self.current.state.value)
+            self.save_coverage()  # what it counted since the last save, if it still answers
             self._stop()
         if self.boot_error is not None:
             # After a boot failed twice, every later test fails at once with the first cause

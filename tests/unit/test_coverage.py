@@ -77,10 +77,17 @@ class _FakeVM:
         self.name = "gw0-boot1"
         self.commands: list[str] = []
         self._stdout, self._status = stdout, status
+        self.answers = True
 
-    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+    def run(self, command: str, timeout: float | None = None,
+            forensic: bool = False) -> CommandResult:
+        from harness.vm.machine import VMState
+        assert forensic == (self.state is VMState.BROKEN)  # a broken VM runs nothing else
         self.commands.append(command)
         return CommandResult(command, self._status, self._stdout, "", 0.1)
+
+    def responsive(self) -> bool:
+        return self.answers
 
 
 def _counters_blob(names: list[str]) -> str:
@@ -112,8 +119,26 @@ def test_a_coverage_guest_saves_its_counters_and_others_save_nothing(tmp_path: P
     plain = _FakeVM({}, "")
     assert save_counters(plain, tmp_path / "plain") == 0  # type: ignore[arg-type]
     assert plain.commands == [] and not (tmp_path / "plain").exists()
-    broken = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, "not base64 at all!")
-    assert save_counters(broken, tmp_path / "broken") == 0  # type: ignore[arg-type]
+    garbled = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, "not base64 at all!")
+    assert save_counters(garbled, tmp_path / "garbled") == 0  # type: ignore[arg-type]
+
+
+def test_a_guest_a_test_broke_gives_its_counters_if_it_still_answers(tmp_path: Path) -> None:
+    """A splat marks the VM broken and the pool replaces it: what it counted since the last
+    save (the whole test file, up to the splat) is read first, not lost with it."""
+    from harness.guest.coverage import save_counters
+    from harness.vm.machine import VMState
+    vm = _FakeVM({"CONFIG_GCOV_KERNEL": "y"}, _counters_blob(["zmap.gcda"]))
+    vm.state = VMState.BROKEN
+    assert save_counters(vm, tmp_path, reset=True,  # type: ignore[arg-type]
+                         label="test_hostile_images.py") == 1
+    assert (tmp_path / "test_hostile_images.py@gw0-boot1-0.tar.gz").is_file()
+    vm.answers = False
+    assert save_counters(vm, tmp_path) == 0  # type: ignore[arg-type]
+    vm.state = VMState.STOPPED
+    vm.answers = True
+    assert save_counters(vm, tmp_path) == 0  # type: ignore[arg-type]
+    assert len(vm.commands) == 1
 
 
 def test_the_lines_of_each_test_file_merge_its_sets_and_skip_what_ran_nothing() -> None:
