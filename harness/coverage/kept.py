@@ -7,6 +7,7 @@ too, so that a review on that base starts from the map instead of running the su
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from harness.results.coverage import BY_TEST_FILE
 
 
 def suite_digest() -> str:
-    """What the suite's files are now: a kept map of an older suite is not reused."""
-    files = sorted((PROJECT / "testcases").rglob("*"))
+    """What the suite and the harness that runs it are now: a kept map of an older suite or
+    harness (which decides what is counted, and how) is not reused."""
+    files = sorted(p for top in ("testcases", "harness") for p in (PROJECT / top).rglob("*"))
     return cache.content_key(["suite", *(f"{p.relative_to(PROJECT)}:{p.stat().st_size}:"
                                          f"{p.stat().st_mtime_ns}" for p in files
                                          if p.is_file() and "__pycache__" not in p.parts)])
@@ -32,20 +34,38 @@ def kept_dir(spec: TreeSpec, vmlinuz: Path, pytest_args: list[str]) -> Path:
     return cache.cache_root() / "review" / key
 
 
+# What a review reads from a kept run; a directory without all of it is not a kept run.
+KEPT_FILES = (f"report/{BY_TEST_FILE}", "report/coverage.json", "status")
+
+
 def is_kept(kept: Path) -> bool:
-    return (kept / "report" / BY_TEST_FILE).is_file()
+    return all((kept / name).is_file() for name in KEPT_FILES) and any(
+        (kept / "artifacts").glob("report-*/results.json"))
 
 
-def keep(run_dir: Path, kept: Path) -> Path:
+def keep(run_dir: Path, kept: Path, status: int) -> Path:
     """Copy a coverage run's report and results (``<run_dir>/report``, ``artifacts/report-*/
-    results.json``) to ``kept``; the counters and logs stay behind."""
-    shutil.rmtree(kept, ignore_errors=True)
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(run_dir / "report", kept / "report")
+    results.json``) to ``kept``, whole or not at all (a copy beside it, renamed into place);
+    the counters and logs stay behind. ``status``: pytest's exit status, kept with it."""
+    tmp = kept.with_name(f"{kept.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir / "report", tmp / "report")
     for results in (run_dir / "artifacts").glob("report-*/results.json"):
-        (kept / "artifacts" / results.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(results, kept / "artifacts" / results.parent.name / "results.json")
+        (tmp / "artifacts" / results.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(results, tmp / "artifacts" / results.parent.name / "results.json")
+    (tmp / "status").write_text(f"{status}\n")
+    old = kept.with_name(f"{kept.name}.old-{os.getpid()}")
+    if kept.exists():
+        kept.rename(old)
+    tmp.rename(kept)
+    shutil.rmtree(old, ignore_errors=True)
     return kept
+
+
+def worth_keeping(status: int) -> bool:
+    """pytest ran every test to an outcome (0: all passed, 1: some failed): a run stopped
+    early (2: interrupted, 3: internal error, 4: usage error) is a partial map."""
+    return status in (0, 1)
 
 
 def is_review_base(spec: TreeSpec) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.core.errors import SpecError
 from harness.core.paths import PROJECT
-from harness.coverage.kept import is_review_base, keep, kept_dir
+from harness.coverage.kept import is_review_base, keep, kept_dir, worth_keeping
 from harness.guest.coverage import COUNTERS_DIR
 from harness.kernel.spec import TreeSpec, parse_kernel_spec
 from harness.pipeline import kernel_for
@@ -54,9 +54,10 @@ def run_coverage(kernel_text: str | None, accel: str, *, jobs: int, out: Path,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
     write_coverage_report(kernel, artifacts / COUNTERS_DIR, out / "report")
     print((out / "report" / "table.txt").read_text(), end="")
-    if paths == ("testcases",) and not pytest_args and is_review_base(spec):
+    if (paths == ("testcases",) and not pytest_args and is_review_base(spec)
+            and worth_keeping(status) and not os.environ.get("PYTEST_ADDOPTS")):
         # The whole suite on the build make review measures bases on: its map, kept.
-        kept = keep(out, kept_dir(spec, kernel.vmlinuz, pytest_args))
+        kept = keep(out, kept_dir(spec, kernel.vmlinuz, pytest_args), status)
         print(f"coverage: kept for make review on this base ({kept})", file=sys.stderr)
     print(f"coverage: report {out / 'report' / 'index.html'}; pytest exit {status}",
           file=sys.stderr)

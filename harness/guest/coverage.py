@@ -66,7 +66,8 @@ def save_counters(vm: VM, into: Path, *, reset: bool = False, label: str = "boot
     if broken and not vm.responsive():
         return 0
     command = f"python3 -c {shlex.quote(_DUMP)} {GCOV_ROOT} {PART}" + (" reset" if reset else "")
-    result = vm.run(command, timeout=120, forensic=broken)
+    # A broken guest that hangs in the dump is not waited for as long as a healthy one.
+    result = vm.run(command, timeout=30 if broken else 120, forensic=broken)
     if not result.ok:
         log.warning("%s: no coverage counters: %s", vm.name, result.stderr.strip()[-300:])
         return 0

@@ -19,7 +19,8 @@ MARKERS = [
     "regression(report, fix, fixed_in=None): a regression test for the bug report at URL "
     "`report`, fixed by commit `fix`; skipped with that reason on kernels older than fixed_in",
     "known_bug(reason, signature, releases=None, when_patched=None, unless_patched=None, "
-    "params=None, kernels=None): a known kernel bug, expected on kernels whose release is in "
+    "params=None, kernels=None, without_config=None, with_config=None, strict=True): a known "
+    "kernel bug, expected on kernels whose release is in "
     "`releases` (e.g. '>=7.2,<7.4'), whose spec matches one of the shell patterns `kernels` "
     "if given (e.g. ['tree:*']: a bug that shows on builds of a source and not on the "
     "distribution's binary of it), and, if given, that carry a patch whose subject contains "
@@ -44,6 +45,9 @@ class KnownBug:
     # without them), e.g. TRANSPARENT_HUGEPAGE for a bug that only order-0 page cache
     # folios show.
     without_config: tuple[str, ...] = ()
+    # Kernel options the failure needs (all of them), e.g. EROFS_FS_DEBUG for EROFS's own
+    # assertions, which only a debug build turns into BUG().
+    with_config: tuple[str, ...] = ()
     # False: the bug may not show in a given case (a once-per-boot warning that an earlier
     # case may have taken), so a pass is no error; a failure still needs the signature.
     strict: bool = True
@@ -55,6 +59,8 @@ class KnownBug:
         if self.kernels and not any(fnmatch.fnmatchcase(spec, k) for k in self.kernels):
             return False
         if has is not None and any(has(option) for option in self.without_config):
+            return False
+        if self.with_config and (has is None or not all(has(o) for o in self.with_config)):
             return False
         return known_bug_applies(release, series, list(self.releases), self.when_patched,
                                  self.unless_patched)
@@ -81,7 +87,7 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
                                     f"such as '>=7.2,<7.4'")
     unknown = set(mark.kwargs) - {"reason", "signature", "releases", "when_patched",
                                   "unless_patched", "params", "kernels", "without_config",
-                                  "strict"}
+                                  "with_config", "strict"}
     if unknown:
         raise pytest.UsageError(f"{where}: @known_bug got unknown arguments {sorted(unknown)}")
     params = mark.kwargs.get("params") or ()
@@ -92,16 +98,20 @@ def check_known_bug_mark(mark: pytest.Mark, where: str) -> KnownBug:
     if isinstance(kernels, str) or not all(isinstance(k, str) for k in kernels):
         raise pytest.UsageError(f"{where}: @known_bug kernels= is a list of shell patterns "
                                 f"over kernel specs, e.g. ['tree:*']")
-    without = mark.kwargs.get("without_config") or ()
-    if isinstance(without, str) or not all(re.fullmatch(r"[A-Z0-9_]+", o) for o in without):
-        raise pytest.UsageError(f"{where}: @known_bug without_config= is a list of kernel "
-                                f"option names without CONFIG_, e.g. ['TRANSPARENT_HUGEPAGE']")
+    options = {}
+    for name in ("without_config", "with_config"):
+        given = mark.kwargs.get(name) or ()
+        if isinstance(given, str) or not all(re.fullmatch(r"[A-Z0-9_]+", o) for o in given):
+            raise pytest.UsageError(f"{where}: @known_bug {name}= is a list of kernel option "
+                                    f"names without CONFIG_, e.g. ['TRANSPARENT_HUGEPAGE']")
+        options[name] = tuple(given)
     strict = mark.kwargs.get("strict", True)
     if not isinstance(strict, bool):
         raise pytest.UsageError(f"{where}: @known_bug strict= is True or False")
     return KnownBug(str(reason), pattern, tuple(releases), mark.kwargs.get("when_patched"),
                     mark.kwargs.get("unless_patched"), tuple(params), tuple(kernels),
-                    tuple(without), strict)
+                    without_config=options["without_config"],
+                    with_config=options["with_config"], strict=strict)
 
 
 def requirement_names(mark: pytest.Mark, where: str) -> list[str]:

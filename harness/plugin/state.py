@@ -57,6 +57,7 @@ class VMPool:
     boots: int = 0
     kernel_error: HarnessError | None = None
     boot_error: HarnessError | None = None
+    _read_broken: set[str] = field(default_factory=set)  # broken VMs whose counters were read
     # Every VM of this worker counts its waits here: the per-case split of guest and
     # harness time (plugin hooks) reads it around each case.
     waits: WaitLedger = field(default_factory=WaitLedger)
@@ -87,8 +88,10 @@ class VMPool:
     def get(self) -> VM:
         if self.current is not None and self.current.state != VMState.RUNNING:
             log.info("replacing %s: it is %s", self.current.name, self.current.state.value)
-            self.save_coverage()  # what it counted since the last save, if it still answers
-            self._stop()
+            try:
+                self.save_coverage()  # what it counted since the last save, if it answers
+            finally:
+                self._stop()
         if self.boot_error is not None:
             # After a boot failed twice, every later test fails at once with the first cause
             # instead of timing out one by one.
@@ -137,13 +140,18 @@ class VMPool:
 
     def save_coverage(self) -> None:
         """Save (and zero) a coverage kernel's counters of the running guest, if any, as
-        the counters of the test file that ran since the last save."""
-        if self.current is not None:
-            try:
-                save_counters(self.current, self.options.artifacts / COUNTERS_DIR, reset=True,
-                              label=self.covering)
-            except HarnessError as exc:
-                log.warning("coverage counters of %s lost: %s", self.current.name, exc)
+        the counters of the test file that ran since the last save. A guest a test broke is
+        read once: after that it runs nothing more, and it is only waiting to be replaced."""
+        vm = self.current
+        if vm is None or vm.name in self._read_broken:
+            return
+        if vm.state is VMState.BROKEN:
+            self._read_broken.add(vm.name)
+        try:
+            save_counters(vm, self.options.artifacts / COUNTERS_DIR, reset=True,
+                          label=self.covering)
+        except Exception as exc:  # counters are a by-product: never the reason a run stops
+            log.warning("coverage counters of %s lost: %s", vm.name, exc)
 
     def cover(self, test_file: str) -> None:
         """The tests of ``test_file`` run next: what the guest counted so far was another

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import HarnessError
-from harness.coverage.kept import is_kept, keep, kept_dir
+from harness.coverage.kept import is_kept, keep, kept_dir, worth_keeping
 from harness.coverage.run import coverage_spec, run_coverage
 from harness.pipeline import kernel_for
 from harness.results.coverage import BY_TEST_FILE
@@ -78,7 +78,7 @@ def base_coverage(base: Base, accel: str, jobs: int, pytest_args: list[str],
         say(f"the base's coverage per test file comes from the cache ({kept})")
         return kept, False
     whole = kept_dir(spec, kernel.vmlinuz, [])
-    if pytest_args and is_kept(whole):
+    if pytest_args and selects_only(pytest_args) and is_kept(whole):
         say(f"the base's coverage per test file and its results come from the whole suite's "
             f"run in the cache ({whole}); PYTEST_ARGS narrows the patched run")
         return whole, True
@@ -89,9 +89,32 @@ def base_coverage(base: Base, accel: str, jobs: int, pytest_args: list[str],
     if not (run_dir / "report" / BY_TEST_FILE).is_file():
         raise HarnessError(f"the base's coverage run (pytest exit {status}) left no "
                            f"{BY_TEST_FILE}")
+    if not worth_keeping(status):
+        raise HarnessError(f"the base's coverage run stopped early (pytest exit {status}): "
+                           f"its map would miss tests")
     # run_coverage keeps a whole-suite run itself (make coverage does the same); a selection
     # is kept here.
-    return (kept if is_kept(kept) else keep(run_dir, kept)), False
+    return (kept if is_kept(kept) else keep(run_dir, kept, status)), False
+
+
+SELECTING = ("-k", "-m", "--deselect")
+
+
+def selects_only(pytest_args: list[str]) -> bool:
+    """Whether ``pytest_args`` only choose tests (-k, -m, --deselect): then the whole
+    suite's run answers for the base side. Anything else (-x, --ignore-known-bugs, a VM
+    option) makes the runs differ, and the base runs with the same arguments."""
+    words = iter(pytest_args)
+    for word in words:
+        if word in SELECTING:
+            if next(words, None) is None:
+                return False
+        elif not any(word.startswith(f"{flag}=") or (flag != "--deselect"
+                                                      and word.startswith(flag) and
+                                                      len(word) > 2)
+                     for flag in SELECTING):
+            return False
+    return True
 
 
 def cases_run(base: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +173,15 @@ def run_review(mbox: Path, *, tree: Path | None, base_commit: str | None, accel:
     patched_spec = f"{base.spec},patches={mbox}{BUILD_OPTIONS}"
     run_dir = out / "patched"
     shutil.rmtree(run_dir, ignore_errors=True)
-    run_coverage(patched_spec, accel, jobs=jobs, out=run_dir, pytest_args=pytest_args,
-                 paths=tuple(f"testcases/{f}" for f in selection.files))
+    status = run_coverage(patched_spec, accel, jobs=jobs, out=run_dir,
+                          pytest_args=pytest_args,
+                          paths=tuple(f"testcases/{f}" for f in selection.files))
+    if not worth_keeping(status):
+        # A run stopped early has cases it never ran; set beside a base that ran them,
+        # they would only read as missing, or (narrowed to what ran) not at all.
+        review.verdict = Verdict(Status.NO_VERDICT, why_no_verdict=(
+            f"the patched kernel's run stopped early (pytest exit {status})"))
+        return write_outputs(review, out)
     base_results, patched_results = _results(kept), _results(run_dir)
     if whole_suite:
         base_results = cases_run(base_results, patched_results)

@@ -170,11 +170,20 @@ def test_a_review_base_run_is_kept_under_one_key_for_every_spelling_of_its_kerne
     (run / "report").mkdir(parents=True)
     (run / "report" / "by_test_file.json").write_text("{}")
     (run / "artifacts" / "report-k-tcg").mkdir(parents=True)
-    (run / "artifacts" / "report-k-tcg" / "results.json").write_text("{}")
     (run / "artifacts" / "gcov").mkdir()
-    kept = keep(run, kept_dir(one, vmlinuz, []))
+    # A run without its coverage.json or its results is no kept run.
+    kept = keep(run, kept_dir(one, vmlinuz, []), 1)
+    assert not is_kept(kept)
+    (run / "report" / "coverage.json").write_text("{}")
+    (run / "artifacts" / "report-k-tcg" / "results.json").write_text("{}")
+    kept = keep(run, kept_dir(one, vmlinuz, []), 1)  # replaces the incomplete one
     assert is_kept(kept) and (kept / "artifacts" / "report-k-tcg" / "results.json").is_file()
+    assert (kept / "status").read_text() == "1\n"
     assert not (kept / "artifacts" / "gcov").exists()  # the counters stay behind
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]  # no tmp, no old
+    from harness.coverage.kept import worth_keeping
+    assert worth_keeping(0) and worth_keeping(1)
+    assert not any(worth_keeping(s) for s in (2, 3, 4, 5))
     vmlinuz.write_bytes(b"rebuilt")  # another build of the kernel: another key
     os.utime(vmlinuz, ns=(1, 1))
     assert not is_kept(kept_dir(one, vmlinuz, []))
@@ -196,3 +205,32 @@ def test_the_report_says_which_lines_only_the_fault_tests_executed() -> None:
     assert "super.c" not in text  # nothing only the fault tests ran
     assert text.splitlines()[-1].split() == ["total", "8", "5.4%", "12", "8.2%"]
     assert added_table(files, {"test_sharing_semantics.py": {}}) == ""
+
+
+def test_the_pool_reads_a_broken_guest_once_and_replaces_it_even_if_reading_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from harness.plugin import state
+    from harness.vm.machine import VMState
+    calls: list[str] = []
+
+    def flaky_save(vm: object, into: Path, *, reset: bool = False, label: str = "boot") -> int:
+        calls.append(label)
+        raise RuntimeError("the SSH library gave up")
+
+    monkeypatch.setattr(state, "save_counters", flaky_save)
+    pool = state.VMPool(options=SimpleNamespace(artifacts=tmp_path),  # type: ignore[arg-type]
+                        name="gw0")
+    broken = SimpleNamespace(name="gw0-boot1", state=VMState.BROKEN)
+    pool.current = broken  # type: ignore[assignment]
+    pool.covering = "test_hostile_images.py"
+    pool.save_coverage()  # the known-bug hook, say: read once
+    pool.save_coverage()  # and not again
+    assert calls == ["test_hostile_images.py"]
+    stopped: list[bool] = []
+    monkeypatch.setattr(pool, "_stop", lambda: stopped.append(True))
+    pool.boot_error = state.HarnessError("no boot here")  # get() stops before booting anew
+    with pytest.raises(state.HarnessError, match="no boot here"):
+        pool.get()
+    assert stopped == [True] and calls == ["test_hostile_images.py"]

@@ -68,3 +68,17 @@ def test_a_case_may_meet_several_known_bugs_and_a_once_per_boot_one_need_not_sho
     with pytest.raises(pytest.UsageError, match="strict= is True or False"):
         check_known_bug_mark(pytest.mark.known_bug(reason="r", signature="s",
                                                    strict="no").mark, "t")
+
+
+def test_with_config_expects_the_failure_only_on_builds_with_every_option() -> None:
+    """EROFS's own assertions BUG() on damaged images only on a build with
+    EROFS_FS_DEBUG: expected there, a failure anywhere else."""
+    mark = pytest.mark.known_bug(reason="r", signature=r"kernel BUG at fs/erofs/",
+                                 with_config=["EROFS_FS_DEBUG"], strict=False).mark
+    bug = check_known_bug_mark(mark, "t")
+    assert bug.applies("7.3.4", (), "", "tree:,debug", lambda option: option == "EROFS_FS_DEBUG")
+    assert not bug.applies("7.3.4", (), "", "tree:,faults", lambda option: False)
+    assert not bug.applies("7.3.4+deb13-cloud-amd64", (), "", "debian:7.3")  # no config known
+    bad = pytest.mark.known_bug(reason="r", signature="s", with_config="EROFS_FS_DEBUG").mark
+    with pytest.raises(pytest.UsageError, match=r"with_config= is a list"):
+        check_known_bug_mark(bad, "t")

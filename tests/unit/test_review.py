@@ -186,3 +186,14 @@ def test_the_whole_suites_run_stands_in_for_the_base_of_a_narrower_selection() -
     verdict = judge(narrowed, patched, ["test_fiemap.py"], {})
     assert verdict.fixed == [("testcases/test_fiemap.py::test_a[x]", "xfailed")]
     assert verdict.missing == []  # the cases -k left out are not "run on one side only"
+
+
+@pytest.mark.parametrize(("args", "only"), [
+    (["-k", "fiemap or fsoffset"], True), (["-kfiemap"], True), (["-m", "fast"], True),
+    (["--deselect=testcases/test_a.py::t", "-k", "x"], True), (["-k"], False),
+    (["-x", "-k", "fiemap"], False), (["--ignore-known-bugs"], False),
+    (["--kernel-debug"], False)])
+def test_only_a_pure_selection_lets_the_whole_suites_run_answer_for_the_base(
+        args: list[str], only: bool) -> None:
+    from harness.review.run import selects_only
+    assert selects_only(args) is only
