@@ -49,7 +49,11 @@ def keep(run_dir: Path, kept: Path, status: int) -> Path:
     the counters and logs stay behind. ``status``: pytest's exit status, kept with it."""
     tmp = kept.with_name(f"{kept.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run_dir / "report", tmp / "report")
+    (tmp / "report").mkdir(parents=True)
+    # What a review reads, not the HTML and the per-set tracefiles (hundreds of MB).
+    for name in (BY_TEST_FILE, "coverage.json", "summary.json", "table.txt"):
+        if (run_dir / "report" / name).is_file():
+            shutil.copy(run_dir / "report" / name, tmp / "report" / name)
     for results in (run_dir / "artifacts").glob("report-*/results.json"):
         (tmp / "artifacts" / results.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(results, tmp / "artifacts" / results.parent.name / "results.json")
