@@ -13,6 +13,7 @@ from conftest import BIG, SHARE, read_and_look, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe, ReadResult
+from harness.kernel.kernel import Kernel
 
 METHODS = ["read", "pread", "readv", "mmap_shared", "mmap_private", "sendfile", "splice",
            "fadvise_willneed", "readahead", "seek_data",
@@ -41,6 +42,26 @@ def test_access_path_reads_right_bytes_into_the_shared_cache(
     assert read.sha256 == a.file(path)["sha256"], f"{method} read wrong bytes of {path}"
     assert other.resident == other.pages, (
         f"after {method}: {mine} through the reader's mount, {other} through the other")
+
+
+@pytest.mark.parametrize("sharing", [True, False], ids=["sharing", "plain"])
+def test_a_zero_length_read_answers_nothing_and_brings_no_page_in(
+        pair: tuple[BuiltImage, BuiltImage], source: str, sharing: bool, mount: Mounter,
+        pagecache: Probe, kernel: Kernel) -> None:
+    """read(2), pread(2) and preadv(2) asking for 0 bytes answer 0 and read nothing: the
+    shared file's read_iter returns before it clones the call onto the shared file, and a
+    plain file's never starts a read."""
+    if sharing and not kernel.features.get("page_cache_share"):
+        pytest.skip(f"kernel {kernel.release} has no EROFS page cache sharing")
+    a, _ = pair
+    path = mount(a, SHARE if sharing else "", source).path(BIG)
+    pagecache.drop_caches()
+    cold = pagecache.residency(path)
+    assert cold.resident == 0, f"{cold} of {path} resident after drop_caches"
+    got = pagecache.read(path, "zero_length")
+    after = pagecache.residency(path)
+    assert got.bytes == 0, f"zero-length reads of {path} said they read {got.bytes} bytes"
+    assert after.resident == 0, f"zero-length reads of a cold file left {after} resident"
 
 
 @pytest.mark.requires_kernel("page_cache_share")

@@ -58,13 +58,20 @@ def notes_of(kernel: Kernel) -> tuple[Path, Path]:
     return notes, Path((notes / "source").read_text().strip())
 
 
+def set_paths(counters: Path, work: Path) -> tuple[Path, Path]:
+    """Where one set of counters is unpacked, and its tracefile: one of each per set. (Not
+    ``with_suffix``: a set's name holds its test file's ``.py``, and every set of one test
+    file would have overwritten the one before.)"""
+    objdir = work / counters.name.removesuffix(".tar.gz")
+    return objdir, objdir.with_name(objdir.name + ".json")
+
+
 def _tracefile(counters: Path, notes: Path, source: Path, work: Path) -> Path:
     """One VM's counters beside the notes, through gcov, into a gcovr JSON tracefile."""
-    objdir = work / counters.name.removesuffix(".tar.gz")
+    objdir, out = set_paths(counters, work)
     shutil.copytree(notes / PART, objdir / PART)
     with tarfile.open(counters, "r:gz") as tar:
         tar.extractall(objdir, filter="data")
-    out = objdir.with_suffix(".json")
     proc = subprocess.run([*GCOVR, "--root", str(source), "--filter", str(source / PART),
                            "--gcov-ignore-parse-errors=all", "--json", str(out),
                            str(objdir)], capture_output=True, text=True, check=False)

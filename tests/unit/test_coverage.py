@@ -234,3 +234,15 @@ def test_the_pool_reads_a_broken_guest_once_and_replaces_it_even_if_reading_fail
     with pytest.raises(state.HarnessError, match="no boot here"):
         pool.get()
     assert stopped == [True] and calls == ["test_hostile_images.py"]
+
+
+def test_every_set_of_counters_gets_a_tracefile_of_its_own(tmp_path: Path) -> None:
+    """Sets are named <test file>@<vm>-<n>: two sets of one test file must not share a
+    tracefile (with_suffix took ".py@vm-gw0-boot1-0" for a suffix, and of 244 sets of a
+    whole-suite run 30 were merged)."""
+    from harness.results.coverage import set_paths
+    names = ["test_data_layouts.py@vm-gw1-boot1-3.tar.gz",
+             "test_data_layouts.py@vm-gw1-boot4-0.tar.gz", "boot@vm-gw0-boot1-0.tar.gz"]
+    paths = [set_paths(tmp_path / n, tmp_path / "work") for n in names]
+    assert len({out for _, out in paths}) == 3 and len({d for d, _ in paths}) == 3
+    assert paths[0][1].name == "test_data_layouts.py@vm-gw1-boot1-3.json"

@@ -12,6 +12,7 @@ import time
 from pcprobe.base import MAP_FAILED, PAGE, as_user, libc, oserror
 
 MADV_PAGEOUT = 21
+MADV_NOHUGEPAGE = 15
 
 
 class Mapping:
@@ -100,6 +101,13 @@ def pfns(paths):
     try:
         for path in paths:
             mappings.append(Mapping(path))
+            # Not a mapping khugepaged may collapse through: a collapse puts new huge folios
+            # in the cache, charged to this process's (the root) memory cgroup, so the view
+            # would show frames and charges that only looking made (once: a cold read's
+            # 1024 pages all huge and all root's, while the reader's group held 4 MiB).
+            if libc.madvise(ctypes.c_void_p(mappings[-1].address),
+                            ctypes.c_size_t(max(mappings[-1].size, 1)), MADV_NOHUGEPAGE) != 0:
+                oserror("madvise(MADV_NOHUGEPAGE)")
         with open("/proc/self/pagemap", "rb") as pagemap:
             seen, facts = [], []
             for _ in range(PFN_SNAPSHOT_TRIES):

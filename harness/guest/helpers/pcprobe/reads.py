@@ -2,6 +2,7 @@
 around reads: SEEK_DATA/SEEK_HOLE maps, concurrent first reads, reads as
 another user."""
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -105,6 +106,16 @@ def read_file(path, method):
             data = b"".join(out_chunks)[:size]
         elif method == "io_uring":
             data = io_uring_read(fd, size)
+        elif method == "zero_length":
+            # read(2) at the start, pread(2) mid-file and preadv(2) of one empty buffer, each
+            # asking for 0 bytes (through libc: no wrapper may answer for the kernel). The
+            # bytes they say they read stand in for the data: none is right.
+            buf = ctypes.create_string_buffer(1)
+            counts = [libc.read(fd, buf, 0), libc.pread(fd, buf, 0, ctypes.c_long(size // 2)),
+                      os.preadv(fd, [bytearray(0)], 0)]
+            if any(c < 0 for c in counts):
+                oserror("zero-length read")
+            data = b"\0" * sum(counts)
         elif method == "seek_data":
             data = bytearray(size)
             for start, end in data_ranges(fd, size):
