@@ -20,6 +20,7 @@ Exit status: 0 no regressions, 1 regressions, 2 no verdict.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -97,7 +98,8 @@ def base_coverage(base: Base, accel: str, jobs: int, pytest_args: list[str],
     return (kept if is_kept(kept) else keep(run_dir, kept, status)), False
 
 
-SELECTING = ("-k", "-m", "--deselect")
+SELECTING = ("-k", "-m", "--deselect")  # each takes a value, as the next word or joined
+JOINED = re.compile(r"-[km].+|--deselect=.+")
 
 
 def selects_only(pytest_args: list[str]) -> bool:
@@ -109,10 +111,7 @@ def selects_only(pytest_args: list[str]) -> bool:
         if word in SELECTING:
             if next(words, None) is None:
                 return False
-        elif not any(word.startswith(f"{flag}=") or (flag != "--deselect"
-                                                      and word.startswith(flag) and
-                                                      len(word) > 2)
-                     for flag in SELECTING):
+        elif not JOINED.fullmatch(word):
             return False
     return True
 
