@@ -26,9 +26,9 @@ from harness.guest.probe import Probe, Residency
 
 Images = Callable[[str], BuiltImage]
 VARIANTS = ["", "-nofp", "-customfp", "-lz4", "-lz4hc", "-lzma", "-deflate", "-zstd",
-            "-lz4hc-packed", "-chunk64k", "-blob", "-bs1k", "-tar"]
-NEEDS = {"-lz4": "lz4", "-lz4hc": "lz4", "-lz4hc-packed": "lz4", "-lzma": "lzma",
-         "-deflate": "deflate", "-zstd": "zstd"}
+            "-lz4hc-packed", "-lz4-legacy", "-chunk64k", "-blob", "-bs1k", "-tar"]
+NEEDS = {"-lz4": "lz4", "-lz4hc": "lz4", "-lz4hc-packed": "lz4", "-lz4-legacy": "lz4",
+         "-lzma": "lzma", "-deflate": "deflate", "-zstd": "zstd"}
 
 
 def _needs(variant: str, kernel_features: dict[str, bool]) -> None:

@@ -13,6 +13,8 @@ COMPAT_SB_CHKSUM = 0x00000001  # EROFS_FEATURE_COMPAT_SB_CHKSUM
 COMPAT_ISHARE_XATTRS = 0x00000020  # EROFS_FEATURE_COMPAT_ISHARE_XATTRS
 # Offsets in struct erofs_super_block (fs/erofs/erofs_fs.h); the image tools use them too.
 MAGIC_AT, CHECKSUM_AT, COMPAT_AT, BLKSZBITS_AT, META_BLKADDR_AT = 0, 4, 8, 12, 40
+INOS_AT, BLOCKS_LO_AT, UUID_AT, BLOCKS_HI_AT, INCOMPAT_AT = 16, 36, 48, 14, 80
+INCOMPAT_48BIT = 0x00000080  # EROFS_FEATURE_INCOMPAT_48BIT: blocks_hi in the root nid's place
 PREFIX_COUNT_AT, ISHARE_PREFIX_ID_AT = 91, 105
 
 
@@ -29,6 +31,10 @@ class Superblock:
     feature_compat: int
     xattr_prefix_count: int  # long xattr name prefixes
     ishare_xattr_prefix_id: int  # which of them names the fingerprint xattr
+    blkszbits: int = 12
+    inos: int = 0  # inodes in the image
+    blocks: int = 0  # blocks of the primary device (blocks_lo, and blocks_hi with 48BIT)
+    uuid: bytes = bytes(16)
 
     @property
     def has_fingerprints(self) -> bool:
@@ -41,5 +47,10 @@ def read_superblock(image: Path) -> Superblock:
         raw = fh.read(128)
     if len(raw) < 128 or struct.unpack_from("<I", raw, MAGIC_AT)[0] != MAGIC:
         raise ValueError(f"{image}: no EROFS superblock at offset {SUPERBLOCK_OFFSET}")
+    blocks = struct.unpack_from("<I", raw, BLOCKS_LO_AT)[0]
+    if struct.unpack_from("<I", raw, INCOMPAT_AT)[0] & INCOMPAT_48BIT:
+        blocks |= struct.unpack_from("<H", raw, BLOCKS_HI_AT)[0] << 32
     return Superblock(struct.unpack_from("<I", raw, COMPAT_AT)[0], raw[PREFIX_COUNT_AT],
-                      raw[ISHARE_PREFIX_ID_AT])
+                      raw[ISHARE_PREFIX_ID_AT], raw[BLKSZBITS_AT],
+                      struct.unpack_from("<Q", raw, INOS_AT)[0], blocks,
+                      bytes(raw[UUID_AT:UUID_AT + 16]))

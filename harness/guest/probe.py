@@ -272,6 +272,57 @@ class MappingNames:
 
 
 @dataclass(frozen=True)
+class HandleOpen:
+    """A file encoded as a handle (name_to_handle_at), then opened by it (open_by_handle_at)
+    after the caches were dropped."""
+    short_errno: int  # asking with no room for the handle (EOVERFLOW is right)
+    needed_bytes: int  # the size the kernel said the handle needs when it refused
+    handle_bytes: int  # the size of the handle it then gave
+    handle_type: int  # the handle's type (FILEID_*)
+    ino_before: int  # the inode number stat gave before the drop
+    ino: int  # the inode number of what the handle opened (-1: it failed)
+    path: str  # the path the kernel names the opened file by (/proc/self/fd)
+    read: ReadResult | None  # a regular file's bytes, read through the handle's descriptor
+    error: str  # why open_by_handle_at failed ("" when it opened)
+
+
+@dataclass(frozen=True)
+class StatFs:
+    """statfs(2) of a path: the filesystem's magic and statvfs fields, by path and by an
+    open descriptor (fstatfs)."""
+    magic: int
+    by_path: dict[str, int]
+    by_fd: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SysfsWrite:
+    name: str
+    value: str
+    errno: int  # 0: the attribute took the value
+    after: str  # its text read back afterwards
+
+
+@dataclass(frozen=True)
+class SysfsKnobs:
+    """A filesystem instance's attributes under /sys/fs/<fs>/<sb>/: their text, then writes
+    in turn."""
+    directory: str
+    values: dict[str, str]
+    writes: list[SysfsWrite]
+
+
+def _handle_open(raw: dict[str, Any]) -> HandleOpen:
+    read = raw.get("read")
+    return HandleOpen(int(raw["short_errno"]), int(raw["needed_bytes"]),
+                      int(raw["handle_bytes"]), int(raw["handle_type"]),
+                      int(raw["ino_before"]), int(raw.get("ino", -1)), str(raw.get("path", "")),
+                      None if read is None else ReadResult(int(read["bytes"]),
+                                                           str(read["sha256"])),
+                      str(raw.get("error", "")))
+
+
+@dataclass(frozen=True)
 class TreeCheck:
     """What a mounted tree gave that its source did not (empty: every entry as built), and
     how much was looked at (files, dirs, reads, bytes, ranges)."""
@@ -687,6 +738,31 @@ class Batch:
             int(a["setfl_odirect_errno"]), int(a["lease_errno"]), int(a["fslabel_errno"])),
             path=path)
 
+    def reopen_by_handle(self, root: str, paths: list[str], drop_level: int = 2
+                         ) -> Pending[dict[str, HandleOpen]]:
+        """Each of ``paths`` (on the mount at ``root``) encoded as a file handle, the caches
+        dropped at ``drop_level`` (2: dentries and inodes; 3: pages too; 0: none), then each
+        opened by its handle, as an NFS server does after the client's dentry is gone."""
+        return self._add("reopen_by_handle", lambda a: {
+            path: _handle_open(raw) for path, raw in a.items()},
+            root=root, paths=paths, drop_level=drop_level)
+
+    def statfs(self, path: str) -> Pending[StatFs]:
+        """statfs(2) and fstatfs(2) of ``path``."""
+        return self._add("statfs", lambda a: StatFs(int(a["magic"]), dict(a["path"]),
+                                                    dict(a["fd"])), path=path)
+
+    def sysfs_knobs(self, target: str, writes: list[tuple[str, str]] | None = None
+                    ) -> Pending[SysfsKnobs]:
+        """Every attribute of the filesystem instance mounted at ``target`` (its directory
+        under /sys/fs/erofs/) read, then each (name, value) of ``writes`` written in turn and
+        read back."""
+        return self._add("sysfs_knobs", lambda a: SysfsKnobs(
+            str(a["directory"]), {str(k): str(v) for k, v in a["values"].items()},
+            [SysfsWrite(str(w["name"]), str(w["value"]), int(w["errno"]), str(w["after"]))
+             for w in a["writes"]]),
+            target=target, writes=[list(w) for w in writes or []])
+
     def watchers(self, path: str) -> Pending[Watchers]:
         """cachestat(2)'s cached pages of ``path`` and whether a uprobe at an instruction of
         it reaches an executable mapping of it (perf probe, bpftrace)."""
@@ -848,6 +924,9 @@ class Probe:
     fanotify_watch = one(Batch.fanotify_watch)
     file_calls = one(Batch.file_calls)
     watchers = one(Batch.watchers)
+    reopen_by_handle = one(Batch.reopen_by_handle)
+    statfs = one(Batch.statfs)
+    sysfs_knobs = one(Batch.sysfs_knobs)
     mapping_names = one(Batch.mapping_names)
     residency_as = one(Batch.residency_as)
     first_page_readahead = one(Batch.first_page_readahead)

@@ -12,6 +12,7 @@ from pcprobe.cores import mapping_names
 from pcprobe.devices import cleanup, loop_attach
 from pcprobe.fanotify import fanotify_watch
 from pcprobe.filecalls import fiemap, file_calls
+from pcprobe.handles import reopen_by_handle, statfs_of, sysfs_knobs
 from pcprobe.holders import end_holders, hold, release
 from pcprobe.kernlog import kernel_log
 from pcprobe.memory import drop_caches, meminfo, slab_objects, statvfs_free
@@ -89,6 +90,10 @@ OPS = {
                                                         op.get("options", "")),
     "free_bytes": lambda op: statvfs_free(op["path"]),
     "file_calls": lambda op: file_calls(op["path"]),
+    "reopen_by_handle": lambda op: reopen_by_handle(op["root"], op["paths"],
+                                                    op.get("drop_level", 2)),
+    "statfs": lambda op: statfs_of(op["path"]),
+    "sysfs_knobs": lambda op: sysfs_knobs(op["target"], op.get("writes", [])),
     "watchers": lambda op: watchers(op["path"]),
     "mapping_names": lambda op: mapping_names(op["path"]),
     "fanotify_watch": lambda op: fanotify_watch(op["image"], op["root"], op["path"],
