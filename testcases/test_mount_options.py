@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from conftest import BIG, OTHER_DOMAIN, SHARE, read_then_mincore, twin_of
+from conftest import BIG, OTHER_DOMAIN, SHARE, read_then_mincore, shown_options, twin_of
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
 from harness.guest.probe import Probe
@@ -108,4 +110,59 @@ def test_dax_with_inode_share_is_refused(erofs_image: Images, source: str, dax: 
     attempt = mount.attempt(erofs_image("sizes"), f"{SHARE},{dax}", source)
     assert not attempt.result.ok and attempt.result.errname == "EINVAL", attempt.result
     assert attempt.result.matches(r"FSDAX is not allowed when inode_i?share is on"), (
+        attempt.result.kmsg)
+
+
+@pytest.mark.parametrize("option", ["nouser_xattr", "noacl", "user_xattr,acl", "dax=never"])
+@pytest.mark.parametrize("when", ["mount", "remount"])
+def test_xattr_acl_and_dax_never_options_keep_sharing(erofs_image: Images, source: str,
+                                                      option: str, when: str, mount: Mounter,
+                                                      pagecache: Probe) -> None:
+    """The fingerprint is read by the kernel for itself (erofs_xattr_fill_inode_fingerprint
+    calls erofs_getxattr directly), so hiding user xattrs or ACLs from users, or refusing
+    DAX, must not stop a mount from sharing, given at mount or by a remount."""
+    a, b = erofs_image("sizes"), erofs_image("renamed")
+    ma = mount(a, f"{SHARE},{option}" if when == "mount" else SHARE, source)
+    if when == "remount":
+        # mount(2) with exactly these options: a remount starts from the defaults, so
+        # inode_share is given again (the domain cannot change, and is not given).
+        answer = pagecache.remount(ma.target, f"inode_share,{option}")
+        assert answer.ok, f"remount,{option} of a sharing mount: {answer}"
+    shown = shown_options(pagecache, ma)
+    assert set(option.split(",")) <= set(shown) and "inode_share" in shown, (
+        f"{when} with {option}: /proc/mounts shows {shown}")
+    mb = mount(b, SHARE, source)
+    other = read_then_mincore(pagecache, ma.path(BIG), mb.path(twin_of(a, b, BIG)))
+    assert other.resident == other.pages, (
+        f"a sharing mount with {option} (given at {when}) shares nothing with its twin: "
+        f"{other}")
+
+
+@pytest.mark.requires_kernel("erofs")
+def test_dax_always_without_sharing_on_a_device_without_dax_mounts_without_it(
+        erofs_image: Images, source: str, mount: Mounter, pagecache: Probe) -> None:
+    """No device here is DAX-capable: dax=always alone is turned off with a message, where
+    with inode_share it is refused (test_dax_with_inode_share_is_refused)."""
+    image = erofs_image("sizes")
+    m = mount(image, "dax=always", source)
+    assert m.result.says("DAX unsupported by block device. Turning off DAX."), m.result.kmsg
+    shown = shown_options(pagecache, m)
+    assert "dax=always" not in shown, f"DAX was turned off, yet /proc/mounts shows {shown}"
+    got = pagecache.read(m.path(BIG))
+    assert got.sha256 == image.file(BIG)["sha256"], got
+
+
+@pytest.mark.parametrize("offset", [1024, 512])
+def test_an_fsoffset_off_the_block_size_is_refused(erofs_image: Images, source: str,
+                                                   offset: int, tmp_path: Path,
+                                                   mount: Mounter) -> None:
+    """The image really is ``offset`` bytes into its file, so its superblock is found there;
+    the offset is then refused because blocks would not start on block boundaries."""
+    plain = erofs_image("sizes")
+    path = tmp_path / f"sizes-at-{offset}.erofs"
+    path.write_bytes(bytes(offset) + plain.path.read_bytes())
+    shifted = dataclasses.replace(plain, path=path, key=f"{plain.key}-at-{offset}")
+    attempt = mount.attempt(shifted, f"{SHARE},fsoffset={offset}", source)
+    assert not attempt.result.ok and attempt.result.errname == "EINVAL", attempt.result
+    assert attempt.result.matches(rf"fsoffset {offset} is not aligned to block size 4096"), (
         attempt.result.kmsg)
