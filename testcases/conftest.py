@@ -203,22 +203,24 @@ def forged_renamed(erofs_image: Callable[[str], BuiltImage],
 
 @pytest.fixture(scope="session")
 def offset_image(erofs_image: Callable[[str], BuiltImage],
-                 tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], BuiltImage]:
-    """A catalog image stored FSOFFSET bytes into its file, for the fsoffset= mount option."""
-    made: dict[str, BuiltImage] = {}
+                 tmp_path_factory: pytest.TempPathFactory) -> Callable[..., BuiltImage]:
+    """A catalog image stored ``offset`` bytes (FSOFFSET unless told) into its file, for the
+    fsoffset= mount option."""
+    made: dict[tuple[str, int], BuiltImage] = {}
 
-    def make(name: str) -> BuiltImage:
-        if name not in made:
+    def make(name: str, offset: int = FSOFFSET) -> BuiltImage:
+        if (name, offset) not in made:
             plain = erofs_image(name)
-            path = tmp_path_factory.mktemp("offset") / f"{name}-at-64k.erofs"
-            path.write_bytes(bytes(FSOFFSET) + plain.path.read_bytes())
-            made[name] = dataclasses.replace(plain, path=path, key=f"{plain.key}-at-64k")
-        return made[name]
+            path = tmp_path_factory.mktemp("offset") / f"{name}-at-{offset}.erofs"
+            path.write_bytes(bytes(offset) + plain.path.read_bytes())
+            made[name, offset] = dataclasses.replace(plain, path=path,
+                                                     key=f"{plain.key}-at-{offset}")
+        return made[name, offset]
     return make
 
 
 @pytest.fixture(scope="session")
-def offset_sizes(offset_image: Callable[[str], BuiltImage]) -> BuiltImage:
+def offset_sizes(offset_image: Callable[..., BuiltImage]) -> BuiltImage:
     """`sizes` stored 64 KiB into its file, for the fsoffset= mount option."""
     return offset_image("sizes")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from conftest import BIG, FSOFFSET, SHARE, join_options, read_then_mincore, shown_options, twin_of
@@ -70,3 +72,43 @@ def test_a_remount_cannot_move_the_image_offset(offset_sizes: BuiltImage, source
              if got.failed or got.value.sha256 != f["sha256"]}
     assert not wrong, (f"after remount -o fsoffset={new} "
                        f"({'accepted' if answer.ok else answer.errname}): {wrong}")
+
+
+# fsoffset= arrived with "erofs: add 'fsoffset' mount option" (c36ec00d7f67, Linux 6.16).
+SUPERBLOCK_READ_FROM_THE_WRONG_PAGE = dict(
+    reason="erofs_read_superblock() maps the page holding the start of the filesystem and "
+           "reads the superblock 1 KiB on: with fsoffset= 3 KiB into a page (valid for an "
+           "image of 1 KiB blocks) the superblock is in the next page, and a block device "
+           "mount fails (reports/fsoffset-superblock-wrong-page.yaml). Not strict: a block "
+           "device whose page cache holds a large folio there mounts",
+    signature=r"with -o (inode_share,domain_id=d1,)?fsoffset=\d+ failed: EINVAL \(errno 22\); "
+              r"kernel said: erofs \(device \w+\): cannot find valid erofs superblock",
+    releases=">=6.16", unless_patched="erofs: read the superblock from the page that holds it",
+    params=["loop-*-3072", "loop-*-7168", "block-*-3072", "block-*-7168"], strict=False)
+
+
+@pytest.mark.requires_kernel("erofs")
+@pytest.mark.known_bug(**SUPERBLOCK_READ_FROM_THE_WRONG_PAGE)
+@pytest.mark.parametrize("offset", [1024, 2048, 3072, 5120, 7168])
+@pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
+    "page_cache_share"))], ids=["plain", "sharing"])
+def test_an_image_of_small_blocks_mounts_at_any_offset_that_is_a_multiple_of_its_block_size(
+        offset_image: Callable[..., BuiltImage], erofs_image: Callable[[str], BuiltImage],
+        source: str, offset: int, options: str, mount: Mounter, pagecache: Probe) -> None:
+    """fsoffset= must be a multiple of the image's block size, not of the page size: an
+    image of 1 KiB blocks may start 3 KiB into its file or device. Its superblock then lies
+    in the next page of the device from the one the offset falls in."""
+    moved = offset_image("sizes-bs1k", offset)
+    m = mount(moved, join_options(options, f"fsoffset={offset}"), source)
+    if options:
+        # First, while nothing is cached: a's read fills the cache its twin looks at.
+        twin = erofs_image("renamed-bs1k")
+        mt = mount(twin, SHARE, source)
+        other = read_then_mincore(pagecache, m.path(BIG), mt.path(twin_of(moved, twin, BIG)))
+        assert other.resident == other.pages, other
+    files = moved.files()
+    with pagecache.batch() as batch:
+        reads = [batch.read(m.path(f["path"])) for f in files]
+    wrong = [f["path"] for f, got in zip(files, reads, strict=True)
+             if got.value.sha256 != f["sha256"]]
+    assert not wrong, f"wrong bytes at fsoffset={offset}: {wrong}"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -152,17 +150,24 @@ def test_dax_always_without_sharing_on_a_device_without_dax_mounts_without_it(
     assert got.sha256 == image.file(BIG)["sha256"], got
 
 
+@pytest.mark.known_bug(
+    reason="an fsoffset= off the block size makes erofs_read_superblock() checksum the rest "
+           "of the superblock's block past the end of the page it mapped: a block device "
+           "mount fails on a checksum of other memory (EBADMSG) before the offset is refused "
+           "(reports/fsoffset-superblock-wrong-page.yaml). Not strict: a block device whose "
+           "page cache holds a large folio there reaches the refusal",
+    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\['erofs \(device "
+              r"\w+\): invalid checksum",
+    releases=">=6.16", unless_patched="erofs: read the superblock from the page that holds it",
+    params=["loop-*", "block-*"], strict=False)
 @pytest.mark.parametrize("offset", [1024, 512])
-def test_an_fsoffset_off_the_block_size_is_refused(erofs_image: Images, source: str,
-                                                   offset: int, tmp_path: Path,
+def test_an_fsoffset_off_the_block_size_is_refused(offset_image: Callable[..., BuiltImage],
+                                                   source: str, offset: int,
                                                    mount: Mounter) -> None:
     """The image really is ``offset`` bytes into its file, so its superblock is found there;
     the offset is then refused because blocks would not start on block boundaries."""
-    plain = erofs_image("sizes")
-    path = tmp_path / f"sizes-at-{offset}.erofs"
-    path.write_bytes(bytes(offset) + plain.path.read_bytes())
-    shifted = dataclasses.replace(plain, path=path, key=f"{plain.key}-at-{offset}")
-    attempt = mount.attempt(shifted, f"{SHARE},fsoffset={offset}", source)
+    attempt = mount.attempt(offset_image("sizes", offset), f"{SHARE},fsoffset={offset}",
+                            source)
     assert not attempt.result.ok and attempt.result.errname == "EINVAL", attempt.result
     assert attempt.result.matches(rf"fsoffset {offset} is not aligned to block size 4096"), (
         attempt.result.kmsg)
