@@ -25,7 +25,7 @@ HANDLE_BYTES = 12  # the nid's two halves and the generation, three 32-bit words
 FILES = [BIG, "dir/deeper/one-mib", "page-plus-1"]
 
 
-@pytest.mark.requires_kernel("page_cache_share")
+@pytest.mark.requires_kernel("page_cache_share", "file_handles")
 def test_a_file_opened_by_its_handle_reads_through_the_shared_cache(
         pair: tuple[BuiltImage, BuiltImage], source: str, mount: Mounter,
         pagecache: Probe) -> None:
@@ -55,7 +55,7 @@ def test_a_file_opened_by_its_handle_reads_through_the_shared_cache(
         f"did not read through the shared cache")
 
 
-@pytest.mark.requires_kernel("erofs")
+@pytest.mark.requires_kernel("erofs", "file_handles")
 @pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
 def test_a_directory_handle_finds_its_path_again_after_the_dentries_are_dropped(
         erofs_image: Images, source: str, options: str, mount: Mounter,

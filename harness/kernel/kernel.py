@@ -28,6 +28,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "cachestat": ("CONFIG_CACHESTAT_SYSCALL",),
     "uprobes": ("CONFIG_UPROBE_EVENTS",),
     "kmemleak": ("CONFIG_DEBUG_KMEMLEAK",),
+    "file_handles": ("CONFIG_FHANDLE",),
 }
 
 
