@@ -92,17 +92,22 @@ SUPERBLOCK_READ_FROM_THE_WRONG_PAGE = dict(
 @pytest.mark.parametrize("offset", [1024, 2048, 3072, 5120, 7168])
 @pytest.mark.parametrize("options", ["", pytest.param(SHARE, marks=pytest.mark.requires_kernel(
     "page_cache_share"))], ids=["plain", "sharing"])
+@pytest.mark.parametrize("image", ["bs1k", pytest.param("bs1k-lz4hc-packed", marks=(
+    pytest.mark.requires_kernel("lz4"),))])
 def test_an_image_of_small_blocks_mounts_at_any_offset_that_is_a_multiple_of_its_block_size(
         offset_image: Callable[..., BuiltImage], erofs_image: Callable[[str], BuiltImage],
-        source: str, offset: int, options: str, mount: Mounter, pagecache: Probe) -> None:
+        source: str, image: str, offset: int, options: str, mount: Mounter,
+        pagecache: Probe) -> None:
     """fsoffset= must be a multiple of the image's block size, not of the page size: an
     image of 1 KiB blocks may start 3 KiB into its file or device. Its superblock then lies
-    in the next page of the device from the one the offset falls in."""
-    moved = offset_image("sizes-bs1k", offset)
+    in the next page of the device from the one the offset falls in, and every structure
+    read through a page of the device sits at another place in it than in the image (the
+    compressed image's tails are packed inline beside their inodes)."""
+    moved = offset_image(f"sizes-{image}", offset)
     m = mount(moved, join_options(options, f"fsoffset={offset}"), source)
     if options:
         # First, while nothing is cached: a's read fills the cache its twin looks at.
-        twin = erofs_image("renamed-bs1k")
+        twin = erofs_image(f"renamed-{image}")
         mt = mount(twin, SHARE, source)
         other = read_then_mincore(pagecache, m.path(BIG), mt.path(twin_of(moved, twin, BIG)))
         assert other.resident == other.pages, other
