@@ -26,9 +26,10 @@ from harness.guest.probe import Probe, Residency
 
 Images = Callable[[str], BuiltImage]
 VARIANTS = ["", "-nofp", "-customfp", "-lz4", "-lz4hc", "-lzma", "-deflate", "-zstd",
-            "-lz4hc-packed", "-lz4-legacy", "-chunk64k", "-blob", "-bs1k", "-tar"]
+            "-lz4hc-packed", "-lz4-legacy", "-bs1k-lz4hc-packed", "-chunk64k", "-blob", "-bs1k",
+            "-tar"]
 NEEDS = {"-lz4": "lz4", "-lz4hc": "lz4", "-lz4hc-packed": "lz4", "-lz4-legacy": "lz4",
-         "-lzma": "lzma", "-deflate": "deflate", "-zstd": "zstd"}
+         "-bs1k-lz4hc-packed": "lz4", "-lzma": "lzma", "-deflate": "deflate", "-zstd": "zstd"}
 
 
 def _needs(variant: str, kernel_features: dict[str, bool]) -> None:
@@ -47,6 +48,8 @@ def _check_all_files(image: BuiltImage, root: str, pagecache: Probe) -> None:
 
 
 @pytest.mark.requires_kernel("erofs")
+# mkfs ends this image inside a page (1 KiB blocks), its packed tails last.
+@pytest.mark.known_bug(**PARTIAL_META_PAGE_BUG, params=["file-*-sizes-bs1k-lz4hc-packed"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"sizes{v}")
 @pytest.mark.parametrize("options", ["", SHARE], ids=["plain", "sharing"])
 def test_every_file_reads_back_exactly(erofs_image: Images, source: str, variant: str,
