@@ -156,10 +156,20 @@ def test_dax_always_without_sharing_on_a_device_without_dax_mounts_without_it(
            "mount fails on a checksum of other memory (EBADMSG) before the offset is refused "
            "(reports/fsoffset-superblock-wrong-page.yaml). Not strict: a block device whose "
            "page cache holds a large folio there reaches the refusal",
-    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\['erofs \(device "
-              r"\w+\): invalid checksum",
+    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\[[^\]]*erofs "
+              r"\(device [^)]+\): invalid checksum",
     releases=">=6.16", unless_patched="erofs: read the superblock from the page that holds it",
     params=["loop-*", "block-*"], strict=False)
+# Before 7.3 file-backed mounts read the superblock as a block device's (test_fsoffset.py).
+@pytest.mark.known_bug(
+    reason="as on a block device: before 7.3 a file-backed mount read its superblock through "
+           "the image file's page cache with the offset added (reports/"
+           "fsoffset-superblock-wrong-page.yaml). Not strict, for the same reason",
+    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\[[^\]]*erofs "
+              r"\(device [^)]+\): invalid checksum",
+    releases=">=6.16,<7.3",
+    unless_patched="erofs: read the superblock from the page that holds it",
+    params=["file-*"], strict=False)
 @pytest.mark.parametrize("offset", [1024, 512])
 def test_an_fsoffset_off_the_block_size_is_refused(offset_image: Callable[..., BuiltImage],
                                                    source: str, offset: int,

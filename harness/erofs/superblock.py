@@ -14,6 +14,7 @@ COMPAT_ISHARE_XATTRS = 0x00000020  # EROFS_FEATURE_COMPAT_ISHARE_XATTRS
 # Offsets in struct erofs_super_block (fs/erofs/erofs_fs.h); the image tools use them too.
 MAGIC_AT, CHECKSUM_AT, COMPAT_AT, BLKSZBITS_AT, META_BLKADDR_AT = 0, 4, 8, 12, 40
 INOS_AT, BLOCKS_LO_AT, UUID_AT, BLOCKS_HI_AT, INCOMPAT_AT = 16, 36, 48, 14, 80
+EXTRA_DEVICES_AT, ROOTNID_8B_AT = 86, 112
 INCOMPAT_48BIT = 0x00000080  # EROFS_FEATURE_INCOMPAT_48BIT: blocks_hi in the root nid's place
 PREFIX_COUNT_AT, ISHARE_PREFIX_ID_AT = 91, 105
 
@@ -33,8 +34,9 @@ class Superblock:
     ishare_xattr_prefix_id: int  # which of them names the fingerprint xattr
     blkszbits: int = 12
     inos: int = 0  # inodes in the image
-    blocks: int = 0  # blocks of the primary device (blocks_lo, and blocks_hi with 48BIT)
+    blocks: int = 0  # blocks of the primary device, as erofs_read_superblock() counts them
     uuid: bytes = bytes(16)
+    extra_devices: int = 0  # devices besides the primary one (their blocks are not counted)
 
     @property
     def has_fingerprints(self) -> bool:
@@ -48,9 +50,13 @@ def read_superblock(image: Path) -> Superblock:
     if len(raw) < 128 or struct.unpack_from("<I", raw, MAGIC_AT)[0] != MAGIC:
         raise ValueError(f"{image}: no EROFS superblock at offset {SUPERBLOCK_OFFSET}")
     blocks = struct.unpack_from("<I", raw, BLOCKS_LO_AT)[0]
-    if struct.unpack_from("<I", raw, INCOMPAT_AT)[0] & INCOMPAT_48BIT:
+    # With 48BIT the 16 bits after blkszbits are the blocks' high bits only when the root's
+    # nid is kept in rootnid_8b; otherwise they are still the root nid (super.c).
+    if (struct.unpack_from("<I", raw, INCOMPAT_AT)[0] & INCOMPAT_48BIT
+            and struct.unpack_from("<Q", raw, ROOTNID_8B_AT)[0]):
         blocks |= struct.unpack_from("<H", raw, BLOCKS_HI_AT)[0] << 32
     return Superblock(struct.unpack_from("<I", raw, COMPAT_AT)[0], raw[PREFIX_COUNT_AT],
                       raw[ISHARE_PREFIX_ID_AT], raw[BLKSZBITS_AT],
                       struct.unpack_from("<Q", raw, INOS_AT)[0], blocks,
-                      bytes(raw[UUID_AT:UUID_AT + 16]))
+                      bytes(raw[UUID_AT:UUID_AT + 16]),
+                      struct.unpack_from("<H", raw, EXTRA_DEVICES_AT)[0])
