@@ -25,6 +25,7 @@ from pathlib import Path
 import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 
+from harness.core.draws import seed_alone
 from harness.erofs.images import BuiltImage
 from harness.erofs.tools import ErofsUtils
 from harness.explore.model import PoolFile, PoolImage
@@ -60,7 +61,8 @@ def draw_examples(seed: int, count: int) -> list[Example]:
     def collect(example: Example) -> None:
         drawn.append(example)
 
-    collect()
+    with seed_alone():
+        collect()
     return drawn[:count]
 
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, precondition, rule
 
+from harness.core.draws import seed_alone
 from harness.explore.driver import MAX_MOUNTS, Divergence, Driver, Step
 from harness.kernel.knownbugs import release_tuple
 
@@ -278,7 +279,8 @@ def explore(driver: Driver, images: list[str], *, seed: int, steps: int, seconds
         test = hypothesis.seed(round_seed)(get_state_machine_test(ExploreMachine,
                                                                   settings=config))
         try:
-            test()
+            with seed_alone():
+                test()
         except GuestDied:
             seen, steps_seen = ExploreMachine.first or ("the guest died", list[Step]())
             failure = f"{seen}\n(the guest died; a dead guest replays nothing, so not shrunk)"

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
+from harness.core.draws import seed_alone
 from harness.erofs.tools import ErofsUtils
 from harness.guest.handle import Guest
 from harness.guest.session import GuestSession
@@ -432,7 +433,8 @@ class Search:
                 self._test(example)
 
             try:
-                test()
+                with seed_alone():
+                    test()
             except (ExampleFailed, ShrinkSpent, GuestGone, Flaky):
                 pass  # what failed is in self.smallest (a replay that did not fail: Flaky)
             except SearchBroke:
