@@ -130,6 +130,16 @@ def read_and_look(pagecache: Probe, reader: str, *others: str, method: str = "re
     return read.value, mine, [view.value for view in after[1:]]
 
 
+def wrong_files(pagecache: Probe, image: BuiltImage, root: str) -> list[str]:
+    """The files of ``image`` (mounted at ``root``) whose bytes read back wrong, all read in
+    one batch; a read that fails raises."""
+    files = image.files()
+    with pagecache.batch() as batch:
+        reads = [batch.read(f"{root}/{f['path']}") for f in files]
+    return [f["path"] for f, got in zip(files, reads, strict=True)
+            if got.value.sha256 != f["sha256"]]
+
+
 def read_then_mincore(pagecache: Probe, reader: str, other: str) -> Residency:
     """Read ``reader`` whole (from a cold cache, filling its own), then how much of
     ``other`` is resident."""

@@ -18,6 +18,7 @@ from conftest import (
     read_and_look,
     read_then_mincore,
     twin_of,
+    wrong_files,
 )
 from harness.erofs.images import BuiltImage
 from harness.erofs.tools import ErofsUtils
@@ -39,11 +40,7 @@ def _needs(variant: str, kernel_features: dict[str, bool]) -> None:
 
 
 def _check_all_files(image: BuiltImage, root: str, pagecache: Probe) -> None:
-    files = image.files()
-    with pagecache.batch() as batch:
-        reads = [batch.read(f"{root}/{f['path']}") for f in files]
-    wrong = [f["path"] for f, got in zip(files, reads, strict=True)
-             if got.value.sha256 != f["sha256"]]
+    wrong = wrong_files(pagecache, image, root)
     assert not wrong, f"{image.spec.name}: wrong bytes in {wrong}"
 
 

@@ -15,6 +15,7 @@ from conftest import (
     read_then_mincore,
     shown_options,
     twin_of,
+    wrong_files,
 )
 from harness.erofs.images import BuiltImage
 from harness.guest.mounts import Mounter
@@ -28,11 +29,7 @@ pytestmark = pytest.mark.requires_kernel(">=6.16", reason="fsoffset= is new in 6
 def test_image_at_an_offset_reads_back_with_fsoffset(offset_sizes: BuiltImage, source: str,
                                                      mount: Mounter, pagecache: Probe) -> None:
     m = mount(offset_sizes, f"fsoffset={FSOFFSET}", source)
-    files = offset_sizes.files()
-    with pagecache.batch() as batch:
-        reads = [batch.read(m.path(f["path"])) for f in files]
-    wrong = [f["path"] for f, got in zip(files, reads, strict=True)
-             if got.value.sha256 != f["sha256"]]
+    wrong = wrong_files(pagecache, offset_sizes, m.target)
     assert not wrong, f"wrong bytes at fsoffset={FSOFFSET}: {wrong}"
 
 
@@ -141,9 +138,5 @@ def test_an_image_of_small_blocks_mounts_at_any_offset_that_is_a_multiple_of_its
         mt = mount(twin, SHARE, source)
         other = read_then_mincore(pagecache, m.path(BIG), mt.path(twin_of(moved, twin, BIG)))
         assert other.resident == other.pages, other
-    files = moved.files()
-    with pagecache.batch() as batch:
-        reads = [batch.read(m.path(f["path"])) for f in files]
-    wrong = [f["path"] for f, got in zip(files, reads, strict=True)
-             if got.value.sha256 != f["sha256"]]
+    wrong = wrong_files(pagecache, moved, m.target)
     assert not wrong, f"wrong bytes at fsoffset={offset}: {wrong}"

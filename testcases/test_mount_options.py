@@ -14,6 +14,17 @@ from harness.guest.probe import Probe
 pytestmark = pytest.mark.requires_kernel("page_cache_share")
 Images = Callable[[str], BuiltImage]
 
+REFUSAL_AFTER_A_CHECKSUM_OF_OTHER_MEMORY = dict(
+    reason="an fsoffset= off the block size makes erofs_read_superblock() checksum the rest "
+           "of the superblock's block past the end of the page it mapped: a block device "
+           "mount fails on a checksum of other memory (EBADMSG) before the offset is refused "
+           "(reports/fsoffset-superblock-wrong-page.yaml). Not strict: a block device whose "
+           "page cache holds a large folio there reaches the refusal",
+    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\[[^\]]*erofs "
+              r"\(device [^)]+\): invalid checksum",
+    releases=">=6.16", unless_patched="erofs: read the superblock from the page that holds it",
+    params=["loop-*", "block-*"], strict=False)
+
 
 @pytest.mark.fast
 def test_inode_share_without_domain_id_fails_with_einval(erofs_image: Images, source: str,
@@ -150,26 +161,10 @@ def test_dax_always_without_sharing_on_a_device_without_dax_mounts_without_it(
     assert got.sha256 == image.file(BIG)["sha256"], got
 
 
-@pytest.mark.known_bug(
-    reason="an fsoffset= off the block size makes erofs_read_superblock() checksum the rest "
-           "of the superblock's block past the end of the page it mapped: a block device "
-           "mount fails on a checksum of other memory (EBADMSG) before the offset is refused "
-           "(reports/fsoffset-superblock-wrong-page.yaml). Not strict: a block device whose "
-           "page cache holds a large folio there reaches the refusal",
-    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\[[^\]]*erofs "
-              r"\(device [^)]+\): invalid checksum",
-    releases=">=6.16", unless_patched="erofs: read the superblock from the page that holds it",
-    params=["loop-*", "block-*"], strict=False)
+@pytest.mark.known_bug(**REFUSAL_AFTER_A_CHECKSUM_OF_OTHER_MEMORY)
 # Before 7.3 file-backed mounts read the superblock as a block device's (test_fsoffset.py).
-@pytest.mark.known_bug(
-    reason="as on a block device: before 7.3 a file-backed mount read its superblock through "
-           "the image file's page cache with the offset added (reports/"
-           "fsoffset-superblock-wrong-page.yaml). Not strict, for the same reason",
-    signature=r"MountResult\(ok=False, errno=74, errname='EBADMSG', kmsg=\[[^\]]*erofs "
-              r"\(device [^)]+\): invalid checksum",
-    releases=">=6.16,<7.3",
-    unless_patched="erofs: read the superblock from the page that holds it",
-    params=["file-*"], strict=False)
+@pytest.mark.known_bug(**dict(REFUSAL_AFTER_A_CHECKSUM_OF_OTHER_MEMORY, releases=">=6.16,<7.3",
+                              params=["file-*"]))
 @pytest.mark.parametrize("offset", [1024, 512])
 def test_an_fsoffset_off_the_block_size_is_refused(offset_image: Callable[..., BuiltImage],
                                                    source: str, offset: int,

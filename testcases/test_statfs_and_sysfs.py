@@ -60,9 +60,12 @@ def test_statfs_through_a_sharing_mount_describes_that_mounts_own_image(
     ma, mb = mount(a, SHARE, source), mount(b, SHARE, source)
     # b's reader brings the shared pages in; a's file is then served from them.
     read_then_mincore(pagecache, mb.path(twin_of(a, b, BIG)), ma.path(BIG))
-    for m, image, rel in ((ma, a, BIG), (mb, b, twin_of(a, b, BIG))):
+    looked = ((ma, a, BIG), (mb, b, twin_of(a, b, BIG)))
+    with pagecache.batch() as batch:
+        answers = [batch.statfs(m.path(rel)) for m, _, rel in looked]
+    for (m, image, rel), answer in zip(looked, answers, strict=True):
         want = _expected_statfs(image)
-        got = pagecache.statfs(m.path(rel))
+        got = answer.value
         assert got.magic == MAGIC, (
             f"statfs of {m.path(rel)} gives magic {got.magic:#x}, not EROFS's {MAGIC:#x}")
         by_path = {k: got.by_path[k] for k in want}
@@ -84,9 +87,11 @@ def test_each_sharing_mount_keeps_its_own_sysfs_knobs_and_drops_only_its_own_cac
     twin = mb.path(twin_of(a, b, BIG))
     before = read_then_mincore(pagecache, ma.path(BIG), twin)
     assert before.resident == before.pages, f"the twins do not share to begin with: {before}"
-    # b's knobs before a's are written: what they must still hold afterwards.
-    knobs_b = pagecache.sysfs_knobs(mb.target)
-    knobs_a = pagecache.sysfs_knobs(ma.target, WRITES)
+    # b's knobs before a's are written (a batch runs in order): what they must still hold
+    # afterwards.
+    with pagecache.batch() as batch:
+        before_b, written_a = batch.sysfs_knobs(mb.target), batch.sysfs_knobs(ma.target, WRITES)
+    knobs_b, knobs_a = before_b.value, written_a.value
     for knobs in (knobs_a, knobs_b):
         # 0 (auto) at mount; the kernel turns it to 1 itself once a read of compressed data
         # completes in atomic context (z_erofs_decompress_kickoff), as a virtio disk's does.
