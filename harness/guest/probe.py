@@ -317,8 +317,7 @@ def _handle_open(raw: dict[str, Any]) -> HandleOpen:
     return HandleOpen(int(raw["short_errno"]), int(raw["needed_bytes"]),
                       int(raw["handle_bytes"]), int(raw["handle_type"]),
                       int(raw["ino_before"]), int(raw.get("ino", -1)), str(raw.get("path", "")),
-                      None if read is None else ReadResult(int(read["bytes"]),
-                                                           str(read["sha256"])),
+                      None if read is None else _read(read),
                       str(raw.get("error", "")))
 
 

@@ -12,7 +12,6 @@ from pcprobe.base import AT_FDCWD, libc
 from pcprobe.memory import drop_caches
 
 MAX_HANDLE_SZ = 128
-EOVERFLOW = 75
 
 
 class _FileHandle(ctypes.Structure):
@@ -87,7 +86,8 @@ def reopen_by_handle(root, paths, drop_level):
 
 
 def statfs_of(path):
-    """statfs(2) of ``path`` and fstatfs(2) of it opened, as numbers (f_fsid as two words)."""
+    """statfs(2) of ``path`` (its f_type, and the statvfs fields) and fstatvfs of it opened,
+    as numbers (f_fsid as glibc gives it: the kernel's two words in one, low word first)."""
     def fields(st):
         # The C fields are unsigned; Python hands some back signed (2^64-1 as -1).
         return {name: getattr(st, f"f_{name}") & ((1 << 64) - 1)
