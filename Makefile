@@ -2,7 +2,7 @@
 # every target installs what it needs (host packages with apt, a virtualenv with the
 # pinned Python dependencies) and then does its job.
 #
-# Variables: KERNEL=<kernel spec>  ACCEL=auto|kvm|tcg  PYTEST_ARGS=...  CMD=... (exec)
+# Variables: KERNEL=<kernel spec>  ACCEL=auto|kvm|tcg  TCG_THREADS=single|multi  PYTEST_ARGS=...  CMD=... (exec)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 KERNEL ?=
 ACCEL ?= auto
+TCG_THREADS ?=
 PYTEST_ARGS ?=
 CMD ?=
 ARTIFACTS ?= artifacts
@@ -26,7 +27,7 @@ HOST_PACKAGES := qemu-system-x86 qemu-utils busybox-static dash dropbear-bin pyt
 	flex bison bc libelf-dev dwarves ccache git xz-utils zstd cpio patch \
 	meson ninja-build
 
-VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL)
+VM_OPTS := $(if $(KERNEL),--kernel=$(KERNEL)) --accel=$(ACCEL) $(if $(TCG_THREADS),--vm-tcg-threads=$(TCG_THREADS))
 # pytest exits 5 when it collected nothing: that is an error here, never a silent pass.
 PYTEST := scripts/pytest-nonempty $(PY) -m pytest
 

@@ -67,6 +67,9 @@ class VMConfig:
     memory_mb: int = 1024
     cpus: int = 2
     accel: str = "auto"
+    # "single": one host thread runs the vCPUs in turn; "multi": one host thread each, so
+    # two vCPUs really run at once (qemu_cmd.Machine and _online_cpus say the price).
+    tcg_threads: str = "single"
     scratch_mb: int = 2048
     boot_timeout: float = 180.0  # TCG on a loaded 2-core machine; KVM takes seconds
     command_timeout: float = 120.0
@@ -82,6 +85,11 @@ VM_DEFAULTS = VMConfig()
 COLD_BOOT_HELP = ("boot every VM cold, instead of starting VMs from the guest saved after "
                   "the first boot of the same kernel, image and machine")
 ACCELS = ("auto", "kvm", "tcg")
+TCG_THREADS = ("single", "multi")
+# Multi-threaded TCG boots on one CPU and brings the others up once the guest answers:
+# the boot's own static-key flips (sched_clock's "Marking stable") are then patched with
+# no second vCPU running through the patched code (qemu_cmd.Machine.args says why).
+MTTCG_BOOT_APPEND = "maxcpus=1"
 
 # The kernel command line: panic=-1 with -no-reboot makes a panic end QEMU instead of
 # hanging; loglevel=5 keeps warnings and splats on the console without the boot chatter
@@ -221,9 +229,11 @@ class VM:
             self._stack.callback(remove_tree, short)
             qmp_path = short / "qmp.sock"
         self.qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
-        append = " ".join(filter(None, [boot_append(self.kernel), self.config.append]))
-        command = QemuCommand(qemu, Machine(self.accel.name, self.config.memory_mb,
-                                            self.config.cpus),
+        machine = Machine(self.accel.name, self.config.memory_mb, self.config.cpus,
+                          self.config.tcg_threads)
+        append = " ".join(filter(None, [boot_append(self.kernel), self.config.append,
+                                        MTTCG_BOOT_APPEND if machine.late_cpus else ""]))
+        command = QemuCommand(qemu, machine,
                               DirectKernelBoot(self.kernel.vmlinuz, self.image.initrd_path,
                                                append),
                               qmp=QmpSocket(qmp_path), network=UserNetwork(),
@@ -297,8 +307,24 @@ class VM:
             raise BootTimeout(f"{self.name}: the guest printed its ready marker but SSH on "
                               f"127.0.0.1:{self.ssh_port} never answered: {exc}",
                               command=self.argv, console_tail=self._tail()) from exc
+        if machine.late_cpus:
+            self._online_cpus()
         if not self.kernel.config:
             self._read_back_config()
+
+    def _online_cpus(self) -> None:
+        """Bring up the CPUs a multi-threaded TCG guest booted without (MTTCG_BOOT_APPEND);
+        a restored guest was saved with one CPU, so this runs after every start."""
+        assert self.ssh is not None
+        script = ("for c in /sys/devices/system/cpu/cpu[1-9]*/online; do "
+                  "[ \"$(cat $c)\" = 1 ] || echo 1 > $c || exit 1; done; nproc")
+        result = self.ssh.run(script, 60)
+        if not result.ok or result.stdout.strip() != str(self.config.cpus):
+            raise VMError(f"{self.name}: --vm-tcg-threads=multi boots on one CPU and brings "
+                          f"the other {self.config.cpus - 1} up once the guest answers, "
+                          f"but they did not come up (nproc: {result.stdout.strip()!r}, "
+                          f"{result.stderr.strip()!r})", command=self.argv,
+                          console_tail=self._tail())
 
     def _read_back_config(self) -> None:
         """A kernel given without its .config: take it from /proc/config.gz if it has one.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.kernel.spec import FORMS
-from harness.vm.machine import ACCELS, COLD_BOOT_HELP, VM_DEFAULTS, VMConfig
+from harness.vm.machine import ACCELS, COLD_BOOT_HELP, TCG_THREADS, VM_DEFAULTS, VMConfig
 
 # (flag, argparse keywords); dest is the flag's name in snake case unless given.
 VM_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -20,6 +20,11 @@ VM_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
                      "help": f"guest memory in MiB (default {VM_DEFAULTS.memory_mb})"}),
     ("--vm-cpus", {"type": int, "default": VM_DEFAULTS.cpus, "metavar": "N",
                    "help": f"guest CPUs (default {VM_DEFAULTS.cpus})"}),
+    ("--vm-tcg-threads", {"default": VM_DEFAULTS.tcg_threads, "choices": TCG_THREADS,
+                          "help": "TCG with more than one guest CPU: single (one host thread "
+                                  "runs them in turn; the default) or multi (one each, so "
+                                  "they run at once; the guest boots on one CPU and brings "
+                                  "the others up after)"}),
     ("--vm-keep", {"action": "store_true", "default": VM_DEFAULTS.keep,
                    "help": "keep each VM's work directory (disks, sockets) after it stops"}),
     ("--vm-cold-boot", {"action": "store_false", "dest": "vm_restore",
@@ -49,5 +54,6 @@ VM_DESTS = frozenset(dest_of(flag, settings) for flag, settings in VM_OPTIONS)
 def vm_config(get: Callable[[str], Any]) -> VMConfig:
     """The VMConfig the options ask for; ``get`` reads an option by dest."""
     return VMConfig(memory_mb=int(get("vm_memory")), cpus=int(get("vm_cpus")),
-                    accel=str(get("accel")), keep=bool(get("vm_keep")),
+                    accel=str(get("accel")), tcg_threads=str(get("vm_tcg_threads")),
+                    keep=bool(get("vm_keep")),
                     restore=bool(get("vm_restore")), boot_timeout=float(get("vm_boot_timeout")))

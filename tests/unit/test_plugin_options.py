@@ -9,6 +9,7 @@ def test_options_live_in_one_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*EROFS page cache sharing harness*", "*--kernel=KERNEL*",
                                  "*--accel=*", "*--vm-memory=MB*", "*--vm-cpus=N*",
+                                 "*--vm-tcg-threads=*",
                                  "*--vm-keep*", "*--artifacts=DIR*"])
 
 

@@ -36,6 +36,20 @@ def test_kvm_uses_host_cpu_and_tcg_does_not() -> None:
     assert "host" in _argv("kvm") and "host" not in _argv("tcg")
 
 
+def test_tcg_runs_two_vcpus_on_one_thread_unless_asked_for_one_each() -> None:
+    def accel(machine: Machine) -> str:
+        args = machine.args()
+        return args[args.index("-accel") + 1]
+    assert accel(Machine("tcg", 512, 2)) == "tcg,thread=single"
+    assert not Machine("tcg", 512, 2).late_cpus
+    multi = Machine("tcg", 512, 2, "multi")
+    assert accel(multi) == "tcg,thread=multi" and multi.late_cpus
+    # One vCPU has nothing to run at once; KVM's vCPUs always do, and boot together.
+    assert not Machine("tcg", 512, 1, "multi").late_cpus
+    assert accel(Machine("kvm", 512, 2, "multi")) == "kvm"
+    assert not Machine("kvm", 512, 2, "multi").late_cpus
+
+
 def test_tcg_guest_gets_rdrand_and_no_virtio_rng() -> None:
     argv = _argv("tcg")
     assert argv[argv.index("-cpu") + 1] == "qemu64,+rdrand"
