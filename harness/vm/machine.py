@@ -86,9 +86,10 @@ COLD_BOOT_HELP = ("boot every VM cold, instead of starting VMs from the guest sa
                   "the first boot of the same kernel, image and machine")
 ACCELS = ("auto", "kvm", "tcg")
 TCG_THREADS = ("single", "multi")
-# Multi-threaded TCG boots on one CPU and brings the others up once the guest answers:
-# the boot's own static-key flips (sched_clock's "Marking stable") are then patched with
-# no second vCPU running through the patched code (qemu_cmd.Machine.args says why).
+# Multi-threaded TCG boots on one CPU and brings the others up once the guest answers, so
+# that the boot's own static-key flips (sched_clock's "Marking stable") are patched with
+# no second vCPU running through the patched code (qemu_cmd.Machine.args says why; how
+# often that still fails is not measured beyond a few boots).
 MTTCG_BOOT_APPEND = "maxcpus=1"
 
 # The kernel command line: panic=-1 with -no-reboot makes a panic end QEMU instead of
